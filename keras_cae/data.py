@@ -1,0 +1,158 @@
+"""Data loading: the bundled scikit-learn digits and user arrays (.npy, .npz, .csv).
+
+Nothing here downloads: the digits (1,797 real 8×8 handwritten digits, UCI) ship
+inside scikit-learn. This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Dataset", "load_digits", "load_array", "check_finite"]
+
+SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs as float32, optional integer labels, a name and how inputs were scaled."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+    scaling: str
+
+
+def load_digits() -> Dataset:
+    """Loads scikit-learn's bundled handwritten digits, scaled to [0, 1].
+
+    Returns:
+        A `Dataset` with ``x`` of shape ``(1797, 64)`` (pixel intensities 0..16 divided
+        by 16) and the digit labels ``y``.
+
+    Example:
+
+    >>> from keras_cae.data import load_digits
+    >>> data = load_digits()
+    >>> data.x.shape, float(data.x.max())
+    ((1797, 64), 1.0)
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    return Dataset(x=x, y=bunch.target.astype(np.int64), name="sklearn-digits", scaling="x / 16")
+
+
+def check_finite(x: np.ndarray, name: str = "x") -> None:
+    """Raises `ValueError` if any row of `x` holds NaN or an infinity, counting the rows."""
+    if x.size == 0:
+        return
+    finite = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+    bad = int(x.shape[0] - finite.sum())
+    if bad:
+        first = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"`{name}` contains NaN or infinite values in {bad} of {x.shape[0]} rows "
+            f"(first bad row: {first}). Remove or impute them first."
+        )
+
+
+def _read_csv(path: str) -> np.ndarray:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows = [row for row in rows if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{path}: the CSV file is empty")
+    try:
+        [float(cell) for cell in rows[0]]
+    except ValueError:
+        rows = rows[1:]  # A header row.
+    width = len(rows[0]) if rows else 0
+    values = np.empty((len(rows), width), dtype=np.float64)
+    for index, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(
+                f"{path}: row {index + 1} has {len(row)} columns, expected {width}"
+            )
+        for column, cell in enumerate(row):
+            try:
+                values[index, column] = float(cell)
+            except ValueError:
+                raise ValueError(
+                    f"{path}: row {index + 1}, column {column + 1} is not a number: {cell!r}"
+                ) from None
+    return values
+
+
+def load_array(path: str | os.PathLike[str]) -> Dataset:
+    """Loads a 2-D or higher float array from `.npy`, `.npz` (key `x`, or its only
+    array; an optional `y` holds labels) or `.csv` (numbers only; one header row allowed).
+
+    Args:
+        path: the file to read.
+
+    Returns:
+        A `Dataset` with float32 inputs. Labels only from `.npz` files with a `y` array.
+
+    Raises:
+        ValueError: unknown suffix, unreadable file, text cells, fewer than 2 dims,
+            or NaN/infinite values (the message says which).
+
+    Example:
+
+    >>> import numpy as np, tempfile, os
+    >>> from keras_cae.data import load_array
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(path, np.zeros((4, 3)))
+    >>> load_array(path).x.shape
+    (4, 3)
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(
+            f"Unrecognized data file {path!r}. Supported suffixes are: {list(SUPPORTED_SUFFIXES)}."
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    labels = None
+    try:
+        if suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if "x" in archive:
+                    values = archive["x"]
+                elif len(keys) == 1:
+                    values = archive[keys[0]]
+                else:
+                    raise ValueError(
+                        f"{path}: expected an array named 'x' or a single array, found {keys}"
+                    )
+                labels = archive["y"] if "y" in archive else None
+        else:
+            values = _read_csv(path)
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read the file ({error})") from None
+    except ValueError as error:
+        if str(error).startswith(path):
+            raise
+        raise ValueError(f"{path}: cannot read the file ({error})") from None
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        raise ValueError(f"{path}: expected real numbers, found dtype {values.dtype}")
+    if values.ndim < 2 or values.shape[0] == 0:
+        raise ValueError(
+            f"{path}: expected an array of shape (samples, features...), found shape {values.shape}"
+        )
+    x = values.astype(np.float32)
+    check_finite(x, path)
+    if labels is not None and labels.shape[:1] != x.shape[:1]:
+        raise ValueError(f"{path}: 'y' has {labels.shape[0]} rows but 'x' has {x.shape[0]}")
+    name = os.path.basename(path)
+    return Dataset(x=x, y=labels, name=name, scaling="none")

@@ -1,0 +1,447 @@
+"""The contractive auto-encoder as a `keras.Model`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_cae import penalties
+
+__all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
+
+logger = logging.getLogger("keras_cae")
+
+CORRUPTIONS = ("gaussian", "masking")
+
+
+def _check_non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(
+            f"`{name}` should be a non-negative finite number. Received: {name}={value!r}"
+        )
+    if not math.isfinite(float(value)) or value < 0:
+        raise ValueError(
+            f"`{name}` should be a non-negative finite number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _scale_for_replicas(value: tf.Tensor) -> tf.Tensor:
+    """Divides a per-replica mean by the number of replicas.
+
+    Keras sums gradients over replicas, and its compiled losses are divided by
+    ``num_replicas_in_sync`` to turn the sum into a global mean; our own terms must be
+    scaled the same way.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
+
+
+def _weighted_mean(values: tf.Tensor, sample_weight: Any) -> tf.Tensor:
+    """Keras's `sum_over_batch_size` reduction: ``Σ w_b v_b / batch``."""
+    if sample_weight is not None:
+        weight = tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
+        values = values * weight
+    return tf.reduce_sum(values) / tf.cast(tf.shape(values)[0], values.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_cae")
+class ContractiveAutoencoder(keras.Model):
+    """A contractive auto-encoder trained with `model.fit`.
+
+    Minimises ``L(x, g(f(x))) + λ ‖J_f(x)‖²_F`` (Rifai et al., ICML 2011), where
+    ``J_f(x)`` is the Jacobian of the code ``h = f(x)`` with respect to the input,
+    squared and summed over every non-batch axis. With ``hessian_weight = γ > 0`` it
+    adds the CAE+H term ``γ E_ε ‖J_f(x) − J_f(x + ε)‖²_F`` (Rifai et al., ECML PKDD
+    2011). With `corruption` it trains on corrupted inputs against clean targets (a
+    denoising auto-encoder, Vincent et al., 2008); with every weight 0 and no
+    corruption it is a plain auto-encoder, trained exactly as one.
+
+    The reconstruction loss is the one given to `compile(loss=...)`; without one it
+    is the mean squared error. Sample weights weight every term. Logs: `loss` (the
+    total), `reconstruction_loss`, `contractive_loss` (the batch mean of
+    ``‖J_f(x)‖²_F``, before multiplying by λ; in training only when λ > 0, as it is
+    not computed otherwise) and, with γ > 0, `hessian_loss`; evaluation always
+    reports `contractive_loss`.
+
+    Args:
+        encoder: a Keras layer or model mapping inputs to codes. Samples must be
+            processed independently (the penalty is per sample).
+        decoder: a Keras layer or model mapping codes back to the input shape.
+        contractive_weight: λ, the weight of the contractive penalty. Defaults to `0.1`.
+        penalty: how the penalty is computed: `"auto"`, `"batch_jacobian"`,
+            `"closed_form"` or `"hutchinson"` (see `keras_cae.contractive_penalty`).
+            `"auto"` is exact: the closed form for Dense chains, else
+            `batch_jacobian`. Defaults to `"auto"`.
+        num_projections: probes per sample for `penalty="hutchinson"`. Defaults to `4`.
+        probe_distribution: `"rademacher"` or `"gaussian"` probes for
+            `penalty="hutchinson"`. Defaults to `"rademacher"`.
+        hessian_weight: γ, the weight of the CAE+H term. Defaults to `0.0`.
+        hessian_noise_stddev: σ of the corruption ε in the CAE+H term. Defaults to `0.1`.
+        hessian_samples: corrupted copies per sample in the CAE+H term. Defaults to `1`.
+        corruption: `None`, `"gaussian"` (add N(0, level²) noise) or `"masking"` (zero
+            each input with probability level), applied in training only. Defaults
+            to `None`.
+        corruption_level: the noise σ or the masking probability. Defaults to `0.0`.
+        seed: seed for the probes and noise. Defaults to `None`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_cae import ContractiveAutoencoder
+    >>> encoder = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4, "sigmoid")])
+    >>> decoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, "sigmoid")])
+    >>> model = ContractiveAutoencoder(encoder, decoder, contractive_weight=0.1)
+    >>> model.compile(optimizer="adam")
+    >>> x = np.random.default_rng(0).random((32, 16)).astype("float32")
+    >>> history = model.fit(x, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['contractive_loss', 'loss', 'reconstruction_loss']
+    """
+
+    def __init__(
+        self,
+        encoder: keras.layers.Layer,
+        decoder: keras.layers.Layer,
+        contractive_weight: float = 0.1,
+        penalty: str = "auto",
+        num_projections: int = 4,
+        probe_distribution: str = "rademacher",
+        hessian_weight: float = 0.0,
+        hessian_noise_stddev: float = 0.1,
+        hessian_samples: int = 1,
+        corruption: str | None = None,
+        corruption_level: float = 0.0,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.contractive_weight = _check_non_negative("contractive_weight", contractive_weight)
+        self.penalty = penalties.check_method(penalty, "penalty")
+        penalties._check_hutchinson_args(num_projections, probe_distribution)
+        self.num_projections = num_projections
+        self.probe_distribution = probe_distribution
+        self.hessian_weight = _check_non_negative("hessian_weight", hessian_weight)
+        penalties._check_hessian_args(hessian_noise_stddev, hessian_samples)
+        self.hessian_noise_stddev = float(hessian_noise_stddev)
+        self.hessian_samples = hessian_samples
+        if corruption is not None and corruption not in CORRUPTIONS:
+            raise ValueError(
+                f"Unrecognized corruption={corruption!r}. Supported corruptions are: "
+                f"{[None, *CORRUPTIONS]}."
+            )
+        self.corruption = corruption
+        self.corruption_level = _check_non_negative("corruption_level", corruption_level)
+        if corruption == "masking" and self.corruption_level >= 1:
+            raise ValueError(
+                "`corruption_level` is the masking probability and should be in [0, 1). "
+                f"Received: corruption_level={corruption_level!r}"
+            )
+        self.seed = seed
+        self.encoder = encoder
+        self.decoder = decoder
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.contractive_loss_tracker = keras.metrics.Mean(name="contractive_loss")
+        self.hessian_loss_tracker = keras.metrics.Mean(name="hessian_loss")
+        self._penalty_method: str | None = None
+        tie = getattr(decoder, "tie", None)
+        if callable(tie):
+            tie(encoder)
+
+    # ----------------------------------------------------------------------------------
+    # Forward pass.
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Builds encoder and decoder and checks that the decoder restores the input shape."""
+        symbolic = keras.KerasTensor(tuple(input_shape), dtype=self.compute_dtype)
+        code = self.encoder(symbolic)
+        reconstruction = self.decoder(code)
+        if tuple(reconstruction.shape[1:]) != tuple(input_shape[1:]):
+            raise ValueError(
+                "The decoder output shape should equal the encoder input shape. Received: "
+                f"encoder input shape {tuple(input_shape)}, code shape {tuple(code.shape)}, "
+                f"decoder output shape {tuple(reconstruction.shape)}."
+            )
+        self.built = True
+        self._check_jit_compile()
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        return self.decoder(self.encoder(inputs, training=training), training=training)
+
+    def encode(self, x: Any, training: bool = False) -> Any:
+        """Returns the code ``f(x)``."""
+        return self.encoder(x, training=training)
+
+    def decode(self, h: Any, training: bool = False) -> Any:
+        """Returns the reconstruction ``g(h)`` of a code."""
+        return self.decoder(h, training=training)
+
+    @property
+    def penalty_method(self) -> str:
+        """The exact method `penalty` resolves to for this encoder (`"auto"` resolved)."""
+        if self._penalty_method is None:
+            method = penalties.resolve_method(self.encoder, self.penalty, training=True)
+            if self.penalty == "auto":
+                logger.info("keras_cae: penalty='auto' uses %r for this encoder.", method)
+            self._penalty_method = method
+        return self._penalty_method
+
+    # ----------------------------------------------------------------------------------
+    # Training and evaluation.
+
+    def compile(self, optimizer: Any = "adam", loss: Any = None, **kwargs: Any) -> None:
+        """Configures the model for training, as `keras.Model.compile`.
+
+        Args:
+            optimizer: as in `keras.Model.compile`. Defaults to `"adam"`.
+            loss: the reconstruction loss. Defaults to `"mean_squared_error"`.
+            **kwargs: passed to `keras.Model.compile` (`metrics`, `jit_compile`, ...).
+        """
+        super().compile(
+            optimizer=optimizer,
+            loss="mean_squared_error" if loss is None else loss,
+            **kwargs,
+        )
+        self._check_jit_compile()
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Restores the compile state saved in a `.keras` file (our `compile` is Keras's)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_jit_compile(self) -> None:
+        """Turns XLA off, with a warning, where it makes the train step far slower."""
+        if not getattr(self, "compiled", False) or self.jit_compile is not True:
+            return
+        if not self.encoder.built or not self._computes_penalty():
+            return
+        method = self.penalty_method
+        if method == "batch_jacobian":
+            warnings.warn(
+                "jit_compile=True was turned off for this ContractiveAutoencoder: XLA "
+                "compiles the per-code-unit loop of penalty='batch_jacobian' very badly on "
+                "CPU (measured 136 s per step against 0.28 s without XLA). Use "
+                "penalty='closed_form' for Dense encoders, or train without jit_compile.",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.jit_compile = False
+
+    def _computes_penalty(self) -> bool:
+        return self.contractive_weight > 0 or self.hessian_weight > 0
+
+    def _corrupt(self, x: tf.Tensor) -> tf.Tensor:
+        if self.corruption is None or self.corruption_level == 0:
+            return x
+        if self.corruption == "gaussian":
+            noise = keras.random.normal(
+                tf.shape(x), stddev=self.corruption_level, seed=self.seed_generator
+            )
+            return x + tf.cast(noise, x.dtype)
+        keep = keras.random.uniform(tf.shape(x), seed=self.seed_generator)
+        return x * tf.cast(keep >= self.corruption_level, x.dtype)
+
+    def _forward_with_penalties(
+        self, x: Any, training: bool, compute_penalty: bool
+    ) -> tuple[Any, tf.Tensor | None, tf.Tensor | None]:
+        """Returns the reconstruction and the per-sample penalties (None if skipped)."""
+        if not compute_penalty:
+            return self(x, training=training), None, None
+        x = tf.convert_to_tensor(x)
+        code, contractive = penalties.code_and_penalty(
+            self.encoder,
+            x,
+            self.penalty_method,
+            training=training,
+            num_projections=self.num_projections,
+            probe_distribution=self.probe_distribution,
+            seed=self.seed_generator,
+        )
+        hessian = None
+        if self.hessian_weight > 0:
+            hessian = penalties.hessian_penalty(
+                self.encoder,
+                x,
+                self.penalty_method,
+                noise_stddev=self.hessian_noise_stddev,
+                num_samples=self.hessian_samples,
+                training=training,
+                num_projections=self.num_projections,
+                probe_distribution=self.probe_distribution,
+                seed=self.seed_generator,
+            )
+        return self.decoder(code, training=training), contractive, hessian
+
+    def _compute_terms(
+        self, x: Any, y: Any, sample_weight: Any, training: bool
+    ) -> tuple[tf.Tensor, Any, dict[str, tf.Tensor]]:
+        """Returns the replica-scaled total loss, the reconstruction, and unscaled terms."""
+        if y is None:
+            y = x
+        compute_penalty = self._computes_penalty() or not training
+        inputs = self._corrupt(x) if training else x
+        reconstruction, contractive, hessian = self._forward_with_penalties(
+            inputs, training, compute_penalty
+        )
+        reconstruction_loss = self._compute_loss(
+            x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
+        )
+        total = reconstruction_loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        terms = {"reconstruction_loss": reconstruction_loss * replicas if replicas > 1 else reconstruction_loss}
+        if contractive is not None:
+            contractive_mean = _weighted_mean(contractive, sample_weight)
+            terms["contractive_loss"] = contractive_mean
+            if self.contractive_weight > 0:
+                total = total + _scale_for_replicas(
+                    tf.cast(self.contractive_weight * contractive_mean, total.dtype)
+                )
+        if hessian is not None:
+            hessian_mean = _weighted_mean(hessian, sample_weight)
+            terms["hessian_loss"] = hessian_mean
+            total = total + _scale_for_replicas(
+                tf.cast(self.hessian_weight * hessian_mean, total.dtype)
+            )
+        return total, reconstruction, terms
+
+    def _update_trackers(self, total: tf.Tensor, terms: dict[str, tf.Tensor], batch: Any) -> None:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.total_loss_tracker.update_state(total * replicas, sample_weight=batch)
+        trackers = {
+            "reconstruction_loss": self.reconstruction_loss_tracker,
+            "contractive_loss": self.contractive_loss_tracker,
+            "hessian_loss": self.hessian_loss_tracker,
+        }
+        for name, value in terms.items():
+            trackers[name].update_state(value, sample_weight=batch)
+
+    def _logs(self, logs: dict[str, Any], training: bool) -> dict[str, Any]:
+        if training and not self.contractive_weight > 0:
+            logs.pop("contractive_loss", None)
+        if not self.hessian_weight > 0:
+            logs.pop("hessian_loss", None)
+        return logs
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            total, reconstruction, terms = self._compute_terms(x, y, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(total)
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self._update_trackers(total, terms, tf.shape(x)[0])
+        logs = self.compute_metrics(x, x if y is None else y, reconstruction, sample_weight)
+        return self._logs(logs, training=True)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        total, reconstruction, terms = self._compute_terms(x, y, sample_weight, training=False)
+        self._update_trackers(total, terms, tf.shape(x)[0])
+        logs = self.compute_metrics(x, x if y is None else y, reconstruction, sample_weight)
+        return self._logs(logs, training=False)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        own = [
+            self.total_loss_tracker,
+            self.reconstruction_loss_tracker,
+            self.contractive_loss_tracker,
+            self.hessian_loss_tracker,
+        ]
+        keras_loss = getattr(self, "_loss_tracker", None)
+        rest = [m for m in super().metrics if m is not keras_loss and all(m is not o for o in own)]
+        return own + rest
+
+    # ----------------------------------------------------------------------------------
+    # Input validation.
+
+    def _expected_input_shape(self) -> tuple[int | None, ...] | None:
+        shape = getattr(self.encoder, "input_shape", None) if self.encoder.built else None
+        if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
+            return shape
+        return None
+
+    def _check_array(self, name: str, array: Any) -> None:
+        """Raises `ValueError` for NumPy data with non-finite rows or a wrong shape."""
+        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+            return
+        expected = self._expected_input_shape()
+        if expected is not None and (
+            array.ndim != len(expected)
+            or any(e is not None and e != a for e, a in zip(expected[1:], array.shape[1:]))
+        ):
+            raise ValueError(
+                f"`{name}` should have shape (batch, {', '.join(str(d) for d in expected[1:])}) "
+                f"to match the encoder input. Received: {name}.shape={array.shape}"
+            )
+        if array.ndim == 0 or array.shape[0] == 0:
+            return
+        finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+        bad = int(array.shape[0] - finite.sum())
+        if bad:
+            first = int(np.flatnonzero(~finite)[0])
+            raise ValueError(
+                f"`{name}` contains NaN or infinite values in {bad} of {array.shape[0]} rows "
+                f"(first bad row: {first}). Remove or impute them before training."
+            )
+
+    def _check_data(self, x: Any, y: Any, validation_data: Any = None) -> None:
+        self._check_array("x", x)
+        self._check_array("y", y)
+        if isinstance(validation_data, (tuple, list)):
+            for part, name in zip(validation_data[:2], ("validation_data[0]", "validation_data[1]")):
+                self._check_array(name, part)
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Trains the model, as `keras.Model.fit`; `y` defaults to `x`.
+
+        NumPy inputs are checked before training starts: rows with NaN or infinite
+        values, or a shape that does not match the encoder input, raise `ValueError`.
+        """
+        self._check_data(x, y, kwargs.get("validation_data"))
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Evaluates the model, as `keras.Model.evaluate`; `y` defaults to `x`."""
+        self._check_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------
+    # Serialization.
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder": keras.saving.serialize_keras_object(self.decoder),
+                "contractive_weight": self.contractive_weight,
+                "penalty": self.penalty,
+                "num_projections": self.num_projections,
+                "probe_distribution": self.probe_distribution,
+                "hessian_weight": self.hessian_weight,
+                "hessian_noise_stddev": self.hessian_noise_stddev,
+                "hessian_samples": self.hessian_samples,
+                "corruption": self.corruption,
+                "corruption_level": self.corruption_level,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ContractiveAutoencoder:
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
