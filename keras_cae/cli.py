@@ -1,0 +1,195 @@
+"""The `keras-cae` command line.
+
+Each subcommand imports what it needs when it runs: `keras-cae encode` and
+`keras-cae serve` never import TensorFlow. Errors are one line on stderr and exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["main", "CliError"]
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error to report as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _units(text: str) -> list[int]:
+    try:
+        units = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 32 or 64,16, got {text!r}"
+        ) from None
+    if not units or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return units
+
+
+# ------------------------------------------------------------------------------------------
+# keras-cae train
+
+
+def _add_train_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a contractive auto-encoder (default data: scikit-learn's digits)",
+        description="Train a Dense contractive auto-encoder and write model.keras and "
+        "metrics.json into --out.",
+    )
+    parser.add_argument(
+        "--data",
+        help="a .npy, .npz (array 'x', optional labels 'y') or .csv file; "
+        "default: the bundled scikit-learn digits scaled to [0, 1]",
+    )
+    parser.add_argument(
+        "--out",
+        help="output directory (must be new or empty unless --overwrite); "
+        "default: runs/train-<timestamp>",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument(
+        "--hidden-units", type=_units, default=[32], help="code size or sizes, e.g. 32 or 64,16 (default: 32)"
+    )
+    parser.add_argument("--activation", default="sigmoid", help="encoder activation (default: sigmoid)")
+    parser.add_argument(
+        "--output-activation", default="sigmoid", help="reconstruction activation (default: sigmoid)"
+    )
+    parser.add_argument("--tied-weights", action="store_true", help="decoder uses the transposed encoder kernels")
+    parser.add_argument("--epochs", type=_positive_int, default=60, help="default: 60")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    parser.add_argument(
+        "--contractive-weight", type=_non_negative_float, default=0.1, help="λ (default: 0.1)"
+    )
+    parser.add_argument(
+        "--penalty",
+        default="auto",
+        choices=["auto", "batch_jacobian", "closed_form", "hutchinson"],
+        help="how ‖J‖² is computed (default: auto, exact)",
+    )
+    parser.add_argument("--learning-rate", type=_non_negative_float, default=3e-3, help="Adam (default: 0.003)")
+    parser.add_argument("--seed", type=int, default=0, help="default: 0")
+    parser.add_argument(
+        "--validation-split", type=_fraction, default=0.1, help="of the training part (default: 0.1)"
+    )
+    parser.add_argument(
+        "--test-fraction", type=_fraction, default=0.2, help="held out for the summary (default: 0.2)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from keras_cae import _io, data
+
+    out = args.out or os.path.join(
+        "runs", "train-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    _io.check_output_dir(out, args.overwrite, "--out")
+    dataset = data.load_digits() if args.data is None else data.load_array(args.data)
+    if args.test_fraction <= 0:
+        raise CliError("--test-fraction must be > 0: the summary is measured on held-out data")
+
+    from keras_cae import training  # Imports TensorFlow.
+
+    result = training.train(
+        dataset,
+        hidden_units=args.hidden_units,
+        activation=args.activation,
+        output_activation=args.output_activation,
+        tied_weights=args.tied_weights,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        contractive_weight=args.contractive_weight,
+        penalty=args.penalty,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        validation_split=args.validation_split,
+        test_fraction=args.test_fraction,
+        verbose=0 if args.quiet else 2,
+    )
+    with _io.atomic_directory(out, overwrite=args.overwrite) as staging:
+        result.model.save(os.path.join(staging, "model.keras"))
+        _io.atomic_write_json(os.path.join(staging, "metrics.json"), result.metrics)
+    print(training.format_summary(result.metrics, out))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# Entry point.
+
+_PARSER_BUILDERS: list[Callable[[Any], None]] = [_add_train_parser]
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="keras-cae",
+        description="Contractive auto-encoders for Keras: train, export, encode, serve.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in _PARSER_BUILDERS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `keras-cae` command line; returns the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, PermissionError) as error:
+        message = " ".join(str(error).split())
+        prefix = "" if message.startswith("keras-cae") else "keras-cae: error: "
+        print(f"{prefix}{message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("keras-cae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
