@@ -1,0 +1,48 @@
+"""Export trained encoders to ONNX and SavedModel, and run them with onnxruntime.
+
+`OnnxEncoder` (the onnxruntime runtime) imports no TensorFlow. The export functions
+import TensorFlow, Keras and tf2onnx; they are loaded on first use (PEP 562), so
+``from export import OnnxEncoder`` stays TensorFlow-free.
+
+Example:
+
+>>> import export                                                    # doctest: +SKIP
+>>> result = export.export_encoder(model, "exported/")               # doctest: +SKIP
+>>> export.OnnxEncoder(result.paths["onnx"]).encode(x)               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from export.runtime import METADATA_PREFIX, OnnxEncoder
+
+# Public name -> module that defines it; these modules import TensorFlow.
+_LAZY = {
+    "export_encoder": "export._export",
+    "ExportResult": "export._export",
+    "ExportError": "export._export",
+    "ParityError": "export._export",
+    "FORMATS": "export._export",
+    "PARTS": "export._export",
+    "DEFAULT_TOLERANCE": "export._export",
+    "DEFAULT_OPSET": "export.onnx",
+    "to_onnx": "export.onnx",
+    "to_saved_model": "export.saved_model",
+}
+
+__all__ = ["OnnxEncoder", "METADATA_PREFIX", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

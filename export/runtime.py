@@ -1,0 +1,281 @@
+"""`OnnxEncoder`: run an exported encoder with onnxruntime, without TensorFlow.
+
+This module imports only numpy, onnxruntime and the standard library, so that a
+service that encodes with it starts in well under a second. It never imports
+TensorFlow or Keras (a test checks `sys.modules` in a fresh process).
+
+Example:
+
+>>> from export import OnnxEncoder                         # doctest: +SKIP
+>>> encoder = OnnxEncoder("exported/encoder.onnx")         # doctest: +SKIP
+>>> encoder.input_shape, encoder.output_shape              # doctest: +SKIP
+((None, 64), (None, 32))
+>>> codes = encoder.encode(x)                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["OnnxEncoder", "METADATA_PREFIX"]
+
+#: Every key that `export.export_encoder` writes into the ONNX `metadata_props`.
+METADATA_PREFIX = "keras_cae."
+
+# ONNX tensor element types that an encoder input may have, as numpy dtypes.
+_ORT_DTYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+}
+# numpy dtype kinds accepted as numeric input: float, signed and unsigned integers.
+_NUMERIC_KINDS = frozenset("fiu")
+
+
+def _static_shape(shape: Sequence[Any]) -> tuple[int | None, ...]:
+    """onnxruntime reports dynamic dimensions as strings (`"unk__3"`) or None."""
+    return tuple(dim if isinstance(dim, int) and dim >= 0 else None for dim in shape)
+
+
+def _format_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if dim is None else str(dim) for dim in shape) + (
+        ",)" if len(shape) == 1 else ")"
+    )
+
+
+class OnnxEncoder:
+    """An exported encoder, run by onnxruntime; returns float32 codes.
+
+    Inputs are validated before they reach onnxruntime: a wrong rank or feature count
+    raises a `ValueError` naming the expected and the received shapes; float64 and
+    integer arrays are cast to the model's float type; NaN and infinities raise a
+    `ValueError` unless `check_finite=False`; non-numeric input raises a `ValueError`;
+    an empty batch returns an empty ``(0, *code_shape)`` array. A single sample
+    without its batch axis (e.g. shape ``(64,)`` for a ``(None, 64)`` encoder) is
+    accepted and returns a single code without its batch axis (e.g. ``(32,)``).
+
+    Large inputs are run in chunks of `batch_size` rows, which bounds the memory
+    onnxruntime allocates per call. `encode` keeps no per-call state on the instance
+    and `InferenceSession.run` is thread-safe, so one instance may serve many threads.
+
+    Args:
+        path: the `.onnx` file, e.g. one written by `export.export_encoder`.
+        providers: onnxruntime execution providers in order of preference. Defaults to
+            `["CPUExecutionProvider"]`, the provider the export was verified on.
+        intra_op_num_threads: threads onnxruntime may use inside one operator.
+            Defaults to `None` (onnxruntime's choice: one per physical core).
+        batch_size: the most rows passed to onnxruntime at once. Defaults to `1024`.
+        check_finite: reject inputs holding NaN or infinities. Defaults to `True`.
+
+    Attributes:
+        path: the model path.
+        input_name: the graph input name (`"x"` for our exports).
+        output_name: the graph output name (`"code"` for our exports).
+        input_shape: ``(None, *features)``; `None` marks the dynamic batch axis.
+        output_shape: ``(None, *code_shape)``.
+        metadata: the ONNX `metadata_props` (our keys start with ``"keras_cae."``).
+        providers: the execution providers the session actually uses.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is not a valid ONNX model, the model does not have one
+            float input and at least one output, or an argument is invalid.
+
+    Example:
+
+    >>> encoder = OnnxEncoder("exported/encoder.onnx", intra_op_num_threads=1)  # doctest: +SKIP
+    >>> encoder.encode(np.zeros((3, 64))).shape                                 # doctest: +SKIP
+    (3, 32)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        providers: Sequence[str] | None = None,
+        intra_op_num_threads: int | None = None,
+        batch_size: int = 1024,
+        check_finite: bool = True,
+    ) -> None:
+        self.path = os.fspath(path)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1
+        ):
+            raise ValueError(
+                f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}"
+            )
+        if intra_op_num_threads is not None and (
+            isinstance(intra_op_num_threads, bool)
+            or not isinstance(intra_op_num_threads, (int, np.integer))
+            or intra_op_num_threads < 0
+        ):
+            raise ValueError(
+                "`intra_op_num_threads` should be None or a non-negative integer (0 lets "
+                f"onnxruntime choose). Received: intra_op_num_threads={intra_op_num_threads!r}"
+            )
+        if not isinstance(check_finite, bool):
+            raise ValueError(
+                f"`check_finite` should be True or False. Received: check_finite={check_finite!r}"
+            )
+        self.batch_size = int(batch_size)
+        self.check_finite = check_finite
+
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+        elif isinstance(providers, str):
+            providers = [providers]
+        available = ort.get_available_providers()
+        unknown = [p for p in providers if p not in available]
+        if unknown or not providers:
+            raise ValueError(
+                f"Unrecognized providers={list(providers)!r}. Available providers on this "
+                f"machine are: {available}"
+            )
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"ONNX model not found: {self.path!r}")
+
+        options = ort.SessionOptions()
+        if intra_op_num_threads is not None:
+            options.intra_op_num_threads = int(intra_op_num_threads)
+        try:
+            self._session = ort.InferenceSession(
+                self.path, sess_options=options, providers=list(providers)
+            )
+        except Exception as error:  # onnxruntime raises its own exception types.
+            message = " ".join(str(error).split())
+            raise ValueError(
+                f"onnxruntime cannot load {self.path!r} as an ONNX model: {message}"
+            ) from error
+
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise ValueError(
+                f"{self.path!r}: an encoder should have exactly one input and at least one "
+                f"output; this model has inputs {[i.name for i in inputs]} and outputs "
+                f"{[o.name for o in outputs]}"
+            )
+        if inputs[0].type not in _ORT_DTYPES:
+            raise ValueError(
+                f"{self.path!r}: the input {inputs[0].name!r} has type {inputs[0].type}; "
+                f"supported input types are: {sorted(_ORT_DTYPES)}"
+            )
+        self.input_name: str = inputs[0].name
+        self.output_name: str = outputs[0].name
+        self.input_dtype: np.dtype = _ORT_DTYPES[inputs[0].type]
+        self.input_shape: tuple[int | None, ...] = _static_shape(inputs[0].shape)
+        self.output_shape: tuple[int | None, ...] = _static_shape(outputs[0].shape)
+        if not self.input_shape:
+            raise ValueError(f"{self.path!r}: the input {self.input_name!r} is a scalar")
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.providers: list[str] = self._session.get_providers()
+        # Precomputed for `encode`, whose batch-1 overhead over a bare
+        # `InferenceSession.run` should stay small (see benchmarks/inference.py).
+        self._sample_shape = self.input_shape[1:]
+        self._sample_static = all(dim is not None for dim in self._sample_shape)
+        self._code_shape = self.output_shape[1:]
+        self._code_static = bool(self.output_shape) and all(
+            dim is not None for dim in self._code_shape
+        )
+        self._outputs = [self.output_name]
+        self._run = self._session.run
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxEncoder(path={self.path!r}, input_shape={self.input_shape}, "
+            f"output_shape={self.output_shape}, providers={self.providers})"
+        )
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The underlying `onnxruntime.InferenceSession`."""
+        return self._session
+
+    def _shape_error(self, received: tuple[int, ...]) -> ValueError:
+        return ValueError(
+            f"Expected an input of shape {_format_shape(self.input_shape)} (a batch) or "
+            f"{_format_shape(self._sample_shape)} (one sample); received an input of "
+            f"shape {_format_shape(received)}."
+        )
+
+    def encode(self, x: Any) -> np.ndarray:
+        """Encodes a batch of inputs (or one sample) and returns float32 codes.
+
+        Args:
+            x: array-like of shape ``(batch, *features)``, or ``features`` for a single
+                sample. Float64 and integer values are cast to the model's float type.
+
+        Returns:
+            A float32 array of shape ``(batch, *code_shape)``, or ``code_shape`` when
+            `x` was a single sample.
+
+        Raises:
+            ValueError: `x` is not numeric, has the wrong rank or feature shape, or
+                holds NaN or infinities (with `check_finite=True`).
+        """
+        # Fast path first: an already well-formed float32 batch skips every copy.
+        if type(x) is not np.ndarray:
+            try:
+                x = np.asarray(x)
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"Expected a numeric array-like input; could not convert it to an "
+                    f"array: {error}"
+                ) from None
+        if x.dtype.kind not in _NUMERIC_KINDS:
+            raise ValueError(
+                f"Expected a numeric (float or integer) input; received an array of dtype "
+                f"{x.dtype} and shape {_format_shape(x.shape)}."
+            )
+        sample_shape = self._sample_shape
+        single = False
+        if x.ndim == len(sample_shape) + 1:
+            if self._sample_static:
+                if x.shape[1:] != sample_shape:
+                    raise self._shape_error(x.shape)
+            elif any(
+                e is not None and e != r for e, r in zip(sample_shape, x.shape[1:], strict=True)
+            ):
+                raise self._shape_error(x.shape)
+        elif x.ndim == len(sample_shape) and all(
+            e is None or e == r for e, r in zip(sample_shape, x.shape, strict=True)
+        ):
+            single = True
+            x = x[np.newaxis]
+        else:
+            raise self._shape_error(x.shape)
+        if x.dtype != self.input_dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        batch = x.shape[0]
+        if self.check_finite and batch:
+            # One float64 sum is cheaper than an `isfinite` mask at small batches, and
+            # finite float32/float16 values cannot overflow a float64 sum; a NaN or an
+            # infinity always makes it non-finite (inf - inf is NaN).
+            if not math.isfinite(x.sum(dtype=np.float64)):
+                finite = np.isfinite(x.reshape(batch, -1)).all(axis=1)
+                bad = np.flatnonzero(~finite)
+                raise ValueError(
+                    f"The input contains NaN or infinite values in {bad.size} of {batch} "
+                    f"rows (first bad row: {int(bad[0])}). Clean the input, or create the "
+                    "OnnxEncoder with check_finite=False to pass them through."
+                )
+        if batch == 0 and self._code_static:
+            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
+        elif batch <= self.batch_size:
+            codes = self._run(self._outputs, {self.input_name: x})[0]
+        else:
+            parts = [
+                self._run(self._outputs, {self.input_name: x[start : start + self.batch_size]})[0]
+                for start in range(0, batch, self.batch_size)
+            ]
+            codes = np.concatenate(parts, axis=0)
+        if codes.dtype != np.float32:
+            codes = codes.astype(np.float32)
+        return codes[0] if single else codes
+
+    __call__ = encode
