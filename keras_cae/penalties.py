@@ -259,13 +259,23 @@ def _left_factor(
     return factor
 
 
+@tf.custom_gradient
+def _column_norms(kernel: tf.Tensor) -> Any:
+    """Returns ``‖W_{:,k}‖²`` for each column; the gradient ``2 W diag(u)`` is one op."""
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        return kernel * (2.0 * upstream)
+
+    return tf.reduce_sum(tf.square(kernel), axis=0), gradient
+
+
 def _norm_with_first_kernel(factor: tf.Tensor | None, kernel: tf.Tensor) -> tf.Tensor:
     """Returns ``‖T · W_1ᵀ‖²_F`` per sample, in the cheapest association order."""
     if factor is None:
         return tf.reduce_sum(tf.square(kernel))[tf.newaxis]
     if factor.shape.rank == 2:
         # Diagonal T: Σ_k t_k² ‖W_{:,k}‖².
-        column_norms = tf.reduce_sum(tf.square(kernel), axis=0)
+        column_norms = _column_norms(kernel)
         return tf.reduce_sum(tf.square(factor) * column_norms, axis=1)
     input_dim, width = kernel.shape
     if input_dim is not None and width is not None and input_dim < width:
@@ -273,7 +283,30 @@ def _norm_with_first_kernel(factor: tf.Tensor | None, kernel: tf.Tensor) -> tf.T
         return tf.reduce_sum(tf.square(product), axis=[1, 2])
     # tr(T G Tᵀ) with the Gram matrix G = W_1ᵀ W_1 of shape (m_1, m_1).
     gram = tf.matmul(kernel, kernel, transpose_a=True)
-    return tf.reduce_sum(tf.einsum("bkj,ji->bki", factor, gram) * factor, axis=[1, 2])
+    return _gram_quadratic_form(factor, gram)
+
+
+@tf.custom_gradient
+def _gram_quadratic_form(factor: tf.Tensor, gram: tf.Tensor) -> Any:
+    """Returns ``tr(T_b G T_bᵀ)`` per sample for a symmetric ``G``.
+
+    Autodiff would compute ``T G`` twice (forward, and ``T Gᵀ`` for the gradient of
+    ``T``); with ``G`` symmetric, ``∂/∂T = 2 T G`` reuses the forward product, so the
+    backward pass costs one batched product (for ``∂/∂G = Σ_b T_bᵀ T_b``) instead of
+    two. Each product is one large matrix multiplication over ``batch × m_L`` rows.
+    """
+    rows = tf.reshape(factor, [-1, tf.shape(factor)[-1]])
+    product = tf.matmul(rows, gram)
+    values = tf.reduce_sum(tf.reshape(product * rows, tf.shape(factor)), axis=[1, 2])
+
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        weights = upstream[:, tf.newaxis, tf.newaxis]
+        d_factor = 2.0 * weights * tf.reshape(product, tf.shape(factor))
+        weighted_rows = tf.reshape(weights * factor, tf.shape(rows))
+        d_gram = tf.matmul(weighted_rows, rows, transpose_a=True)
+        return d_factor, d_gram
+
+    return values, gradient
 
 
 def _broadcast_batch(values: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
