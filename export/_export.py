@@ -170,7 +170,9 @@ class ExportResult:
                 + [f"{a.bound:.1e}", os.path.relpath(a.path)]
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        ]
         return "\n".join(line.rstrip() for line in lines)
 
 
@@ -194,7 +196,9 @@ def _step(name: str) -> Iterator[None]:
 def _as_tuple(value: str | Sequence[str], name: str, allowed: Sequence[str]) -> tuple[str, ...]:
     values = (value,) if isinstance(value, str) else tuple(value)
     if not values:
-        raise ValueError(f"`{name}` should name at least one of {list(allowed)}. Received: {name}=()")
+        raise ValueError(
+            f"`{name}` should name at least one of {list(allowed)}. Received: {name}={value!r}"
+        )
     for item in values:
         if item not in allowed:
             singular = name[:-1] if name.endswith("s") else name
@@ -508,9 +512,12 @@ def export_encoder(
                         loaded, signature = saved_model.load_signature(staged)
 
                         def run(
-                            x: np.ndarray, _sig: Any = signature, _in: str = in_name
+                            x: np.ndarray,
+                            _sig: Any = signature,
+                            _in: str = in_name,
+                            _out: str = out_name,
                         ) -> np.ndarray:
-                            return _sig(**{_in: tf.constant(x)})[out_name].numpy()
+                            return _sig(**{_in: tf.constant(x)})[_out].numpy()
 
                 with _step(f"verify the {part} {format} against Keras"):
                     diffs = {}
