@@ -16,10 +16,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from export.runtime import METADATA_PREFIX, OnnxEncoder
-
-# Public name -> module that defines it; these modules import TensorFlow.
+# Public name -> module that defines it. `export.runtime` imports onnxruntime only;
+# the others import TensorFlow when their functions run or are imported.
 _LAZY = {
+    "OnnxEncoder": "export.runtime",
+    "METADATA_PREFIX": "export.runtime",
     "export_encoder": "export._export",
     "ExportResult": "export._export",
     "ExportError": "export._export",
@@ -32,7 +33,7 @@ _LAZY = {
     "to_saved_model": "export.saved_model",
 }
 
-__all__ = ["OnnxEncoder", "METADATA_PREFIX", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -164,6 +164,17 @@ def _run_train(args: argparse.Namespace) -> int:
 _PARSER_BUILDERS: list[Callable[[Any], None]] = [_add_train_parser]
 
 
+def _add_export_parsers(subparsers: Any) -> None:
+    """`keras-cae export` and `keras-cae encode`, defined in `export.cli`."""
+    from export.cli import add_encode_parser, add_export_parser
+
+    add_export_parser(subparsers)
+    add_encode_parser(subparsers)
+
+
+_PARSER_BUILDERS.append(_add_export_parsers)
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog="keras-cae",
