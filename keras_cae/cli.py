@@ -175,6 +175,51 @@ def _add_export_parsers(subparsers: Any) -> None:
 _PARSER_BUILDERS.append(_add_export_parsers)
 
 
+def _add_serve_parser(subparsers: Any) -> None:
+    """`keras-cae serve`: the HTTP inference service in `export.serve` (no TensorFlow)."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve an exported encoder over HTTP (KServe v2, TF Serving REST, /metrics)",
+        description="Serve ENCODER.onnx with onnxruntime: Open Inference Protocol (KServe "
+        "v2) at /v2, TensorFlow Serving REST at /v1, Prometheus /metrics, OpenAPI /docs. "
+        "Needs: pip install 'keras-cae[serve]'.",
+    )
+    add = parser.add_argument
+    add("encoder", metavar="ENCODER.onnx", help="an encoder written by keras-cae export")
+    add("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    add("--port", type=int, default=8000, help="default: 8000")
+    add("--name", help="model name in URLs (default: the file name, e.g. encoder)")
+    add("--max-batch", type=_positive_int, default=1024, help="rows per request (default: 1024)")
+    add("--workers", type=_positive_int, default=1, help="processes (default: 1)")
+    add("--threads", type=_positive_int, default=1, help="onnxruntime threads/worker (default: 1)")
+    add("--max-body-bytes", type=_positive_int, help="default: fits --max-batch rows of JSON")
+    add("--shutdown-timeout", type=_positive_int, default=30,
+        help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
+    add("--access-log", action="store_true", help="log every request")
+    add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"keras-cae serve: error: --port must be in 0..65535, got {args.port}")
+    try:
+        from export.serve import serve  # FastAPI, uvicorn, onnxruntime; never TensorFlow.
+    except ImportError as error:
+        raise CliError(f"keras-cae serve: error: {error}") from None
+
+    serve(
+        args.encoder, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch,
+        workers=args.workers, threads=args.threads, max_body_bytes=args.max_body_bytes,
+        shutdown_timeout=args.shutdown_timeout, access_log=args.access_log,
+        log_level=args.log_level,
+    )  # fmt: skip
+    return 0
+
+
+_PARSER_BUILDERS.append(_add_serve_parser)
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog="keras-cae",
