@@ -1,0 +1,330 @@
+"""`export.OnnxEncoder`: numerics, input validation, chunking, threads, no TensorFlow.
+
+These tests build small ONNX graphs with `onnx.helper` (no TensorFlow, no tf2onnx)
+and compare the runtime with an independent float64 numpy reference.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.runtime import OnnxEncoder
+
+FEATURES, CODE = 6, 3
+
+
+def _dense_sigmoid_model(
+    path: str, w: np.ndarray, b: np.ndarray, elem: int = TensorProto.FLOAT
+) -> None:
+    """``code = sigmoid(x @ w + b)`` with a dynamic batch axis, like our exports."""
+    dtype = np.float32 if elem == TensorProto.FLOAT else np.float64
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["pre"]),
+            helper.make_node("Sigmoid", ["pre"], ["code"]),
+        ],
+        "encoder",
+        [helper.make_tensor_value_info("x", elem, ["batch", w.shape[0]])],
+        [helper.make_tensor_value_info("code", elem, ["batch", w.shape[1]])],
+        [
+            numpy_helper.from_array(w.astype(dtype), "w"),
+            numpy_helper.from_array(b.astype(dtype), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"keras_cae.part": "encoder", "keras_cae.code_size": str(CODE)})
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@pytest.fixture(scope="module")
+def weights() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return rng.normal(size=(FEATURES, CODE)), rng.normal(size=CODE)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory, weights) -> str:
+    path = str(tmp_path_factory.mktemp("runtime") / "encoder.onnx")
+    _dense_sigmoid_model(path, *weights)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A rank-3 input (batch, 2, 3) flattened and reduced: ``code = sum(x, axis=2)``."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["code"], keepdims=0)],
+        "image_encoder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3])],
+        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path_factory.mktemp("runtime") / "image.onnx")
+    onnx.save(model, path)
+    return path
+
+
+def _reference(x: np.ndarray, weights) -> np.ndarray:
+    w, b = weights
+    return _sigmoid(np.asarray(x, dtype=np.float64) @ w + b)
+
+
+def test_specs_and_metadata(model_path):
+    encoder = OnnxEncoder(model_path)
+    assert encoder.path == model_path
+    assert (encoder.input_name, encoder.output_name) == ("x", "code")
+    assert encoder.input_shape == (None, FEATURES)
+    assert encoder.output_shape == (None, CODE)
+    assert encoder.metadata == {"keras_cae.part": "encoder", "keras_cae.code_size": "3"}
+    assert encoder.providers == ["CPUExecutionProvider"]
+    assert "input_shape=(None, 6)" in repr(encoder)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_matches_float64_reference(model_path, weights, batch):
+    x = np.random.default_rng(batch).normal(size=(batch, FEATURES)).astype(np.float32)
+    codes = OnnxEncoder(model_path).encode(x)
+    assert codes.dtype == np.float32 and codes.shape == (batch, CODE)
+    # float32 sigmoid of a 6-term dot product: a few ulps of values in (0, 1).
+    np.testing.assert_allclose(codes, _reference(x, weights), rtol=0, atol=1e-6)
+
+
+def test_chunks_give_the_same_codes(model_path):
+    x = np.random.default_rng(0).normal(size=(1000, FEATURES)).astype(np.float32)
+    whole = OnnxEncoder(model_path, batch_size=4096).encode(x)
+    for batch_size in (1, 7, 333, 1000):
+        np.testing.assert_array_equal(
+            OnnxEncoder(model_path, batch_size=batch_size).encode(x), whole
+        )
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.arange(2 * FEATURES, dtype=np.float64).reshape(2, FEATURES) / 10,
+        np.arange(2 * FEATURES, dtype=np.int64).reshape(2, FEATURES),
+        np.arange(2 * FEATURES, dtype=np.uint8).reshape(2, FEATURES),
+        np.arange(2 * FEATURES, dtype=np.float16).reshape(2, FEATURES),
+        [[0.5] * FEATURES, [1] * FEATURES],
+        np.asfortranarray(np.ones((FEATURES, 2), dtype=np.float32) / 3).T,  # Not C-contiguous.
+    ],
+    ids=["float64", "int64", "uint8", "float16", "list", "transposed"],
+)
+def test_casts_numeric_inputs(model_path, weights, x):
+    codes = OnnxEncoder(model_path).encode(x)
+    assert codes.dtype == np.float32
+    expected = _reference(np.asarray(x).astype(np.float32), weights)
+    np.testing.assert_allclose(codes, expected, rtol=0, atol=1e-6)
+
+
+def test_float64_model_returns_float32(tmp_path, weights):
+    path = str(tmp_path / "double.onnx")
+    _dense_sigmoid_model(path, *weights, elem=TensorProto.DOUBLE)
+    encoder = OnnxEncoder(path)
+    x = np.random.default_rng(1).normal(size=(5, FEATURES))
+    codes = encoder.encode(x)
+    assert codes.dtype == np.float32
+    # Both sides are float64 results rounded to float32: at most one ulp (6e-8 below 1) apart.
+    np.testing.assert_allclose(codes, _reference(x, weights).astype(np.float32), rtol=0, atol=6e-8)
+
+
+def test_single_sample_returns_single_code(model_path):
+    encoder = OnnxEncoder(model_path)
+    x = np.random.default_rng(3).normal(size=(4, FEATURES)).astype(np.float32)
+    single = encoder.encode(x[2])
+    assert single.shape == (CODE,)
+    np.testing.assert_array_equal(single, encoder.encode(x)[2])
+
+
+def test_rank3_input_and_single_sample(image_model_path):
+    encoder = OnnxEncoder(image_model_path)
+    assert encoder.input_shape == (None, 2, 3) and encoder.output_shape == (None, 2)
+    x = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    np.testing.assert_array_equal(encoder.encode(x), x.sum(axis=2))
+    np.testing.assert_array_equal(encoder.encode(x[1]), x[1].sum(axis=1))
+    with pytest.raises(ValueError, match=r"\(None, 2, 3\).*received an input of shape \(4, 3, 2\)"):
+        encoder.encode(x.reshape(4, 3, 2))
+    with pytest.raises(ValueError, match=r"received an input of shape \(4, 6\)"):
+        encoder.encode(x.reshape(4, 6))
+
+
+def test_empty_batch(model_path):
+    codes = OnnxEncoder(model_path).encode(np.zeros((0, FEATURES)))
+    assert codes.shape == (0, CODE) and codes.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, FEATURES + 1), (FEATURES - 1,), (2, 1, FEATURES), (), (1, 2, 3, 4)]
+)
+def test_wrong_shape_names_both_shapes(model_path, shape):
+    with pytest.raises(ValueError) as info:
+        OnnxEncoder(model_path).encode(np.zeros(shape, dtype=np.float32))
+    message = str(info.value)
+    assert "(None, 6)" in message
+    received = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    assert f"received an input of shape {received}" in message
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rejected_unless_opted_out(model_path, bad):
+    x = np.zeros((5, FEATURES), dtype=np.float32)
+    x[3, 1] = bad
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite values in 1 of 5 rows \(first bad row: 3\)"
+    ):
+        OnnxEncoder(model_path).encode(x)
+    codes = OnnxEncoder(model_path, check_finite=False).encode(x)
+    assert np.isfinite(codes[[0, 1, 2, 4]]).all()
+    # sigmoid(±inf) is 1 or 0; sigmoid(NaN) is NaN: the value reached onnxruntime.
+    assert np.isnan(codes[3]).any() == bool(np.isnan(bad))
+
+
+def test_large_finite_values_are_not_flagged(model_path):
+    # float32 max in every cell: a float32 sum would overflow to inf, the check must not.
+    x = np.full((3, FEATURES), np.finfo(np.float32).max, dtype=np.float32)
+    assert OnnxEncoder(model_path).encode(x).shape == (3, CODE)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.array([["a"] * FEATURES]),
+        np.array([[object()] * FEATURES], dtype=object),
+        np.ones((2, FEATURES), dtype=bool),
+        np.ones((2, FEATURES), dtype=np.complex64),
+        [[1.0] * FEATURES, [1.0] * (FEATURES - 1)],
+        "not an array",
+        None,
+    ],
+    ids=["str", "object", "bool", "complex", "ragged", "string", "none"],
+)
+def test_non_numeric_rejected(model_path, x):
+    with pytest.raises(ValueError, match="numeric"):
+        OnnxEncoder(model_path).encode(x)
+
+
+def test_many_threads_share_one_instance(model_path, weights):
+    encoder = OnnxEncoder(model_path, batch_size=16)
+    inputs = [np.random.default_rng(i).normal(size=(1 + 13 * i, FEATURES)) for i in range(16)]
+    expected = [encoder.encode(x) for x in inputs]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(inputs))
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                results[i] = encoder.encode(inputs[i])
+                np.testing.assert_array_equal(results[i], expected[i])
+        except BaseException as error:  # Reported in the main thread.
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(results[i], _reference(x, weights), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"batch_size": 2.5}, "batch_size=2.5"),
+        ({"batch_size": True}, "batch_size=True"),
+        ({"intra_op_num_threads": -1}, "intra_op_num_threads=-1"),
+        ({"check_finite": "yes"}, "check_finite='yes'"),
+        (
+            {"providers": ["NoSuchExecutionProvider"]},
+            "Unrecognized providers=.*Available providers",
+        ),
+        ({"providers": []}, "Unrecognized providers=\\[\\]"),
+    ],
+)
+def test_bad_constructor_arguments(model_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OnnxEncoder(model_path, **kwargs)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        OnnxEncoder(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a protobuf")
+    with pytest.raises(ValueError, match="cannot load .*junk.onnx"):
+        OnnxEncoder(junk)
+
+
+def test_rejects_models_that_are_not_encoders(tmp_path):
+    two_inputs = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Add", ["a", "b"], ["c"])],
+            "add",
+            [
+                helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2]),
+                helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2]),
+            ],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["n", 2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    two_inputs.ir_version = 8
+    onnx.save(two_inputs, tmp_path / "two.onnx")
+    with pytest.raises(ValueError, match="exactly one input"):
+        OnnxEncoder(tmp_path / "two.onnx")
+    int_input = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["a"], ["c"])],
+            "ident",
+            [helper.make_tensor_value_info("a", TensorProto.INT64, ["n", 2])],
+            [helper.make_tensor_value_info("c", TensorProto.INT64, ["n", 2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    int_input.ir_version = 8
+    onnx.save(int_input, tmp_path / "int.onnx")
+    with pytest.raises(ValueError, match=r"tensor\(int64\)"):
+        OnnxEncoder(tmp_path / "int.onnx")
+
+
+def test_imports_no_tensorflow(model_path):
+    """The runtime and `keras-cae encode` in a fresh process: no TF, Keras or tf2onnx."""
+    code = f"""
+import sys, numpy as np
+from export import OnnxEncoder
+from export.runtime import OnnxEncoder as Same
+assert OnnxEncoder is Same
+codes = OnnxEncoder({model_path!r}).encode(np.zeros((2, {FEATURES})))
+assert codes.shape == (2, {CODE})
+import keras_cae, keras_cae.data, keras_cae.cli
+keras_cae.cli._build_parser()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras", "tf2onnx", "onnx"}})
+print("HEAVY", heavy)
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout
