@@ -319,7 +319,8 @@ codes = OnnxEncoder({model_path!r}).encode(np.zeros((2, {FEATURES})))
 assert codes.shape == (2, {CODE})
 import keras_cae, keras_cae.data, keras_cae.cli
 keras_cae.cli._build_parser()
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"tensorflow", "keras", "tf2onnx", "onnx"}})
+roots = {{"tensorflow", "keras", "tf2onnx", "onnx"}}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in roots)
 print("HEAVY", heavy)
 """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
