@@ -32,6 +32,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+# Keras exports no public name for the class of `keras.Model(inputs, outputs)`; only
+# an exact instance (not a subclass with its own call) is a plain graph of layers.
+from keras.src.models.functional import Functional
+
+from keras_cae.distribute import replica_random
+
 __all__ = [
     "PENALTY_METHODS",
     "contractive_penalty",
@@ -88,11 +94,7 @@ def _flatten_layers(encoder: Any) -> list[Any]:
         for layer in encoder.layers:
             layers.extend(_flatten_layers(layer))
         return layers
-    if isinstance(encoder, keras.Model) and hasattr(encoder, "_operations"):
-        if type(encoder) is not keras.Model and not isinstance(encoder, keras.Sequential):
-            raise ValueError(
-                f"subclassed model {type(encoder).__name__!r} has a custom call()"
-            )
+    if type(encoder) is Functional:
         layers = []
         for op in encoder.operations:
             inbound = op._inbound_nodes
@@ -348,9 +350,12 @@ def _probes(
     shape: tf.Tensor, num_projections: int, distribution: str, seed: Any, dtype: tf.DType
 ) -> tf.Tensor:
     full_shape = tf.concat([[num_projections], shape], axis=0)
+    # Under tf.distribute, each replica takes its rows of the global batch's probes.
     if distribution == "gaussian":
-        return tf.cast(keras.random.normal(full_shape, seed=seed), dtype)
-    signs = keras.random.randint(full_shape, 0, 2, seed=seed)
+        return tf.cast(
+            replica_random(lambda s: keras.random.normal(s, seed=seed), full_shape, 1), dtype
+        )
+    signs = replica_random(lambda s: keras.random.randint(s, 0, 2, seed=seed), full_shape, 1)
     return tf.cast(2 * signs - 1, dtype)
 
 
@@ -572,7 +577,10 @@ def hessian_penalty(
         x = tf.cast(x, keras.backend.floatx())
     batch = tf.shape(x)[0]
     noise_shape = tf.concat([[num_samples], tf.shape(x)], axis=0)
-    noise = tf.cast(keras.random.normal(noise_shape, stddev=noise_stddev, seed=seed), x.dtype)
+    noise = replica_random(
+        lambda s: keras.random.normal(s, stddev=noise_stddev, seed=seed), noise_shape, 1
+    )
+    noise = tf.cast(noise, x.dtype)
     corrupted = tf.reshape(x[tf.newaxis] + noise, tf.concat([[-1], tf.shape(x)[1:]], 0))
     # Row s * batch + b of `stacked` is x_b for s = 0 and x_b + ε_{s,b} after.
     stacked = tf.concat([x, corrupted], axis=0)

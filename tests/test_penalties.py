@@ -1,0 +1,285 @@
+"""The contractive penalty against independent references."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_cae import contractive_penalty, hessian_penalty
+from keras_cae.penalties import resolve_method
+
+from ._harness import tiny_conv_autoencoder
+
+
+def dense_encoder(sizes, activation="sigmoid", dtype="float32", seed=0):
+    """A Dense chain input sizes[0] → ... → sizes[-1] with random (non-zero) biases."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((sizes[0],), dtype=dtype)]
+    for units in sizes[1:]:
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation=activation,
+                dtype=dtype,
+                bias_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=seed),
+            )
+        )
+    return keras.Sequential(layers)
+
+
+def relative_error(actual, expected) -> float:
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-30)))
+
+
+def finite_difference_norm(encoder, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """‖J‖²_F per sample by float64 central differences, one input coordinate at a time."""
+    batch = x.shape[0]
+    flat = x.reshape(batch, -1)
+    total = np.zeros(batch)
+    for j in range(flat.shape[1]):
+        step = np.zeros_like(flat)
+        step[:, j] = eps
+        up = np.asarray(encoder((flat + step).reshape(x.shape))).reshape(batch, -1)
+        down = np.asarray(encoder((flat - step).reshape(x.shape))).reshape(batch, -1)
+        total += np.sum(((up - down) / (2 * eps)) ** 2, axis=1)
+    return total
+
+
+def test_single_sigmoid_layer_matches_paper_closed_form(rng):
+    # Rifai et al. (2011), eq. 4: ‖J‖² = Σ_k (h_k(1−h_k))² Σ_j W_jk², computed in NumPy.
+    encoder = dense_encoder([12, 5])
+    x = rng.random((7, 12)).astype("float32")
+    kernel, bias = (np.asarray(w, np.float64) for w in encoder.layers[-1].get_weights())
+    h = 1 / (1 + np.exp(-(x.astype(np.float64) @ kernel + bias)))
+    expected = np.sum((h * (1 - h)) ** 2 * np.sum(kernel**2, axis=0), axis=1)
+    for method in ("batch_jacobian", "closed_form", "auto"):
+        assert relative_error(contractive_penalty(encoder, x, method=method), expected) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (lambda: dense_encoder([6, 5, 3], "tanh", "float64"), (4, 6)),
+        (lambda: dense_encoder([5, 7], "softplus", "float64"), (3, 5)),
+        (
+            lambda: keras.Sequential(
+                [
+                    keras.Input((5, 5, 2), dtype="float64"),
+                    keras.layers.Conv2D(3, 3, activation="tanh", dtype="float64"),
+                    keras.layers.Flatten(dtype="float64"),
+                    keras.layers.Dense(4, activation="sigmoid", dtype="float64"),
+                ]
+            ),
+            (2, 5, 5, 2),
+        ),
+        (
+            # Image-shaped code: the norm sums over every non-batch axis of the code too.
+            lambda: keras.Sequential(
+                [
+                    keras.Input((6, 6, 1), dtype="float64"),
+                    keras.layers.Conv2D(2, 3, strides=2, padding="same", activation="elu", dtype="float64"),
+                ]
+            ),
+            (3, 6, 6, 1),
+        ),
+    ],
+    ids=["dense-tanh-2", "dense-softplus", "conv-dense", "conv-image-code"],
+)
+def test_batch_jacobian_matches_float64_finite_differences(build, shape, rng):
+    keras.utils.set_random_seed(3)
+    encoder = build()
+    x = rng.random(shape)
+    expected = finite_difference_norm(encoder, x)
+    actual = contractive_penalty(encoder, x, method="batch_jacobian")
+    assert actual.shape == (shape[0],)
+    # Central differences in float64 with eps=1e-6 are accurate to about 1e-8 here.
+    assert relative_error(actual, expected) < 1e-6
+
+
+ENCODER_CASES = [
+    ([20, 8], "sigmoid", 5),
+    ([8, 20], "tanh", 3),
+    ([30, 16, 4], "sigmoid", 6),
+    ([10, 24, 6], "relu", 4),
+    ([12, 9, 7, 5], "gelu", 2),
+    ([16, 12, 10], "softplus", 1),
+    ([9, 12, 3], "linear", 5),
+    ([40, 30, 6], "elu", 3),
+]
+
+
+@pytest.mark.parametrize("sizes, activation, batch", ENCODER_CASES)
+def test_closed_form_equals_batch_jacobian_with_gradients(sizes, activation, batch, rng):
+    encoder = dense_encoder(sizes, activation, seed=len(sizes) + batch)
+    x = tf.constant(rng.normal(size=(batch, sizes[0])).astype("float32"))
+    weights = encoder.trainable_weights
+    results = {}
+    for method in ("batch_jacobian", "closed_form"):
+        with tf.GradientTape() as tape:
+            penalty = contractive_penalty(encoder, x, method=method)
+            objective = tf.reduce_sum(penalty * tf.linspace(1.0, 2.0, batch))
+        grads = tape.gradient(objective, weights)
+        # A linear chain has no gradient w.r.t. its biases: None stands for zero.
+        grads = [tf.zeros_like(w) if g is None else g for g, w in zip(grads, weights)]
+        results[method] = (penalty.numpy(), grads)
+    reference, reference_grads = results["batch_jacobian"]
+    value, grads = results["closed_form"]
+    assert value.shape == (batch,)
+    assert relative_error(value, reference) < 1e-5
+    for grad, reference_grad in zip(grads, reference_grads):
+        grad, reference_grad = np.asarray(grad), np.asarray(reference_grad)
+        scale = np.linalg.norm(reference_grad)
+        if scale == 0:
+            assert np.linalg.norm(grad) == 0
+        else:
+            assert np.linalg.norm(grad - reference_grad) / scale < 1e-5
+
+
+def test_closed_form_handles_functional_chains_activation_layers_and_dropout(rng):
+    inputs = keras.Input((3, 4))
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(6)(h)
+    h = keras.layers.Activation("tanh")(h)
+    h = keras.layers.Dropout(0.5)(h)
+    h = keras.layers.Dense(3, activation="sigmoid")(h)
+    encoder = keras.Model(inputs, h)
+    x = rng.random((4, 3, 4)).astype("float32")
+    exact = contractive_penalty(encoder, x, method="batch_jacobian")
+    assert relative_error(contractive_penalty(encoder, x, method="closed_form"), exact) < 1e-5
+    assert resolve_method(encoder, "auto") == "closed_form"
+    # In training, Dropout is random: the closed form refuses and auto falls back.
+    assert resolve_method(encoder, "auto", training=True) == "batch_jacobian"
+
+
+@pytest.mark.parametrize(
+    "encoder, reason",
+    [
+        (lambda: tiny_conv_autoencoder().encoder, "Conv2D"),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()]
+            ),
+            "BatchNormalization",
+        ),
+        (lambda: dense_encoder([4, 3], "softmax"), "not element-wise"),
+        (lambda: dense_encoder([4, 3], lambda a: a * a), "custom activation"),
+    ],
+    ids=["conv", "batchnorm", "softmax", "custom-activation"],
+)
+def test_closed_form_refuses_other_encoders_and_names_alternatives(encoder, reason):
+    encoder = encoder()
+    shape = (2, *encoder.input_shape[1:])
+    with pytest.raises(ValueError, match=reason) as error:
+        contractive_penalty(encoder, np.zeros(shape, "float32"), method="closed_form")
+    assert "batch_jacobian" in str(error.value) and "hutchinson" in str(error.value)
+    assert resolve_method(encoder, "auto") == "batch_jacobian"
+
+
+def test_unknown_method_is_rejected():
+    encoder = dense_encoder([4, 2])
+    with pytest.raises(ValueError, match=r"method='jacobian'.*\['auto', 'batch_jacobian'"):
+        contractive_penalty(encoder, np.zeros((1, 4), "float32"), method="jacobian")
+
+
+@pytest.mark.parametrize("argument, value", [("num_projections", 0), ("probe_distribution", "uniform")])
+def test_bad_hutchinson_arguments_are_rejected(argument, value):
+    encoder = dense_encoder([4, 2])
+    with pytest.raises(ValueError, match=argument):
+        contractive_penalty(encoder, np.zeros((1, 4), "float32"), "hutchinson", **{argument: value})
+
+
+def rademacher_variance(jacobian: np.ndarray) -> np.ndarray:
+    """Per-sample variance of one Rademacher probe's ‖Jv‖²: 2(‖A‖²_F − Σ A_jj²), A = JᵀJ."""
+    gram = np.einsum("bkj,bki->bji", jacobian, jacobian)
+    return 2 * (np.sum(gram**2, axis=(1, 2)) - np.sum(np.diagonal(gram, axis1=1, axis2=2) ** 2, axis=1))
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_hutchinson_is_unbiased_with_the_predicted_variance(kind, rng):
+    if kind == "dense":
+        encoder = dense_encoder([10, 6, 4], "tanh")
+        x = rng.normal(size=(3, 10)).astype("float32")
+    else:
+        encoder = tiny_conv_autoencoder().encoder
+        x = rng.random((3, 8, 8, 1)).astype("float32")
+    flat_shape = [x.shape[0], -1, int(np.prod(x.shape[1:]))]
+    code_jacobian = tf.reshape(_jacobian(encoder, x), flat_shape).numpy().astype(np.float64)
+    exact = np.sum(code_jacobian**2, axis=(1, 2))
+    variance = rademacher_variance(code_jacobian)
+    num_draws, num_projections = 200, 4
+    draws = np.stack(
+        [
+            contractive_penalty(
+                encoder, x, "hutchinson", num_projections=num_projections, seed=seed
+            ).numpy()
+            for seed in range(num_draws)
+        ]
+    )
+    # The mean of 200 independent estimates has standard error sqrt(Var/P/200); a
+    # 5-sigma bound fails by chance with probability < 1e-6 per sample.
+    standard_error = np.sqrt(variance / num_projections / num_draws)
+    assert np.all(np.abs(draws.mean(axis=0) - exact) <= 5 * standard_error + 1e-6 * exact)
+    # The sample variance matches the closed-form variance of the estimator within
+    # chi-square bounds (200 draws: the ratio lies in [0.7, 1.35] with probability > 0.999).
+    ratio = draws.var(axis=0, ddof=1) / (variance / num_projections)
+    assert np.all((ratio > 0.7) & (ratio < 1.35)), ratio
+
+
+def _jacobian(encoder, x):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        code = encoder(x)
+    return tape.batch_jacobian(code, x)
+
+
+@pytest.mark.parametrize("method", ["batch_jacobian", "closed_form", "hutchinson"])
+def test_hessian_penalty_matches_direct_computation(method, rng):
+    encoder = dense_encoder([9, 7, 4], "sigmoid")
+    x = rng.random((5, 9)).astype("float32")
+    noise_stddev, num_samples, seed = 0.3, 3, 11
+    noise = keras.random.normal((num_samples, 5, 9), stddev=noise_stddev, seed=seed).numpy()
+    clean = _jacobian(encoder, x).numpy().astype(np.float64)
+    differences = [clean - _jacobian(encoder, x + noise[s]).numpy() for s in range(num_samples)]
+    expected = np.mean([np.sum(d**2, axis=(1, 2)) for d in differences], axis=0)
+    kwargs = dict(noise_stddev=noise_stddev, num_samples=num_samples, seed=seed)
+    if method != "hutchinson":
+        actual = hessian_penalty(encoder, x, method, **kwargs)
+        assert actual.shape == (5,)
+        # The difference of two Jacobians loses about 3 digits to cancellation in float32.
+        assert relative_error(actual, expected) < 1e-4
+    else:
+        draws = np.stack(
+            [
+                hessian_penalty(encoder, x, method, num_projections=64, **{**kwargs, "seed": s}).numpy()
+                for s in range(40)
+            ]
+        )
+        # Different seeds change ε too, so compare with the mean over the same ε draws.
+        reference = np.stack(
+            [
+                hessian_penalty(encoder, x, "closed_form", **{**kwargs, "seed": s}).numpy()
+                for s in range(40)
+            ]
+        )
+        spread = np.std(draws - reference, axis=0, ddof=1) / np.sqrt(40)
+        assert np.all(np.abs(draws.mean(0) - reference.mean(0)) <= 5 * spread + 1e-7)
+
+
+def test_hessian_penalty_of_a_linear_encoder_is_zero(rng):
+    encoder = dense_encoder([6, 3], "linear")
+    x = rng.random((4, 6)).astype("float32")
+    for method in ("closed_form", "batch_jacobian"):
+        np.testing.assert_allclose(hessian_penalty(encoder, x, method, seed=1), 0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [({"noise_stddev": 0.0}, "hessian_noise_stddev"), ({"num_samples": 0}, "hessian_samples")],
+)
+def test_bad_hessian_arguments_are_rejected(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        hessian_penalty(dense_encoder([4, 2]), np.zeros((1, 4), "float32"), **kwargs)
