@@ -1,0 +1,654 @@
+"""`keras-cae serve`: the real server, in a subprocess, spoken to over HTTP on loopback.
+
+One server per module (`server` fixture) serves a small TensorFlow-free ONNX encoder
+built with `onnx.helper`; the reference for every result is `OnnxEncoder.encode` in
+this process, on the same file. Graceful shutdown uses servers of its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")  # The `test` extra; serve needs the `serve` extra.
+pytest.importorskip("fastapi")
+
+from export.runtime import OnnxEncoder  # noqa: E402
+
+FEATURES, CODE = 8, 3
+MAX_BATCH = 32
+MAX_BODY = 64 * 1024
+NAME = "enc"
+STARTUP_TIMEOUT = 60.0  # Seconds; the machine is shared with TensorFlow jobs.
+
+
+def _make_encoder(path: str, seed: int = 0) -> None:
+    """x [N, 8] -> sigmoid(x @ W + b) -> code [N, 3], dynamic batch, opset 17."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(FEATURES, CODE)).astype(np.float32)
+    bias = rng.normal(size=CODE).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"]),
+            helper.make_node("Add", ["h", "b"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["code"]),
+        ],
+        "encoder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", CODE])],
+        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # Loadable by every onnxruntime that supports opset 17.
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    port: int
+    encoder: OnnxEncoder
+    log: str
+
+    def output(self) -> str:
+        with open(self.log, encoding="utf-8", errors="replace") as file:
+            return file.read()
+
+
+def _start(model: str, log: str, *extra: str) -> Server:
+    port = _free_port()
+    command = [sys.executable, "-m", "keras_cae.cli", "serve", model, "--port", str(port), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(process, f"http://127.0.0.1:{port}", port, OnnxEncoder(model), log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + "/v2/health/ready", timeout=1.0).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(server)
+            raise AssertionError(f"server not ready in {STARTUP_TIMEOUT} s:\n{server.output()}")
+        time.sleep(0.1)
+
+
+def _stop(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=5)
+    return server.process.returncode
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("serve") / "encoder.onnx")
+    _make_encoder(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = str(tmp_path_factory.mktemp("serve-log") / "server.log")
+    options = ["--name", NAME, "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY)]
+    running = _start(model_path, log, *options)
+    try:
+        yield running
+    finally:
+        code = _stop(running)
+        # A graceful stop: uvicorn finishes, then re-raises the SIGTERM it caught, as a
+        # process stopped by that signal should (not -9: it was not killed).
+        assert code == -signal.SIGTERM, running.output()
+        # No request may have crashed a handler: uvicorn logs tracebacks of 500s.
+        assert "Traceback" not in running.output(), running.output()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[Any]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        yield http
+
+
+def _batch(rows: int, seed: int = 1) -> np.ndarray:
+    # Float32 values with full mantissas (not round decimals), so that any loss in the
+    # JSON round trip would show.
+    return np.random.default_rng(seed).normal(size=(rows, FEATURES)).astype(np.float32)
+
+
+def _v2_body(x: Any, **fields: Any) -> dict[str, Any]:
+    x = np.asarray(x)
+    tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+    return {"inputs": [tensor], **fields}
+
+
+def _exact(values: Any) -> np.ndarray:
+    """JSON numbers as float32, after checking that each is exactly a float32."""
+    wide = np.asarray(values, dtype=np.float64)
+    narrow = wide.astype(np.float32)
+    assert np.array_equal(narrow.astype(np.float64), wide), "a value is not a float32"
+    return narrow
+
+
+# ------------------------------------------------------------------------------------------
+# Results equal OnnxEncoder.encode, bit for bit.
+
+
+@pytest.mark.parametrize("rows", [1, 5, MAX_BATCH])
+def test_v2_infer_equals_encoder(server: Server, client: Any, rows: int) -> None:
+    x = _batch(rows, seed=rows)
+    response = client.post(f"/v2/models/{NAME}/infer", json=_v2_body(x, id="req-7"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["model_name"] == NAME and body["model_version"] == "1" and body["id"] == "req-7"
+    [output] = body["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == ("code", "FP32", [rows, CODE])
+    codes = _exact(output["data"]).reshape(output["shape"])
+    np.testing.assert_array_equal(codes, server.encoder.encode(x))
+
+
+def test_v2_accepts_nested_data_versioned_path_and_requested_output(
+    server: Server, client: Any
+) -> None:
+    x = _batch(4, seed=11)
+    body = _v2_body(x, outputs=[{"name": "code"}])
+    body["inputs"][0]["data"] = x.tolist()  # Nested to the shape, also allowed by the protocol.
+    response = client.post(f"/v2/models/{NAME}/versions/1/infer", json=body)
+    assert response.status_code == 200, response.text
+    [output] = response.json()["outputs"]
+    np.testing.assert_array_equal(_exact(output["data"]).reshape(4, CODE), server.encoder.encode(x))
+
+
+def test_v2_empty_batch(client: Any) -> None:
+    response = client.post(f"/v2/models/{NAME}/infer", json=_v2_body(np.zeros((0, FEATURES))))
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [0, CODE]
+    assert response.json()["outputs"][0]["data"] == []
+
+
+def test_v2_binary_tensor_data_extension(server: Server, client: Any) -> None:
+    # Triton's binary extension, as its clients send it: a JSON header whose length is
+    # in Inference-Header-Content-Length, followed by raw little-endian tensor bytes.
+    x = _batch(6, seed=3)
+    raw = x.astype("<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [6, FEATURES],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "code", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    response = client.post(
+        f"/v2/models/{NAME}/infer",
+        content=header + raw,
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    meta = json.loads(response.content[:length])
+    [output] = meta["outputs"]
+    assert output["shape"] == [6, CODE] and output["datatype"] == "FP32"
+    assert output["parameters"]["binary_data_size"] == 6 * CODE * 4
+    codes = np.frombuffer(response.content[length:], dtype="<f4").reshape(6, CODE)
+    np.testing.assert_array_equal(codes, server.encoder.encode(x))
+
+    # Binary input, JSON output (the request-level parameter left at its default).
+    del header
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": [6, FEATURES], "datatype": "FP32",
+                     "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()  # fmt: skip
+    response = client.post(
+        f"/v2/models/{NAME}/infer",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["outputs"][0]["data"]
+    np.testing.assert_array_equal(_exact(data).reshape(6, CODE), server.encoder.encode(x))
+
+
+def test_tf_serving_row_and_columnar_formats(server: Server, client: Any) -> None:
+    x = _batch(3, seed=5)
+    expected = server.encoder.encode(x)
+    url = f"/v1/models/{NAME}:predict"
+    for body, key in [
+        ({"instances": x.tolist()}, "predictions"),
+        ({"instances": [{"x": row} for row in x.tolist()]}, "predictions"),
+        ({"signature_name": "serving_default", "inputs": x.tolist()}, "outputs"),
+        ({"inputs": {"x": x.tolist()}}, "outputs"),
+    ]:
+        response = client.post(url, json=body)
+        assert response.status_code == 200, response.text
+        assert list(response.json()) == [key]
+        np.testing.assert_array_equal(_exact(response.json()[key]), expected)
+    response = client.post(f"/v1/models/{NAME}/versions/1:predict", json={"instances": x.tolist()})
+    np.testing.assert_array_equal(_exact(response.json()["predictions"]), expected)
+
+
+# ------------------------------------------------------------------------------------------
+# Health and metadata.
+
+
+def test_health_and_metadata(client: Any) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    server_metadata = client.get("/v2").json()
+    assert server_metadata["name"] == "keras-cae"
+    assert "binary_tensor_data" in server_metadata["extensions"]
+    metadata = client.get(f"/v2/models/{NAME}").json()
+    assert metadata == {
+        "name": NAME,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, FEATURES]}],
+        "outputs": [{"name": "code", "datatype": "FP32", "shape": [-1, CODE]}],
+    }
+    assert client.get(f"/v2/models/{NAME}/versions/1").json() == metadata
+    assert client.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
+    status = client.get(f"/v1/models/{NAME}").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    signature = client.get(f"/v1/models/{NAME}/metadata").json()
+    serving = signature["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert serving["inputs"]["x"]["dtype"] == "DT_FLOAT"
+    dims = [int(d["size"]) for d in serving["inputs"]["x"]["tensor_shape"]["dim"]]
+    assert dims == [-1, FEATURES]
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input: a 4xx with a JSON error that says what was wrong; the server lives on.
+
+_INFER = f"/v2/models/{NAME}/infer"
+_PREDICT = f"/v1/models/{NAME}:predict"
+_ROW = [0.5] * FEATURES
+
+
+def _v2(data: Any = None, shape: Any = None, datatype: str = "FP32", name: str = "x") -> str:
+    data = [_ROW] if data is None else data
+    shape = [1, FEATURES] if shape is None else shape
+    tensor = {"name": name, "shape": shape, "datatype": datatype, "data": data}
+    return json.dumps({"inputs": [tensor]})
+
+
+_BAD_REQUESTS = [
+    # (id, method, path, body, status, words the error must contain)
+    ("malformed-json", "POST", _INFER, '{"inputs": [', 400, "not valid JSON"),
+    ("empty-body", "POST", _INFER, "", 400, "empty"),
+    ("json-array", "POST", _INFER, "[1, 2]", 400, "JSON object"),
+    ("not-utf8", "POST", _INFER, b"\xff\xfe{", 400, "not valid JSON"),
+    ("deep-nesting", "POST", _INFER, "[" * 60_000, 400, "not valid JSON"),
+    ("no-inputs", "POST", _INFER, "{}", 400, "inputs"),
+    ("inputs-not-list", "POST", _INFER, '{"inputs": 3}', 400, "inputs"),
+    ("wrong-input-name", "POST", _INFER, _v2(name="y"), 400, "named 'x'"),
+    ("two-inputs", "POST", _INFER,
+     json.dumps({"inputs": [json.loads(_v2())["inputs"][0]] * 2}), 400, "exactly one input"),
+    ("unknown-datatype", "POST", _INFER, _v2(datatype="FLOAT"), 400, "datatype"),
+    ("wrong-datatype", "POST", _INFER, _v2(datatype="FP64"), 400, "expects FP32"),
+    ("wrong-feature-count", "POST", _INFER, _v2(data=[[0.5] * 7], shape=[1, 7]), 400, "[-1, 8]"),
+    ("wrong-rank", "POST", _INFER, _v2(data=_ROW, shape=[FEATURES]), 400, "[-1, 8]"),
+    ("negative-dim", "POST", _INFER, _v2(shape=[-1, FEATURES]), 400, "negative"),
+    ("non-integer-dim", "POST", _INFER, _v2(shape=[1.5, FEATURES]), 400, "shape"),
+    ("count-mismatch", "POST", _INFER, _v2(data=_ROW[:-1]), 400, "needs 8"),
+    ("string-element", "POST", _INFER, _v2(data=["0.5"] * FEATURES), 400, "string"),
+    ("bool-element", "POST", _INFER, _v2(data=[True] * FEATURES), 400, "boolean"),
+    ("null-element", "POST", _INFER, _v2(data=[None] * FEATURES), 400, "null"),
+    ("mixed-nesting", "POST", _INFER, _v2(data=[_ROW, 0.5]), 400, "mixes"),
+    ("too-deep-data", "POST", _INFER, _v2(data=[[[0.5]] * FEATURES]), 400, "deeper"),
+    ("nan", "POST", _INFER, _v2(data=[[*_ROW[:-1], float("nan")]]), 400, "NaN"),
+    ("infinity", "POST", _INFER, _v2(data=[[float("inf"), *_ROW[1:]]]), 400, "infinite"),
+    ("huge-number", "POST", _INFER, _v2(data=[[10**400, *_ROW[1:]]]), 400, "numeric"),
+    ("over-max-batch", "POST", _INFER,
+     _v2(data=[_ROW] * (MAX_BATCH + 1), shape=[MAX_BATCH + 1, FEATURES]), 400, "--max-batch"),
+    ("unknown-output", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "outputs": [{"name": "z"}]}), 400, "Unknown output"),
+    ("unknown-model", "POST", "/v2/models/nope/infer", _v2(), 404, "Unknown model 'nope'"),
+    ("unknown-version", "POST", f"/v2/models/{NAME}/versions/7/infer", _v2(), 404, "version"),
+    ("unknown-model-metadata", "GET", "/v2/models/nope", None, 404, "Unknown model"),
+    ("binary-size-mismatch", "POST", _INFER, "binary", 400, "binary_data_size"),
+    ("tf-both-formats", "POST", _PREDICT,
+     json.dumps({"instances": [_ROW], "inputs": [_ROW]}), 400, "exactly one of"),
+    ("tf-neither-format", "POST", _PREDICT, "{}", 400, "exactly one of"),
+    ("tf-ragged", "POST", _PREDICT,
+     json.dumps({"instances": [_ROW, _ROW[:-1]]}), 400, "rectangular"),
+    ("tf-feature-count", "POST", _PREDICT, json.dumps({"instances": [_ROW[:-1]]}), 400, "[-1, 8]"),
+    ("tf-flat-instances", "POST", _PREDICT, json.dumps({"instances": _ROW}), 400, "[-1, 8]"),
+    ("tf-nan", "POST", _PREDICT, '{"instances": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', 400, "NaN"),
+    ("tf-string", "POST", _PREDICT, json.dumps({"instances": [["a"] * FEATURES]}), 400, "string"),
+    ("tf-signature", "POST", _PREDICT,
+     json.dumps({"signature_name": "other", "instances": [_ROW]}), 400, "signature_name"),
+    ("tf-instance-key", "POST", _PREDICT, json.dumps({"instances": [{"y": _ROW}]}), 400, "'x'"),
+    ("tf-inputs-key", "POST", _PREDICT, json.dumps({"inputs": {"y": [_ROW]}}), 400, "'x'"),
+    ("tf-over-max-batch", "POST", _PREDICT,
+     json.dumps({"instances": [_ROW] * (MAX_BATCH + 1)}), 400, "--max-batch"),
+    ("tf-unknown-model", "POST", "/v1/models/nope:predict", json.dumps({"instances": [_ROW]}), 404,
+     "Unknown model"),
+    ("oversized-body", "POST", _INFER, "x" * (MAX_BODY + 1), 413, "--max-body-bytes"),
+    ("oversized-chunked-body", "POST", _INFER, "chunked", 413, "--max-body-bytes"),
+    ("wrong-method", "GET", _INFER, None, 405, "Method Not Allowed"),
+    ("unknown-route", "GET", "/v3/whatever", None, 404, "No route"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status, words", [case[1:] for case in _BAD_REQUESTS],
+    ids=[case[0] for case in _BAD_REQUESTS],
+)  # fmt: skip
+def test_bad_request_is_a_clear_4xx(
+    server: Server, client: Any, method: str, path: str, body: Any, status: int, words: str
+) -> None:
+    headers: dict[str, str] = {}
+    content: Any = body
+    if body == "binary":  # Declares 4 bytes more than it sends.
+        raw = np.zeros((1, FEATURES), "<f4").tobytes()
+        tensor = {"name": "x", "shape": [1, FEATURES], "datatype": "FP32",
+                  "parameters": {"binary_data_size": len(raw) + 4}}  # fmt: skip
+        header = json.dumps({"inputs": [tensor]}).encode()
+        content = header + raw
+        headers["Inference-Header-Content-Length"] = str(len(header))
+    elif body == "chunked":  # No Content-Length: the limit is enforced while streaming.
+        content = (b"x" * 8192 for _ in range(MAX_BODY // 8192 + 2))
+    response = client.request(method, path, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert list(error) == ["error"] and isinstance(error["error"], str)
+    assert words in error["error"], error["error"]
+    # The server is unharmed: the next request succeeds.
+    assert server.process.poll() is None
+    assert client.post(_INFER, content=_v2()).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------
+# Metrics.
+
+_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
+)
+
+
+def _parse_prometheus(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """A strict reader of the Prometheus text format 0.0.4, written for this test."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in {"counter", "gauge", "histogram", "summary", "untyped"}
+            assert name not in types, f"duplicate TYPE for {name}"
+            types[name] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"not a valid sample line: {line!r}"
+        name, labels, value = match.group(1), match.group(2) or "", match.group(3)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in types or family in types, f"sample {name} has no TYPE line"
+        pairs = tuple(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels))
+        samples.setdefault(name, {})[pairs] = float(value)
+    # Histograms: cumulative buckets, ending at +Inf, equal to _count.
+    for name, kind in types.items():
+        if kind != "histogram":
+            continue
+        series: dict[tuple, list[tuple[float, float]]] = {}
+        for labels, value in samples.get(name + "_bucket", {}).items():
+            rest = tuple(p for p in labels if p[0] != "le")
+            series.setdefault(rest, []).append((float(dict(labels)["le"]), value))
+        for rest, buckets in series.items():
+            counts = [count for _, count in sorted(buckets)]
+            assert counts == sorted(counts), f"{name}{rest} buckets are not cumulative"
+            assert sorted(buckets)[-1][0] == math.inf
+            assert counts[-1] == samples[name + "_count"][rest]
+    return samples
+
+
+def test_metrics_count_requests_latency_and_batches(client: Any) -> None:
+    before = _parse_prometheus(client.get("/metrics").text)
+    x = _batch(5, seed=9)
+    url = f"/v2/models/{NAME}/versions/1/infer"
+    for _ in range(3):
+        assert client.post(url, json=_v2_body(x)).status_code == 200
+    assert client.post(url, content="{").status_code == 400
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = _parse_prometheus(response.text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = tuple(sorted(labels.items()))
+
+        def pick(samples: dict) -> float:
+            matches = [v for k, v in samples.get(name, {}).items() if tuple(sorted(k)) == key]
+            return sum(matches)
+
+        return pick(after) - pick(before)
+
+    route = "/v2/models/{name}/versions/{version}/infer"
+    assert delta("keras_cae_requests_total", endpoint=route, method="POST", status="200") == 3
+    assert delta("keras_cae_requests_total", endpoint=route, method="POST", status="400") == 1
+    assert delta("keras_cae_request_duration_seconds_count", endpoint=route) == 4
+    assert delta("keras_cae_request_duration_seconds_sum", endpoint=route) > 0
+    assert delta("keras_cae_batch_size_count", protocol="v2") == 3
+    assert delta("keras_cae_batch_size_sum", protocol="v2") == 15
+    assert delta("keras_cae_batch_size_bucket", protocol="v2", le="4.0") == 0
+    assert delta("keras_cae_batch_size_bucket", protocol="v2", le="8.0") == 3
+    info = after["keras_cae_model_info"]
+    assert [dict(k)["model"] for k in info] == [NAME]
+
+
+# ------------------------------------------------------------------------------------------
+# The OpenAPI document describes what the server really accepts and returns.
+
+
+def test_openapi_document_matches_the_server(client: Any) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from openapi_spec_validator import validate
+
+    document = client.get("/openapi.json").json()
+    validate(document)  # A valid OpenAPI 3.1 document.
+    paths = document["paths"]
+    for path, method in [
+        ("/v2/models/{name}/infer", "post"),
+        ("/v2/models/{name}/versions/{version}/infer", "post"),
+        ("/v1/models/{name}:predict", "post"),
+        ("/v2/health/ready", "get"),
+        ("/metrics", "get"),
+    ]:
+        assert method in paths[path], path
+
+    def schema_of(ref: dict[str, Any]) -> dict[str, Any]:
+        # Resolve against the whole document, where the referenced components live.
+        return {**ref, "components": document["components"]}
+
+    def check(schema: dict[str, Any], value: Any) -> None:
+        jsonschema.validate(value, schema_of(schema))
+
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    request_schema = infer["requestBody"]["content"]["application/json"]["schema"]
+    response_schema = infer["responses"]["200"]["content"]["application/json"]["schema"]
+    error_schema = infer["responses"]["400"]["content"]["application/json"]["schema"]
+    accepted = _v2_body(_batch(2), id="a")
+    check(request_schema, accepted)
+    response = client.post(_INFER, json=accepted)
+    assert response.status_code == 200
+    check(response_schema, response.json())
+    # What the schema rejects, the server rejects too.
+    for bad in [{}, {"inputs": []}, json.loads(_v2(datatype="FLOAT")), {"inputs": [{"name": "x"}]}]:
+        with pytest.raises(jsonschema.ValidationError):
+            check(request_schema, bad)
+        rejected = client.post(_INFER, json=bad)
+        assert rejected.status_code == 400
+        check(error_schema, rejected.json())
+
+    predict = paths["/v1/models/{name}:predict"]["post"]
+    tf_request = predict["requestBody"]["content"]["application/json"]["schema"]
+    tf_response = predict["responses"]["200"]["content"]["application/json"]["schema"]
+    for body in [{"instances": _batch(2).tolist()}, {"inputs": {"x": _batch(2).tolist()}}]:
+        check(tf_request, body)
+        response = client.post(_PREDICT, json=body)
+        assert response.status_code == 200
+        check(tf_response, response.json())
+    metadata = paths["/v2/models/{name}"]["get"]["responses"]["200"]["content"]
+    check(metadata["application/json"]["schema"], client.get(f"/v2/models/{NAME}").json())
+
+
+# ------------------------------------------------------------------------------------------
+# Load: concurrent clients, zero errors, every answer exact.
+
+
+def test_load_2000_requests_at_concurrency_16(server: Server) -> None:
+    requests, concurrency = 2000, 16
+    rng = np.random.default_rng(42)
+    sizes = rng.integers(1, 9, size=requests)
+    inputs = [rng.normal(size=(int(n), FEATURES)).astype(np.float32) for n in sizes]
+    expected = [server.encoder.encode(x) for x in inputs]
+
+    def worker(indices: range) -> list[str]:
+        failures = []
+        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+            for i in indices:
+                x = inputs[i]
+                try:
+                    if i % 2:
+                        response = http.post(_INFER, json=_v2_body(x))
+                        codes = response.json()["outputs"][0]["data"] if response.is_success else []
+                    else:
+                        response = http.post(_PREDICT, json={"instances": x.tolist()})
+                        codes = response.json().get("predictions", [])
+                    if response.status_code != 200:
+                        failures.append(f"{i}: {response.status_code} {response.text[:200]}")
+                    elif not np.array_equal(_exact(codes).reshape(expected[i].shape), expected[i]):
+                        failures.append(f"{i}: codes differ")
+                except Exception as error:  # A transport error is a failure too.
+                    failures.append(f"{i}: {type(error).__name__}: {error}")
+        return failures
+
+    started = time.monotonic()
+    chunks = [range(k, requests, concurrency) for k in range(concurrency)]
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        failures = [f for result in pool.map(worker, chunks) for f in result]
+    elapsed = time.monotonic() - started
+    assert not failures, f"{len(failures)} failures, e.g. {failures[:5]}"
+    assert server.process.poll() is None
+    print(f"\n{requests} requests at concurrency {concurrency}: {elapsed:.2f} s")
+
+
+# ------------------------------------------------------------------------------------------
+# Graceful shutdown.
+
+
+def test_sigterm_finishes_in_flight_requests(model_path: str, tmp_path: Any) -> None:
+    server = _start(model_path, str(tmp_path / "log"), "--name", NAME)
+    try:
+        x = _batch(2, seed=21)
+        body = json.dumps(_v2_body(x)).encode()
+        # A request in flight: headers and half the body sent, the rest after SIGTERM.
+        connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        head = (
+            f"POST {_INFER} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        connection.sendall(head + body[: len(body) // 2])
+        time.sleep(0.5)  # Let the server start the request.
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # The server is now shutting down, with our request in flight.
+        assert server.process.poll() is None, "the server quit with a request in flight"
+        with pytest.raises(OSError):  # It no longer accepts new connections.
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        connection.sendall(body[len(body) // 2 :])
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+        connection.close()
+        status_line, _, rest = reply.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK", reply[:300]
+        payload = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+        codes = _exact(payload["outputs"][0]["data"]).reshape(2, CODE)
+        np.testing.assert_array_equal(codes, server.encoder.encode(x))
+        assert server.process.wait(timeout=15) == -signal.SIGTERM, server.output()
+        assert "Traceback" not in server.output(), server.output()
+    finally:
+        _stop(server)
+
+
+# ------------------------------------------------------------------------------------------
+# The command line and the module.
+
+
+def test_cli_errors_are_one_line_exit_2(
+    model_path: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keras_cae.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        cases = [
+            ([str(tmp_path / "missing.onnx")], "not found"),
+            ([model_path, "--name", "bad/name"], "Invalid model name"),
+            ([model_path, "--port", port], "Cannot listen"),
+            ([model_path, "--port", "70000"], "--port"),
+            ([model_path, "--max-batch", "0"], "--max-batch"),
+        ]
+        not_onnx = tmp_path / "not.onnx"
+        not_onnx.write_text("not a model")
+        cases.append(([str(not_onnx)], "cannot load"))
+        for argv, words in cases:
+            assert main(["serve", *argv]) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and words in err, (argv, err)
+
+
+def test_serving_never_imports_tensorflow(model_path: str) -> None:
+    code = (
+        "import sys\n"
+        "from export.serve import create_app\n"
+        "from keras_cae import cli\n"
+        "cli._build_parser()\n"
+        f"create_app({model_path!r})\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
