@@ -1,0 +1,263 @@
+"""ContractiveAutoencoder: training semantics, Keras integration, serialization, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_cae import ContractiveAutoencoder, TiedDecoder, contractive_penalty, dense_autoencoder
+
+from ._harness import assert_config_round_trip, assert_saved_model_round_trip, tiny_conv_autoencoder
+
+
+@pytest.fixture
+def x(rng) -> np.ndarray:
+    return rng.random((48, 12)).astype("float32")
+
+
+def small_model(**kwargs) -> ContractiveAutoencoder:
+    kwargs.setdefault("seed", 0)
+    return dense_autoencoder(12, kwargs.pop("hidden_units", 5), **kwargs)
+
+
+def test_history_has_every_term_and_validation_versions(x):
+    model = small_model()
+    history = model.fit(x, epochs=2, batch_size=16, validation_split=0.25, verbose=0)
+    expected = {"loss", "reconstruction_loss", "contractive_loss"}
+    assert set(history.history) == expected | {f"val_{key}" for key in expected}
+
+
+def test_logged_terms_equal_an_independent_computation(x, rng):
+    model = small_model(contractive_weight=0.3)
+    weights = rng.random(len(x)).astype("float32") * 2
+    logs = model.evaluate(x, x, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True)
+    reconstruction = np.asarray(model(x))
+    squared_error = np.mean((reconstruction - x) ** 2, axis=1)
+    jacobian = contractive_penalty(model.encoder, x, "batch_jacobian").numpy()
+    # Keras's sum_over_batch_size reduction, applied to both terms.
+    expected_reconstruction = np.sum(weights * squared_error) / len(x)
+    expected_contractive = np.sum(weights * jacobian) / len(x)
+    np.testing.assert_allclose(logs["reconstruction_loss"], expected_reconstruction, rtol=1e-5)
+    np.testing.assert_allclose(logs["contractive_loss"], expected_contractive, rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["loss"], expected_reconstruction + 0.3 * expected_contractive, rtol=1e-5
+    )
+
+
+def test_gradient_step_matches_hand_written_sgd(x):
+    # One SGD step of the model equals a step on the loss written out by hand.
+    model = small_model(contractive_weight=0.5, hidden_units=[6, 4])
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    variables = [tf.Variable(w) for w in model.get_weights()]
+    model_weights = model.trainable_weights
+    with tf.GradientTape() as tape:
+        for variable, value in zip(model_weights, variables):
+            variable.assign(value)
+        reconstruction = model(x)
+        loss = tf.reduce_mean(tf.square(reconstruction - x)) + 0.5 * tf.reduce_mean(
+            contractive_penalty(model.encoder, x, "batch_jacobian")
+        )
+    gradients = tape.gradient(loss, model_weights)
+    expected = [w.numpy() - 0.1 * g.numpy() for w, g in zip(model_weights, gradients)]
+    model.fit(x, epochs=1, batch_size=len(x), shuffle=False, verbose=0)
+    for actual, wanted in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-7)
+
+
+def test_zero_weight_trains_exactly_like_a_plain_autoencoder(x):
+    model = small_model(contractive_weight=0.0, hidden_units=[8, 4])
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    plain = keras.Sequential([keras.Input((12,)), model.encoder, model.decoder])
+    plain_weights = [np.array(w) for w in model.get_weights()]
+    plain = keras.models.clone_model(plain)
+    plain.set_weights(plain_weights)
+    plain.compile(optimizer=keras.optimizers.SGD(0.5), loss="mean_squared_error")
+    cae_history = model.fit(x, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    plain_history = plain.fit(x, x, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    for actual, expected in zip(model.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(actual, expected)
+    np.testing.assert_allclose(cae_history.history["loss"], plain_history.history["loss"], rtol=1e-6)
+    assert "contractive_loss" not in cae_history.history
+
+
+def test_training_lowers_both_terms_and_contracts_more_than_an_autoencoder(rng):
+    data = rng.random((128, 12)).astype("float32")
+    runs = {}
+    for weight in (0.0, 0.05):
+        model = small_model(contractive_weight=weight, hidden_units=8, learning_rate=0.01)
+        before = model.evaluate(data, verbose=0, return_dict=True)
+        model.fit(data, epochs=15, batch_size=32, verbose=0)
+        runs[weight] = (before, model.evaluate(data, verbose=0, return_dict=True))
+    before, after = runs[0.05]
+    assert after["reconstruction_loss"] < before["reconstruction_loss"]
+    assert after["contractive_loss"] < before["contractive_loss"]
+    assert after["contractive_loss"] < 0.5 * runs[0.0][1]["contractive_loss"]
+
+
+def test_explicit_targets_are_the_reconstruction_targets(x, rng):
+    noisy = np.clip(x + rng.normal(scale=0.1, size=x.shape), 0, 1).astype("float32")
+    model = small_model()
+    logs = model.evaluate(noisy, x, batch_size=len(x), verbose=0, return_dict=True)
+    expected = np.mean((np.asarray(model(noisy)) - x) ** 2)
+    np.testing.assert_allclose(logs["reconstruction_loss"], expected, rtol=1e-5)
+    history = model.fit(noisy, x, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_tf_data_input_trains_like_numpy_input(x):
+    first, second = small_model(), small_model()
+    second.set_weights(first.get_weights())
+    first.fit(x, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    second.fit(dataset, epochs=2, shuffle=False, verbose=0, validation_data=dataset)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_callbacks_see_the_logged_terms(x):
+    seen = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(dict(logs))
+
+    model = small_model()
+    stopper = keras.callbacks.EarlyStopping(monitor="val_contractive_loss", mode="min", patience=0)
+    model.fit(x, epochs=3, validation_split=0.25, callbacks=[Recorder(), stopper], verbose=0)
+    assert seen and {"contractive_loss", "val_contractive_loss"} <= set(seen[0])
+
+
+def test_compiled_metrics_are_reported(x):
+    model = small_model()
+    model.compile(optimizer="adam", metrics=["mae"])
+    logs = model.evaluate(x, verbose=0, return_dict=True)
+    expected = np.mean(np.abs(np.asarray(model(x)) - x))
+    np.testing.assert_allclose(logs["mae"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["dense", "tied", "hutchinson-cae+h", "dae", "conv"],
+)
+def test_serialization_round_trips(variant, x, rng, tmp_path):
+    if variant == "conv":
+        model = tiny_conv_autoencoder(contractive_weight=0.1)
+        model.compile()
+        data = rng.random((16, 8, 8, 1)).astype("float32")
+    else:
+        kwargs = {
+            "dense": {},
+            "tied": {"tied_weights": True, "hidden_units": [6, 3]},
+            "hutchinson-cae+h": {"penalty": "hutchinson", "hessian_weight": 0.1},
+            "dae": {"corruption": "masking", "corruption_level": 0.2, "contractive_weight": 0.0},
+        }[variant]
+        model = small_model(**kwargs)
+        data = x
+    model.fit(data, epochs=1, verbose=0)
+    assert_config_round_trip(model)
+    loaded = assert_saved_model_round_trip(model, data, str(tmp_path))
+    if variant == "tied":
+        assert isinstance(loaded.decoder, TiedDecoder)
+        # The decoder reads the encoder's kernel: one variable, not a copy.
+        kernels = [w for w in loaded.trainable_weights if len(w.shape) == 2]
+        assert len(kernels) == 2
+
+
+def test_tied_decoder_uses_transposed_encoder_kernels(x):
+    model = small_model(tied_weights=True, hidden_units=4, activation="sigmoid")
+    kernel, bias = model.encoder.layers[-1].get_weights()
+    decoder_bias = model.decoder.get_weights()[0]
+    h = 1 / (1 + np.exp(-(x @ kernel + bias)))
+    expected = 1 / (1 + np.exp(-(h @ kernel.T + decoder_bias)))
+    np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-5, atol=1e-6)
+    assert len(model.trainable_weights) == 3  # kernel, encoder bias, decoder bias
+
+
+def test_conv_autoencoder_trains_with_auto_penalty(rng):
+    model = tiny_conv_autoencoder(contractive_weight=0.1)
+    model.compile()
+    assert model.penalty_method == "batch_jacobian"
+    data = rng.random((16, 8, 8, 1)).astype("float32")
+    logs = model.fit(data, epochs=1, verbose=0).history
+    assert np.isfinite(logs["contractive_loss"][0])
+
+
+def test_cae_h_logs_its_own_term(x):
+    model = small_model(hessian_weight=0.1, hessian_noise_stddev=0.2)
+    history = model.fit(x, epochs=1, validation_split=0.25, verbose=0)
+    assert {"hessian_loss", "val_hessian_loss"} <= set(history.history)
+
+
+def test_encode_and_decode(x):
+    model = small_model()
+    code = model.encode(x)
+    assert tuple(code.shape) == (len(x), 5)
+    np.testing.assert_allclose(np.asarray(model.decode(code)), np.asarray(model(x)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"contractive_weight": -0.1}, r"contractive_weight.*Received: contractive_weight=-0.1"),
+        ({"contractive_weight": float("nan")}, "contractive_weight=nan"),
+        ({"contractive_weight": float("inf")}, "contractive_weight=inf"),
+        ({"penalty": "exact"}, r"penalty='exact'.*\['auto', 'batch_jacobian'"),
+        ({"hessian_weight": -1.0}, "hessian_weight=-1.0"),
+        ({"corruption": "dropout"}, r"corruption='dropout'.*gaussian"),
+        ({"corruption": "masking", "corruption_level": 1.0}, "corruption_level=1.0"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, match):
+    encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    decoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match=match):
+        ContractiveAutoencoder(encoder, decoder, **kwargs)
+
+
+def test_decoder_output_shape_mismatch_is_reported_at_build():
+    encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    decoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
+    model = ContractiveAutoencoder(encoder, decoder)
+    with pytest.raises(ValueError, match=r"\(None, 6\).*\(None, 5\)"):
+        model.build((None, 6))
+
+
+def test_non_finite_rows_are_rejected_before_training(x):
+    model = small_model()
+    before = [np.array(w) for w in model.get_weights()]
+    bad = x.copy()
+    bad[[3, 7], 0] = np.nan
+    bad[9, 2] = np.inf
+    with pytest.raises(ValueError, match=r"3 of 48 rows \(first bad row: 3\)"):
+        model.fit(bad, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="validation_data"):
+        model.fit(x, epochs=1, verbose=0, validation_data=(bad, bad))
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_wrong_feature_count_is_rejected_before_training(rng):
+    model = small_model()
+    with pytest.raises(ValueError, match=r"shape \(batch, 12\).*Received: x.shape=\(8, 10\)"):
+        model.fit(rng.random((8, 10)).astype("float32"), epochs=1, verbose=0)
+
+
+def test_jit_compile_is_refused_for_batch_jacobian_and_kept_for_closed_form():
+    model = small_model(penalty="batch_jacobian")
+    with pytest.warns(UserWarning, match="136 s per step"):
+        model.compile(optimizer="adam", jit_compile=True)
+    assert model.jit_compile is False
+    model = small_model(penalty="closed_form")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.compile(optimizer="adam", jit_compile=True)
+    assert model.jit_compile is True
+
+
+def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
+    assert small_model().penalty_method == "closed_form"
+    assert small_model(penalty="hutchinson").penalty_method == "hutchinson"
