@@ -210,8 +210,11 @@ def _as_tuple(value: str | Sequence[str], name: str, allowed: Sequence[str]) -> 
 
 def _built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
     """The input shape a built layer was built or called with, batch axis set to None."""
-    inputs = getattr(layer, "_inputs_struct", None) and getattr(layer, "inputs", None)
-    if inputs:
+    try:
+        inputs = layer.inputs  # Functional and Sequential models with an Input.
+    except (AttributeError, ValueError):
+        inputs = None
+    if isinstance(inputs, (list, tuple)) and inputs:
         if len(inputs) != 1:
             raise ValueError(
                 f"Only single-input models can be exported; {layer.name!r} has "

@@ -1,0 +1,521 @@
+"""`export.export_encoder` and the `keras-cae export` / `keras-cae encode` commands.
+
+Parity is checked by one harness, parametrised over model variants: every exported
+artifact (ONNX in onnxruntime, SavedModel in TensorFlow) is run at batch sizes 1, 7
+and 300 and compared with the Keras model and, for Dense models, with an independent
+float64 numpy forward pass.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+NP_NAMESPACE_BEFORE = {name: id(value) for name, value in vars(np).items()}
+
+import keras  # noqa: E402
+import onnx  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import export  # noqa: E402
+import keras_cae  # noqa: E402
+from export import OnnxEncoder, _export  # noqa: E402
+from export import saved_model as saved_model_module  # noqa: E402
+from keras_cae.cli import main  # noqa: E402
+
+FEATURES = 12
+BATCH_SIZES = (1, 7, 300)
+
+_NP_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "linear": lambda z: z,
+}
+
+
+def _dense_chain_float64(layers: list[Any], x: np.ndarray) -> np.ndarray:
+    """A float64 numpy forward pass through Keras Dense layers (no TensorFlow)."""
+    h = np.asarray(x, dtype=np.float64)
+    for layer in [layer for layer in layers if isinstance(layer, keras.layers.Dense)]:
+        kernel, bias = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+        h = _NP_ACTIVATIONS[layer.get_config()["activation"]](h @ kernel + bias)
+    return h
+
+
+def _tied_decoder_float64(model: Any, codes: np.ndarray) -> np.ndarray:
+    """The tied decoder in float64: transposed encoder kernels, the decoder's own biases."""
+    dense = [layer for layer in model.encoder.layers if isinstance(layer, keras.layers.Dense)]
+    h = np.asarray(codes, dtype=np.float64)
+    biases = [np.asarray(b, dtype=np.float64) for b in model.decoder.get_weights()]
+    for layer, bias, name in zip(
+        reversed(dense), biases, model.decoder.activation_names, strict=True
+    ):
+        h = _NP_ACTIVATIONS[name](h @ np.asarray(layer.kernel, dtype=np.float64).T + bias)
+    return h
+
+
+@dataclass
+class Variant:
+    name: str
+    build: Callable[[], Any]
+    parts: tuple[str, ...] = ("encoder",)
+    # part -> float64 reference computed from the weights, or None.
+    reference: Callable[[Any, str, np.ndarray], np.ndarray | None] = lambda m, p, x: None
+
+
+def _dense_reference(model: Any, part: str, x: np.ndarray) -> np.ndarray | None:
+    encoder = model.encoder if hasattr(model, "encoder") else model
+    if part == "encoder":
+        return _dense_chain_float64(encoder.layers, x)
+    return None
+
+
+def _tied_reference(model: Any, part: str, x: np.ndarray) -> np.ndarray:
+    if part == "encoder":
+        return _dense_chain_float64(model.encoder.layers, x)
+    if part == "decoder":
+        return _tied_decoder_float64(model, x)
+    return _tied_decoder_float64(model, _dense_chain_float64(model.encoder.layers, x))
+
+
+def _conv_model() -> Any:
+    encoder = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(
+                3, 3, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(1)
+            ),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                4, "sigmoid", kernel_initializer=keras.initializers.GlorotUniform(2)
+            ),
+        ],
+        name="encoder",
+    )
+    decoder = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(36, "sigmoid"), keras.layers.Reshape((6, 6, 1))],
+        name="decoder",
+    )
+    model = keras_cae.ContractiveAutoencoder(encoder, decoder, contractive_weight=0.05)
+    model.build((None, 6, 6, 1))
+    return model
+
+
+def _functional_model() -> Any:
+    inputs = keras.Input((FEATURES,))
+    h = keras.layers.Dense(9, "relu", kernel_initializer=keras.initializers.GlorotUniform(3))(
+        inputs
+    )
+    outputs = keras.layers.Dense(5, "tanh", kernel_initializer=keras.initializers.GlorotUniform(4))(
+        h
+    )
+    return keras.Model(inputs, outputs, name="plain_encoder")
+
+
+VARIANTS = [
+    Variant(
+        "dense-1",
+        lambda: keras_cae.dense_autoencoder(FEATURES, 5, seed=0),
+        reference=_dense_reference,
+    ),
+    Variant(
+        "dense-3",
+        lambda: keras_cae.dense_autoencoder(FEATURES, [10, 8, 4], activation="tanh", seed=1),
+        reference=_dense_reference,
+    ),
+    Variant(
+        "tied",
+        lambda: keras_cae.dense_autoencoder(FEATURES, [8, 4], tied_weights=True, seed=2),
+        parts=("encoder", "decoder", "autoencoder"),
+        reference=_tied_reference,
+    ),
+    Variant("conv", _conv_model, parts=("encoder", "autoencoder")),
+    Variant("functional", _functional_model, reference=_dense_reference),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Exports each variant once (ONNX + SavedModel) for the module's tests."""
+    variant: Variant = request.param
+    model = variant.build()
+    out = tmp_path_factory.mktemp(variant.name) / "exported"
+    result = export.export_encoder(
+        model,
+        out,
+        parts=variant.parts,
+        metadata={"training_data": "unit-test", "input_scaling": "none"},
+    )
+    return variant, model, result
+
+
+def _inputs(model: Any, part: str, batch: int) -> np.ndarray:
+    """Random inputs in [0, 1); for a decoder, the codes of such inputs."""
+    rng = np.random.default_rng(batch)
+    encoder = model.encoder if hasattr(model, "encoder") else model
+    x = rng.random((batch, *encoder.inputs[0].shape[1:])).astype(np.float32)
+    return encoder(x).numpy() if part == "decoder" else x
+
+
+def _keras_part(model: Any, part: str) -> Any:
+    return {
+        "encoder": getattr(model, "encoder", model),
+        "decoder": getattr(model, "decoder", None),
+    }.get(part, model)
+
+
+# --------------------------------------------------------------------------------------
+# The parity harness.
+
+
+@pytest.mark.parametrize("exported", VARIANTS, ids=[v.name for v in VARIANTS], indirect=True)
+def test_parity_onnx_and_saved_model(exported):
+    variant, model, result = exported
+    for part in variant.parts:
+        layer = _keras_part(model, part)
+        runtime = OnnxEncoder(result.path("onnx", part))
+        _, signature = saved_model_module.load_signature(result.path("saved_model", part))
+        in_name, out_name = _export._IO_NAMES[part]
+        for batch in BATCH_SIZES:
+            x = _inputs(model, part, batch)
+            expected = keras.ops.convert_to_numpy(layer(x, training=False))
+            got_onnx = runtime.encode(x)
+            got_sm = signature(**{in_name: tf.constant(x)})[out_name].numpy()
+            assert got_onnx.shape == got_sm.shape == expected.shape
+            # Same float32 graph, kernels that may sum in another order: a few ulps.
+            np.testing.assert_allclose(
+                got_onnx, expected, rtol=1e-5, atol=1e-6, err_msg=f"{part} onnx"
+            )
+            np.testing.assert_allclose(
+                got_sm, expected, rtol=1e-5, atol=1e-6, err_msg=f"{part} SavedModel"
+            )
+            reference = variant.reference(model, part, x)
+            if reference is not None:
+                # float32 against float64 through a few layers of ≤ 12-term dot products.
+                np.testing.assert_allclose(
+                    got_onnx, reference, rtol=0, atol=2e-6, err_msg=f"{part} f64"
+                )
+        for artifact in result.artifacts:
+            if artifact.part == part:
+                assert set(artifact.max_abs_diff) == {1, _export.DEFAULT_PROBE_SIZE}
+                assert 0 <= max(artifact.max_abs_diff.values()) <= artifact.bound
+
+
+@pytest.mark.parametrize("exported", [VARIANTS[2]], ids=["tied"], indirect=True)
+def test_graph_names_dynamic_batch_and_metadata(exported):
+    _, model, result = exported
+    for part, (in_name, out_name) in _export._IO_NAMES.items():
+        proto = onnx.load(result.path("onnx", part))
+        onnx.checker.check_model(proto, full_check=True)
+        assert [i.name for i in proto.graph.input] == [in_name]
+        assert [o.name for o in proto.graph.output] == [out_name]
+        for value in (proto.graph.input[0], proto.graph.output[0]):
+            dims = value.type.tensor_type.shape.dim
+            assert dims[0].dim_param == "batch" and not dims[0].HasField("dim_value")
+            assert all(d.HasField("dim_value") for d in dims[1:])
+        assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
+
+    metadata = OnnxEncoder(result.path("onnx")).metadata
+    assert metadata["keras_cae.package_version"] == keras_cae.__version__
+    assert metadata["keras_cae.part"] == "encoder"
+    assert metadata["keras_cae.input_shape"] == f"[null, {FEATURES}]"
+    assert metadata["keras_cae.output_shape"] == "[null, 4]"
+    assert metadata["keras_cae.code_size"] == "4"
+    assert float(metadata["keras_cae.contractive_weight"]) == model.contractive_weight
+    assert metadata["keras_cae.penalty_method"] == model.penalty_method
+    assert metadata["keras_cae.training_data"] == "unit-test"
+    assert metadata["keras_cae.input_scaling"] == "none"
+    assert metadata["keras_cae.opset"] == "17"
+    exported_at = datetime.datetime.fromisoformat(metadata["keras_cae.export_time"])
+    age = datetime.datetime.now(datetime.timezone.utc) - exported_at
+    assert datetime.timedelta(0) <= age < datetime.timedelta(hours=1)
+    assert OnnxEncoder(result.path("onnx", "decoder")).metadata["keras_cae.part"] == "decoder"
+
+    with open(result.manifest) as stream:
+        manifest = json.load(stream)
+    assert manifest["metadata"]["training_data"] == "unit-test"
+    assert len(manifest["artifacts"]) == 6
+    for record in manifest["artifacts"]:
+        assert os.path.exists(os.path.join(result.out_dir, record["path"]))
+        assert max(record["max_abs_diff"].values()) <= record["bound"]
+    assert sorted(os.listdir(result.out_dir)) == sorted(
+        ["manifest.json"]
+        + [f"{p}.onnx" for p in _export.PARTS]
+        + [f"{p}_saved_model" for p in _export.PARTS]
+    )
+    assert "max|Δ| @batch 1" in result.summary()
+
+
+@pytest.mark.parametrize("exported", [VARIANTS[0]], ids=["dense-1"], indirect=True)
+def test_saved_model_signature_and_tfsm_layer(exported):
+    _, model, result = exported
+    path = result.path("saved_model")
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    assert list(inputs) == ["x"] and inputs["x"].shape.as_list() == [None, FEATURES]
+    assert inputs["x"].dtype == tf.float32
+    assert list(signature.structured_outputs) == ["code"]
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    x = _inputs(model, "encoder", 7)
+    out = layer(x)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out["code"]), model.encoder(x).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Atomicity, refusal and failures.
+
+
+def _small_model() -> Any:
+    return keras_cae.dense_autoencoder(FEATURES, 3, seed=5)
+
+
+def _listing(path: os.PathLike[str]) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def test_numpy_namespace_unchanged_by_export(tmp_path):
+    export.export_encoder(_small_model(), tmp_path / "out", formats="onnx")
+    after = {name: id(value) for name, value in vars(np).items()}
+    # TensorFlow imports numpy submodules (attributes appear); nothing may be replaced,
+    # and no removed numpy-1 alias (np.object, np.bool, np.cast, ...) may be put back.
+    changed = {name for name in NP_NAMESPACE_BEFORE if after.get(name) != NP_NAMESPACE_BEFORE[name]}
+    assert not changed
+    added = set(after) - set(NP_NAMESPACE_BEFORE)
+    assert not added & {"object", "bool", "int", "float", "str", "cast", "product", "NaN", "float_"}
+
+
+def test_refuses_existing_directory_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ValueError, match="exists and is not empty.*overwrite"):
+        export.export_encoder(_small_model(), out, formats="onnx")
+    assert _listing(out) == ["keep.txt"]
+    result = export.export_encoder(_small_model(), out, formats="onnx", overwrite=True)
+    assert _listing(out) == ["encoder.onnx", "manifest.json"]
+    assert result.paths == {"encoder.onnx": str(out / "encoder.onnx")}
+    assert _listing(tmp_path) == ["out"]
+
+
+def test_failure_mid_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken_save(layer: Any, function: Any, signature: Any, path: str) -> None:
+        os.makedirs(path)
+        with open(os.path.join(path, "half-written.pb"), "wb") as stream:
+            stream.write(b"\0" * 100)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(saved_model_module, "to_saved_model", broken_save)
+    with pytest.raises(
+        export.ExportError, match="step 'save the encoder as a SavedModel'.*disk full"
+    ):
+        export.export_encoder(_small_model(), tmp_path / "new")
+    assert _listing(tmp_path) == []  # Not the target, not the staged ONNX file.
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "encoder.onnx").write_text("previous export")
+    with pytest.raises(export.ExportError, match="SavedModel"):
+        export.export_encoder(_small_model(), old, overwrite=True)
+    assert _listing(tmp_path) == ["old"]
+    assert (old / "encoder.onnx").read_text() == "previous export"
+
+
+def test_parity_failure_raises_and_writes_nothing(tmp_path, monkeypatch):
+    original = _export._serving_function
+
+    def off_by_a_little(layer: Any, output_name: str) -> Any:
+        serve = original(layer, output_name)
+        return lambda x: {k: v + 1e-3 for k, v in serve(x).items()}  # A converter bug.
+
+    monkeypatch.setattr(_export, "_serving_function", off_by_a_little)
+    with pytest.raises(
+        export.ParityError, match=r"onnx encoder differs from Keras by max \|Δ\| = 0\.001"
+    ):
+        export.export_encoder(_small_model(), tmp_path / "out")
+    assert _listing(tmp_path) == []
+    # The same export passes with a tolerance above the injected error.
+    result = export.export_encoder(_small_model(), tmp_path / "out", formats="onnx", tolerance=2e-3)
+    assert 0.9e-3 < result.max_abs_diff < 1.1e-3
+
+
+def test_never_built_model_is_refused(tmp_path):
+    encoder = keras.Sequential([keras.layers.Dense(3)])
+    decoder = keras.Sequential([keras.layers.Dense(FEATURES)])
+    model = keras_cae.ContractiveAutoencoder(encoder, decoder)
+    with pytest.raises(ValueError, match="never built or called"):
+        export.export_encoder(model, tmp_path / "out")
+    with pytest.raises(ValueError, match="never built or called"):
+        export.export_encoder(keras.Sequential([keras.layers.Dense(3)]), tmp_path / "out")
+    assert _listing(tmp_path) == []
+
+
+class SubclassedEncoder(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(3, "sigmoid")
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
+
+
+def test_subclassed_model_uses_the_shape_it_was_called_with(tmp_path):
+    model = SubclassedEncoder()
+    x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    model(x)
+    result = export.export_encoder(model, tmp_path / "out", formats="onnx")
+    runtime = OnnxEncoder(result.path("onnx"))
+    assert runtime.input_shape == (None, 4)
+    np.testing.assert_allclose(
+        runtime.encode(x), _dense_chain_float64([model.dense], x), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"formats": ("onnx", "tflite")},
+            r"Unrecognized format='tflite'. Supported formats are: \['onnx', 'saved_model'\]",
+        ),
+        ({"formats": ()}, "at least one"),
+        ({"parts": ("encoder", "head")}, "Unrecognized part='head'"),
+        ({"opset": 12}, r"Unsupported opset=12. Supported opsets are: \[13, 14, 15, 16, 17, 18\]"),
+        ({"opset": "17"}, "Unsupported opset='17'"),
+        ({"tolerance": 0}, "tolerance=0"),
+        ({"metadata": {"opset": "3"}}, "filled in by the export itself"),
+        ({"metadata": {"training_data": ["a"]}}, r"metadata\['training_data'\]"),
+        ({"probe": np.zeros((1, FEATURES))}, r"n >= 2. Received: probe of shape \(1, 12\)"),
+        ({"probe": np.zeros((4, FEATURES + 1))}, "probe of shape"),
+        ({"overwrite": "yes"}, "overwrite='yes'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_writing(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export.export_encoder(_small_model(), tmp_path / "out", **kwargs)
+    assert _listing(tmp_path) == []
+
+
+def test_decoder_of_a_plain_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs a ContractiveAutoencoder"):
+        export.export_encoder(_functional_model(), tmp_path / "out", parts=("decoder",))
+    with pytest.raises(ValueError, match="should be a ContractiveAutoencoder or a Keras model"):
+        export.export_encoder(object(), tmp_path / "out")
+
+
+def test_chosen_opset_and_real_probe(tmp_path):
+    model = _small_model()
+    probe = np.random.default_rng(9).random((50, FEATURES)).astype(np.float32)
+    result = export.export_encoder(model, tmp_path / "out", formats=["onnx"], opset=13, probe=probe)
+    proto = onnx.load(result.path("onnx"))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {13}
+    assert set(result.artifacts[0].max_abs_diff) == {1, 50}
+
+
+# --------------------------------------------------------------------------------------
+# CLI.
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err, err
+    return err
+
+
+@pytest.mark.slow
+def test_cli_train_export_encode_round_trip(tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "exported"
+    assert (
+        main(["train", "--out", str(run), "--epochs", "1", "--hidden-units", "8", "--quiet"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["export", str(run / "model.keras"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "encoder  onnx" in printed
+        and "encoder  saved_model" in printed
+        and "max|Δ| @batch 64" in printed
+    )
+    runtime = OnnxEncoder(out / "encoder.onnx")
+    assert runtime.metadata["keras_cae.training_data"] == "sklearn-digits"
+    assert runtime.metadata["keras_cae.input_scaling"] == "x / 16"
+
+    from keras_cae.data import load_digits
+
+    x = load_digits().x
+    np.save(tmp_path / "x.npy", x)
+    codes_path = tmp_path / "codes.npy"
+    # In a fresh process, to check that `keras-cae encode` imports no TensorFlow.
+    script = (
+        "import sys; from keras_cae.cli import main; "
+        f"rc = main(['encode', {str(out / 'encoder.onnx')!r}, {str(tmp_path / 'x.npy')!r}, "
+        f"'--out', {str(codes_path)!r}]); "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote codes of shape (1797, 8)" in proc.stdout
+    codes = np.load(codes_path)
+    model = keras.models.load_model(run / "model.keras")
+    np.testing.assert_allclose(codes, model.encoder(x).numpy(), rtol=1e-5, atol=1e-6)
+
+    # Refusals: one line on stderr, exit code 2, nothing changed.
+    assert (
+        main(
+            ["encode", str(out / "encoder.onnx"), str(tmp_path / "x.npy"), "--out", str(codes_path)]
+        )
+        == 2
+    )
+    assert "exists; choose another file or pass --overwrite" in _one_line_error(capsys)
+    assert main(["export", str(run / "model.keras"), "--out", str(out)]) == 2
+    assert "exists and is not empty" in _one_line_error(capsys)
+    np.savetxt(tmp_path / "narrow.csv", x[:, :10], delimiter=",")
+    narrow = [
+        "encode",
+        str(out / "encoder.onnx"),
+        str(tmp_path / "narrow.csv"),
+        "--out",
+        str(tmp_path / "n.npy"),
+    ]
+    assert main(narrow) == 2
+    assert "Expected an input of shape (None, 64)" in _one_line_error(capsys)
+    assert not (tmp_path / "n.npy").exists()
+    assert (
+        main([*narrow[:2], str(tmp_path / "x.npy"), "--out", str(codes_path), "--overwrite"]) == 0
+    )
+
+
+def test_cli_export_and_encode_errors(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o")]) == 2
+    assert "model file not found" in _one_line_error(capsys)
+    assert (
+        main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o"), "--opset", "9"])
+        == 2
+    )
+    assert "--opset" in _one_line_error(capsys)
+    (tmp_path / "m.keras").write_text("not a zip")
+    assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot load" in _one_line_error(capsys)
+    assert (
+        main(["encode", str(tmp_path / "missing.onnx"), str(tmp_path / "x.npy"), "--out", "c.npy"])
+        == 2
+    )
+    assert "not found" in _one_line_error(capsys)
+    assert main(["encode", "e.onnx", "x.npy", "--out", str(tmp_path / "codes.txt")]) == 2
+    assert "should be a .npy file" in _one_line_error(capsys)
+    assert not os.path.exists(tmp_path / "o")
