@@ -29,14 +29,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -288,14 +291,18 @@ class _Histogram:
 class Metrics:
     """Request, latency and batch-size metrics, rendered in the Prometheus text format.
 
-    Counters live in the process. With several uvicorn workers, every worker exports
-    its own; `worker` tells them apart (each scrape reaches one worker, so run one
-    worker per port, or scrape each process, where exact totals matter).
+    With several uvicorn workers, a scrape reaches one worker; so that it still sees
+    the totals of all of them, each worker writes a snapshot of its counters into
+    `shared_dir` (at most every 0.5 s, and on every scrape it answers) and a scrape
+    sums the snapshots of all workers. Counters of other workers may thus lag by up
+    to half a second; totals never decrease, also when a worker exits.
 
     Args:
         max_batch: the largest batch the server accepts; it bounds the batch-size
             histogram's buckets.
         info: labels of the ``keras_cae_model_info`` gauge.
+        shared_dir: a directory shared by all worker processes of one server, or
+            `None` (one process).
 
     Example:
 
@@ -307,12 +314,18 @@ class Metrics:
 
     LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                        2.5, 5.0, 10.0)  # fmt: skip
+    FLUSH_SECONDS = 0.5
 
-    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, info: dict[str, str] | None = None):
+    def __init__(
+        self,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        info: dict[str, str] | None = None,
+        shared_dir: str | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, str], int] = {}
-        self._latency: dict[tuple[str], _Histogram] = {}
-        self._batch: dict[tuple[str], _Histogram] = {}
+        self._latency: dict[str, _Histogram] = {}
+        self._batch: dict[str, _Histogram] = {}
         bounds, size = [], 1
         while size < max_batch:
             bounds.append(size)
@@ -322,65 +335,160 @@ class Metrics:
         self._info = dict(info or {})
         self.in_flight = 0
         self._start_time = time.time()
+        self._shared_dir = shared_dir
+        self._changes = 0  # Bumped on every observation; tells the flusher to write.
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Counts one finished request and its latency."""
         with self._lock:
             key = (endpoint, method, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
-            histogram = self._latency.get((endpoint,))
+            histogram = self._latency.get(endpoint)
             if histogram is None:
-                histogram = self._latency[(endpoint,)] = _Histogram(self.LATENCY_BUCKETS)
+                histogram = self._latency[endpoint] = _Histogram(self.LATENCY_BUCKETS)
             histogram.observe(seconds)
+            self._changes += 1
 
     def observe_batch(self, protocol: str, rows: int) -> None:
         """Records the number of rows of one successful inference."""
         with self._lock:
-            histogram = self._batch.get((protocol,))
+            histogram = self._batch.get(protocol)
             if histogram is None:
-                histogram = self._batch[(protocol,)] = _Histogram(self._batch_buckets)
+                histogram = self._batch[protocol] = _Histogram(self._batch_buckets)
             histogram.observe(float(rows))
+            self._changes += 1
+
+    # -- sharing between worker processes --------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-serializable snapshot of this process's counters."""
+        with self._lock:
+            return {
+                "requests": [[*key, count] for key, count in self._requests.items()],
+                "latency": [[k, h.counts, h.sum, h.count] for k, h in self._latency.items()],
+                "batch": [[k, h.counts, h.sum, h.count] for k, h in self._batch.items()],
+                "in_flight": self.in_flight,
+                "start": self._start_time,
+            }
+
+    def flush(self) -> None:
+        """Writes this process's snapshot into `shared_dir` (atomically)."""
+        if self._shared_dir is None:
+            return
+        path = os.path.join(self._shared_dir, f"worker-{os.getpid()}.json")
+        temporary = path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(self.state(), file)
+        os.replace(temporary, path)  # Readers see the old or the new file, never half.
+
+    def start(self) -> None:
+        """Starts writing snapshots in the background (a no-op without `shared_dir`)."""
+        if self._shared_dir is None or self._flusher is not None:
+            return
+        self.flush()  # So that a scrape counts this worker from the start.
+
+        def run() -> None:
+            written = self._changes
+            while not self._stop.wait(self.FLUSH_SECONDS):
+                if self._changes != written:
+                    written = self._changes
+                    try:
+                        self.flush()
+                    except OSError:  # E.g. the directory went away at shutdown.
+                        pass
+
+        self._flusher = threading.Thread(target=run, name="keras-cae-metrics", daemon=True)
+        self._flusher.start()
+
+    def stop(self) -> None:
+        """Stops the background writer after a last snapshot."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+            self._flusher = None
+        try:
+            self.flush()
+        except OSError:
+            pass
+
+    def _states(self) -> list[dict[str, Any]]:
+        if self._shared_dir is None:
+            return [self.state()]
+        self.flush()
+        states = []
+        for entry in sorted(os.listdir(self._shared_dir)):
+            if not entry.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self._shared_dir, entry), encoding="utf-8") as file:
+                    states.append(json.load(file))
+            except (OSError, ValueError):  # Replaced or removed while listing: skip it.
+                continue
+        return states
+
+    # -- rendering -------------------------------------------------------------------------
 
     def render(self) -> str:
         """Returns all metrics in the Prometheus text exposition format (0.0.4)."""
-        lines: list[str] = []
-        with self._lock:
-            lines += [
-                "# HELP keras_cae_requests_total HTTP requests answered, by route template, "
-                "method and status code.",
-                "# TYPE keras_cae_requests_total counter",
-            ]
-            for key, count in sorted(self._requests.items()):
-                lines.append(
-                    f"keras_cae_requests_total{_labels(('endpoint', 'method', 'status'), key)} "
-                    f"{count}"
-                )
-            self._render_histogram(
-                lines,
-                "keras_cae_request_duration_seconds",
-                "Time from receiving a request to sending the end of its response.",
-                ("endpoint",),
-                self._latency,
-            )
-            self._render_histogram(
-                lines,
-                "keras_cae_batch_size",
-                "Rows per successful inference request, by protocol.",
-                ("protocol",),
-                self._batch,
-            )
-            lines += [
-                "# HELP keras_cae_requests_in_flight Requests being handled now.",
-                "# TYPE keras_cae_requests_in_flight gauge",
-                f"keras_cae_requests_in_flight {self.in_flight}",
-                "# HELP keras_cae_model_info The served model; the value is always 1.",
-                "# TYPE keras_cae_model_info gauge",
-                f"keras_cae_model_info{_labels(tuple(self._info), tuple(self._info.values()))} 1",
-                "# HELP process_start_time_seconds Start time of the process since the Unix "
-                "epoch in seconds.",
-                "# TYPE process_start_time_seconds gauge",
-                f"process_start_time_seconds {self._start_time!r}",
-            ]
+        states = self._states()
+        requests: dict[tuple[str, ...], int] = {}
+        latency: dict[str, list[Any]] = {}
+        batch: dict[str, list[Any]] = {}
+        for state in states:
+            for *key, count in state["requests"]:
+                requests[tuple(key)] = requests.get(tuple(key), 0) + count
+            for merged, items in ((latency, state["latency"]), (batch, state["batch"])):
+                for key, counts, total, count in items:
+                    if key in merged:
+                        old = merged[key]
+                        merged[key] = [[a + b for a, b in zip(old[0], counts, strict=True)],
+                                       old[1] + total, old[2] + count]  # fmt: skip
+                    else:
+                        merged[key] = [list(counts), total, count]
+        lines = [
+            "# HELP keras_cae_requests_total HTTP requests answered, by route template, "
+            "method and status code.",
+            "# TYPE keras_cae_requests_total counter",
+        ]
+        for key, count in sorted(requests.items()):
+            names = ("endpoint", "method", "status")
+            lines.append(f"keras_cae_requests_total{_labels(names, key)} {count}")
+        self._render_histogram(
+            lines,
+            "keras_cae_request_duration_seconds",
+            "Time from receiving a request to sending the end of its response.",
+            "endpoint",
+            self.LATENCY_BUCKETS,
+            latency,
+        )
+        self._render_histogram(
+            lines,
+            "keras_cae_batch_size",
+            "Rows per successful inference request, by protocol.",
+            "protocol",
+            self._batch_buckets,
+            batch,
+        )
+        in_flight = sum(state["in_flight"] for state in states)
+        start = min(state["start"] for state in states)
+        info = _labels(tuple(self._info), tuple(self._info.values()))
+        lines += [
+            "# HELP keras_cae_requests_in_flight Requests being handled now.",
+            "# TYPE keras_cae_requests_in_flight gauge",
+            f"keras_cae_requests_in_flight {in_flight}",
+            "# HELP keras_cae_worker_processes Worker processes whose counters are included.",
+            "# TYPE keras_cae_worker_processes gauge",
+            f"keras_cae_worker_processes {len(states)}",
+            "# HELP keras_cae_model_info The served model; the value is always 1.",
+            "# TYPE keras_cae_model_info gauge",
+            f"keras_cae_model_info{info} 1",
+            "# HELP process_start_time_seconds Start time of the (first) server process "
+            "since the Unix epoch in seconds.",
+            "# TYPE process_start_time_seconds gauge",
+            f"process_start_time_seconds {start!r}",
+        ]
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -388,18 +496,19 @@ class Metrics:
         lines: list[str],
         name: str,
         help_text: str,
-        label_names: Sequence[str],
-        histograms: dict[tuple[str], _Histogram],
+        label: str,
+        buckets: Sequence[float],
+        histograms: dict[str, list[Any]],
     ) -> None:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for key, histogram in sorted(histograms.items()):
+        for key, (counts, total, count) in sorted(histograms.items()):
             cumulative = 0
-            for bound, count in zip((*histogram.buckets, math.inf), histogram.counts, strict=True):
-                cumulative += count
+            for bound, n in zip((*buckets, math.inf), counts, strict=True):
+                cumulative += n
                 le = f'le="{_format_value(bound)}"'
-                lines.append(f"{name}_bucket{_labels(label_names, key, le)} {cumulative}")
-            lines.append(f"{name}_sum{_labels(label_names, key)} {histogram.sum!r}")
-            lines.append(f"{name}_count{_labels(label_names, key)} {histogram.count}")
+                lines.append(f"{name}_bucket{_labels((label,), (key,), le)} {cumulative}")
+            lines.append(f"{name}_sum{_labels((label,), (key,))} {float(total)!r}")
+            lines.append(f"{name}_count{_labels((label,), (key,))} {count}")
 
 
 class _MetricsMiddleware:
@@ -874,6 +983,7 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_body_bytes: int | None = None,
     threads: int | None = 1,
+    shared_metrics_dir: str | None = None,
 ) -> FastAPI:
     """Creates the ASGI app that serves one encoder.
 
@@ -886,6 +996,8 @@ def create_app(
             any batch of `max_batch` rows as JSON (32 bytes per value + 64 KiB).
         threads: onnxruntime intra-op threads, when `encoder` is a path. Defaults to
             `1`: per-request batches are small, and parallelism comes from workers.
+        shared_metrics_dir: with several worker processes, a directory they share so
+            that ``/metrics`` reports the totals of all of them (see `Metrics`).
 
     Returns:
         A FastAPI app; run it with any ASGI server, e.g. ``uvicorn.run(app)``.
@@ -918,6 +1030,7 @@ def create_app(
         )
     metrics = Metrics(
         max_batch,
+        shared_dir=shared_metrics_dir,
         info={
             "model": name,
             "version": _VERSION,
@@ -927,7 +1040,17 @@ def create_app(
         },
     )
     service = _Service(encoder, name, max_batch, max_body_bytes, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.start()
+        try:
+            yield
+        finally:
+            metrics.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="keras-cae serve",
         version=_package_version(),
         summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
@@ -1232,10 +1355,15 @@ def serve(
             on_ready(app)
         uvicorn.run(app, **options)
     else:
-        config["name"] = service.name
+        del app
+        # The workers share a directory of metrics snapshots, removed when they stop.
+        shared = tempfile.mkdtemp(prefix="keras-cae-serve-metrics-")
+        config.update(name=service.name, shared_metrics_dir=shared)
         os.environ[_CONFIG_ENV] = json.dumps(config)
-        del app, service
-        uvicorn.run(
-            "export.serve:_app_from_environment", factory=True, workers=workers, **options
-        )
+        try:
+            uvicorn.run(
+                "export.serve:_app_from_environment", factory=True, workers=workers, **options
+            )
+        finally:
+            shutil.rmtree(shared, ignore_errors=True)
 
