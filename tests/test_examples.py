@@ -1,0 +1,31 @@
+"""Every example runs on a tiny budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_digits_example(tmp_path):
+    path = tmp_path / "model.keras"
+    logs = load("train_digits").main(["--epochs", "2", "--out", str(path)])
+    assert path.exists()
+    assert np.isfinite(logs["contractive_loss"]) and logs["contractive_loss"] > 0
+
+
+@pytest.mark.parametrize("penalty", ["auto", "hutchinson"])
+def test_conv_encoder_example(penalty):
+    logs = load("conv_encoder").main(["--epochs", "1", "--penalty", penalty])
+    assert np.isfinite(logs["loss"]) and logs["contractive_loss"] > 0
