@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,10 @@ _ORT_DTYPES = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(float16)": np.dtype(np.float16),
 }
+# Bound once: `ndarray.all()` goes through a Python wrapper that costs ~1 µs a call.
+_all = np.logical_and.reduce
+_isfinite = np.isfinite
+_FLOAT32 = np.dtype(np.float32)
 # numpy dtype kinds accepted as numeric input: float, signed and unsigned integers.
 _NUMERIC_KINDS = frozenset("fiu")
 
@@ -44,8 +47,10 @@ def _static_shape(shape: Sequence[Any]) -> tuple[int | None, ...]:
 
 
 def _format_shape(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("None" if dim is None else str(dim) for dim in shape) + (
-        ",)" if len(shape) == 1 else ")"
+    return (
+        "("
+        + ", ".join("None" if dim is None else str(dim) for dim in shape)
+        + (",)" if len(shape) == 1 else ")")
     )
 
 
@@ -103,8 +108,10 @@ class OnnxEncoder:
         check_finite: bool = True,
     ) -> None:
         self.path = os.fspath(path)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-            batch_size < 1
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or (batch_size < 1)
         ):
             raise ValueError(
                 f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}"
@@ -178,6 +185,7 @@ class OnnxEncoder:
         # `InferenceSession.run` should stay small (see benchmarks/inference.py).
         self._sample_shape = self.input_shape[1:]
         self._sample_static = all(dim is not None for dim in self._sample_shape)
+        self._batch_rank = len(self.input_shape)
         self._code_shape = self.output_shape[1:]
         self._code_static = bool(self.output_shape) and all(
             dim is not None for dim in self._code_shape
@@ -218,7 +226,43 @@ class OnnxEncoder:
             ValueError: `x` is not numeric, has the wrong rank or feature shape, or
                 holds NaN or infinities (with `check_finite=True`).
         """
-        # Fast path first: an already well-formed float32 batch skips every copy.
+        single = False
+        may_be_non_finite = True
+        # Fast path: a C-contiguous batch of the model's dtype and shape needs no copy;
+        # everything else goes through `_prepare` (conversion, casts, checks, errors).
+        if (
+            type(x) is not np.ndarray
+            or x.dtype is not self.input_dtype
+            or x.ndim != self._batch_rank
+            or not x.flags.c_contiguous
+            or (x.shape[1:] != self._sample_shape if self._sample_static else True)
+        ):
+            x, single, may_be_non_finite = self._prepare(x)
+        batch = x.shape[0]
+        if self.check_finite and may_be_non_finite and batch:
+            # One elementwise test: exact, raises no floating-point warnings (reductions
+            # such as x·x or sum(x) can overflow or meet inf - inf), and costs ~2 µs at
+            # batch 1 (the overhead budget; see benchmarks/inference.py).
+            if not _all(_isfinite(x), axis=None):
+                self._raise_non_finite(x)
+        if batch == 0 and self._code_static:
+            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
+        elif batch <= self.batch_size:
+            codes = self._run(self._outputs, {self.input_name: x})[0]
+        else:
+            step = self.batch_size
+            parts = [
+                self._run(self._outputs, {self.input_name: x[start : start + step]})[0]
+                for start in range(0, batch, step)
+            ]
+            codes = np.concatenate(parts, axis=0)
+        if codes.dtype is not _FLOAT32:
+            codes = codes.astype(np.float32)
+        return codes[0] if single else codes
+
+    def _prepare(self, x: Any) -> tuple[np.ndarray, bool, bool]:
+        """Converts and checks an input; returns (batch, was a single sample, may hold
+        NaN/inf)."""
         if type(x) is not np.ndarray:
             try:
                 x = np.asarray(x)
@@ -235,10 +279,7 @@ class OnnxEncoder:
         sample_shape = self._sample_shape
         single = False
         if x.ndim == len(sample_shape) + 1:
-            if self._sample_static:
-                if x.shape[1:] != sample_shape:
-                    raise self._shape_error(x.shape)
-            elif any(
+            if any(
                 e is not None and e != r for e, r in zip(sample_shape, x.shape[1:], strict=True)
             ):
                 raise self._shape_error(x.shape)
@@ -249,33 +290,21 @@ class OnnxEncoder:
             x = x[np.newaxis]
         else:
             raise self._shape_error(x.shape)
+        # Integers cannot hold NaN or infinities (but float16 can overflow when cast
+        # from float32/float64, so only integers skip the check).
+        may_be_non_finite = x.dtype.kind == "f" or self.input_dtype.itemsize < 4
         if x.dtype != self.input_dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        return x, single, may_be_non_finite
+
+    def _raise_non_finite(self, x: np.ndarray) -> None:
         batch = x.shape[0]
-        if self.check_finite and batch:
-            # One float64 sum is cheaper than an `isfinite` mask at small batches, and
-            # finite float32/float16 values cannot overflow a float64 sum; a NaN or an
-            # infinity always makes it non-finite (inf - inf is NaN).
-            if not math.isfinite(x.sum(dtype=np.float64)):
-                finite = np.isfinite(x.reshape(batch, -1)).all(axis=1)
-                bad = np.flatnonzero(~finite)
-                raise ValueError(
-                    f"The input contains NaN or infinite values in {bad.size} of {batch} "
-                    f"rows (first bad row: {int(bad[0])}). Clean the input, or create the "
-                    "OnnxEncoder with check_finite=False to pass them through."
-                )
-        if batch == 0 and self._code_static:
-            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
-        elif batch <= self.batch_size:
-            codes = self._run(self._outputs, {self.input_name: x})[0]
-        else:
-            parts = [
-                self._run(self._outputs, {self.input_name: x[start : start + self.batch_size]})[0]
-                for start in range(0, batch, self.batch_size)
-            ]
-            codes = np.concatenate(parts, axis=0)
-        if codes.dtype != np.float32:
-            codes = codes.astype(np.float32)
-        return codes[0] if single else codes
+        finite = np.isfinite(x.reshape(batch, -1)).all(axis=1)
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"The input contains NaN or infinite values in {bad.size} of {batch} "
+            f"rows (first bad row: {int(bad[0])}). Clean the input, or create the "
+            "OnnxEncoder with check_finite=False to pass them through."
+        )
 
     __call__ = encode

@@ -141,6 +141,10 @@ def test_float64_model_returns_float32(tmp_path, weights):
     x = np.random.default_rng(1).normal(size=(5, FEATURES))
     codes = encoder.encode(x)
     assert codes.dtype == np.float32
+    x_bad = x.copy()
+    x_bad[4, 0] = np.nan
+    with pytest.raises(ValueError, match="first bad row: 4"):
+        encoder.encode(x_bad)
     # Both sides are float64 results rounded to float32: at most one ulp (6e-8 below 1) apart.
     np.testing.assert_allclose(codes, _reference(x, weights).astype(np.float32), rtol=0, atol=6e-8)
 
@@ -194,6 +198,26 @@ def test_non_finite_rejected_unless_opted_out(model_path, bad):
     assert np.isfinite(codes[[0, 1, 2, 4]]).all()
     # sigmoid(±inf) is 1 or 0; sigmoid(NaN) is NaN: the value reached onnxruntime.
     assert np.isnan(codes[3]).any() == bool(np.isnan(bad))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300, 20_000])
+def test_a_non_finite_value_is_caught_at_any_position(model_path, batch):
+    """Every position for small inputs (the dot-product check and its SIMD tails), a
+    sample of positions for an input too large for it (the elementwise mask)."""
+    encoder = OnnxEncoder(model_path, batch_size=4096)
+    x = np.random.default_rng(batch).normal(size=(batch, FEATURES)).astype(np.float32)
+    size = x.size
+    if size <= 2000:
+        positions = range(size)
+    else:
+        positions = [0, size - 1, *np.random.default_rng(0).integers(0, size, 40)]
+    for position in positions:
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y.flat[position] = bad
+            with pytest.raises(ValueError, match=rf"first bad row: {position // FEATURES}\)"):
+                encoder.encode(y)
+    assert encoder.encode(x).shape == (batch, CODE)
 
 
 def test_large_finite_values_are_not_flagged(model_path):
