@@ -92,7 +92,10 @@ def _add_train_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument(
-        "--hidden-units", type=_units, default=[32], help="code size or sizes, e.g. 32 or 64,16 (default: 32)"
+        "--hidden-units",
+        type=_units,
+        default=[64],
+        help="code size or sizes, e.g. 64 or 128,32 (default: 64)",
     )
     parser.add_argument("--activation", default="sigmoid", help="encoder activation (default: sigmoid)")
     parser.add_argument(
@@ -102,7 +105,7 @@ def _add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=60, help="default: 60")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
     parser.add_argument(
-        "--contractive-weight", type=_non_negative_float, default=0.1, help="λ (default: 0.1)"
+        "--contractive-weight", type=_non_negative_float, default=0.003, help="λ (default: 0.003)"
     )
     parser.add_argument(
         "--penalty",
@@ -218,6 +221,16 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 _PARSER_BUILDERS.append(_add_serve_parser)
+
+
+def _add_compare_parser(subparsers: Any) -> None:
+    """`keras-cae compare`, defined in `keras_cae.compare` (TensorFlow only when it runs)."""
+    from keras_cae.compare import add_parser
+
+    add_parser(subparsers)
+
+
+_PARSER_BUILDERS.append(_add_compare_parser)
 
 
 def _build_parser() -> _Parser:
