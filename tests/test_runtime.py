@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.runtime import OnnxEncoder
+from export.runtime import OnnxEncoder, _session_runner
 
 FEATURES, CODE = 6, 3
 
@@ -353,3 +353,23 @@ print("HEAVY", heavy)
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_direct_session_call_matches_the_public_run(model_path):
+    encoder = OnnxEncoder(model_path)
+    assert encoder._run == encoder.session._sess.run  # The CPU fast path is in use.
+    x = np.random.default_rng(5).normal(size=(9, FEATURES)).astype(np.float32)
+    np.testing.assert_array_equal(encoder.encode(x), encoder.session.run(["code"], {"x": x})[0])
+
+
+def test_public_run_is_used_without_the_native_session_or_off_cpu():
+    class Session:
+        def run(self, output_names, feed, run_options=None):  # pragma: no cover - not called
+            return []
+
+    session = Session()
+    assert _session_runner(session, ["CPUExecutionProvider"]) == session.run
+    session._sess = Session()
+    assert _session_runner(session, ["CPUExecutionProvider"]) == session._sess.run
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _session_runner(session, providers) == session.run  # Keeps EP fallback.
