@@ -82,7 +82,8 @@ def _add_train_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--data",
-        help="a .npy, .npz (array 'x', optional labels 'y') or .csv file; "
+        help="a .npy, .npz (array 'x', optional labels 'y') or .csv file, or a directory "
+        "or quoted glob of .npy or .tfrecord shards to stream from disk; "
         "default: the bundled scikit-learn digits scaled to [0, 1]",
     )
     parser.add_argument(
@@ -122,6 +123,33 @@ def _add_train_parser(subparsers: Any) -> None:
         "--test-fraction", type=_fraction, default=0.2, help="held out for the summary (default: 0.2)"
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    scale = parser.add_argument_group("scale (see docs: multi-worker, streaming)")
+    scale.add_argument(
+        "--strategy",
+        default="default",
+        choices=["default", "mirrored", "multi-worker"],
+        help="tf.distribute strategy: one device, all local devices, or the workers "
+        "of TF_CONFIG (default: default)",
+    )
+    scale.add_argument(
+        "--cpu-devices",
+        type=_positive_int,
+        help="with --strategy mirrored: split the CPU into this many replicas",
+    )
+    scale.add_argument(
+        "--backup-dir",
+        help="keras.callbacks.BackupAndRestore directory: a killed run started again "
+        "with the same arguments resumes from its last finished epoch",
+    )
+    scale.add_argument(
+        "--steps-per-epoch", type=_positive_int, help="streamed data: batches per epoch"
+    )
+    scale.add_argument(
+        "--shuffle-buffer",
+        type=_positive_int,
+        default=10_000,
+        help="streamed data: rows in the shuffle buffer (default: 10000)",
+    )
     parser.set_defaults(run=_run_train)
 
 
@@ -132,28 +160,85 @@ def _run_train(args: argparse.Namespace) -> int:
         "runs", "train-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
     _io.check_output_dir(out, args.overwrite, "--out")
-    dataset = data.load_digits() if args.data is None else data.load_array(args.data)
+    if args.cpu_devices is not None and args.strategy != "mirrored":
+        raise CliError("--cpu-devices only applies to --strategy mirrored")
     if args.test_fraction <= 0:
         raise CliError("--test-fraction must be > 0: the summary is measured on held-out data")
-
-    from keras_cae import training  # Imports TensorFlow.
-
-    result = training.train(
-        dataset,
-        hidden_units=args.hidden_units,
-        activation=args.activation,
-        output_activation=args.output_activation,
-        tied_weights=args.tied_weights,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        contractive_weight=args.contractive_weight,
-        penalty=args.penalty,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        validation_split=args.validation_split,
-        test_fraction=args.test_fraction,
-        verbose=0 if args.quiet else 2,
+    streamed = args.data is not None and (
+        os.path.isdir(args.data) or any(char in args.data for char in "*?[")
     )
+    if not streamed and args.steps_per_epoch is not None:
+        raise CliError("--steps-per-epoch only applies to streamed --data (a directory or glob)")
+    if not streamed:
+        dataset = data.load_digits() if args.data is None else data.load_array(args.data)
+
+    from keras_cae import distribute, training  # Imports TensorFlow.
+
+    # Logical CPU devices must exist before TensorFlow initialises.
+    devices = None if args.cpu_devices is None else distribute.split_cpu(args.cpu_devices)
+    strategy = distribute.get_strategy(args.strategy, devices)
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        raise CliError(
+            f"--batch-size {args.batch_size} is the global batch and should be a multiple "
+            f"of the {replicas} replicas of --strategy {args.strategy}"
+        )
+    chief = distribute.is_chief()
+    callbacks = []
+    if args.backup_dir:
+        import keras
+
+        backup = args.backup_dir
+        if args.strategy == "multi-worker":
+            # Workers hold identical weights; each keeps its own copy, so no shared
+            # file system is needed and no two processes write one file.
+            backup = os.path.join(backup, f"worker-{distribute.tf_config()['task']['index']}")
+        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
+    if streamed:
+        from keras_cae import streaming
+
+        result = training.train_stream(
+            streaming.open_shards(args.data),
+            hidden_units=args.hidden_units,
+            activation=args.activation,
+            output_activation=args.output_activation,
+            tied_weights=args.tied_weights,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            contractive_weight=args.contractive_weight,
+            penalty=args.penalty,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+            steps_per_epoch=args.steps_per_epoch,
+            shuffle_buffer=args.shuffle_buffer,
+            verbose=0 if args.quiet else 2,
+            strategy=strategy,
+            callbacks=callbacks,
+        )
+    else:
+        result = training.train(
+            dataset,
+            hidden_units=args.hidden_units,
+            activation=args.activation,
+            output_activation=args.output_activation,
+            tied_weights=args.tied_weights,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            contractive_weight=args.contractive_weight,
+            penalty=args.penalty,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            validation_split=args.validation_split,
+            test_fraction=args.test_fraction,
+            verbose=0 if args.quiet else 2,
+            strategy=strategy,
+            callbacks=callbacks,
+        )
+    if not chief:
+        # Only the chief writes --out; the other workers hold the same weights.
+        print(f"worker {distribute.tf_config()['task']['index']}: done, the chief writes {out}")
+        return 0
     with _io.atomic_directory(out, overwrite=args.overwrite) as staging:
         result.model.save(os.path.join(staging, "model.keras"))
         _io.atomic_write_json(os.path.join(staging, "metrics.json"), result.metrics)

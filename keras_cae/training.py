@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from keras_cae.data import Dataset
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
 
-__all__ = ["TrainResult", "train", "probe_accuracy", "format_summary", "split"]
+__all__ = ["TrainResult", "train", "train_stream", "probe_accuracy", "format_summary", "split"]
 
 
 @dataclass
@@ -69,8 +71,13 @@ def train(
     validation_split: float = 0.1,
     test_fraction: float = 0.2,
     verbose: int = 2,
+    strategy: Any = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     """Trains a Dense CAE on `dataset` and measures it on a held-out split.
+
+    With a `tf.distribute.Strategy` the model is built and compiled in its scope;
+    `callbacks` (e.g. `keras.callbacks.BackupAndRestore`) are passed to `fit`.
 
     Returns:
         A `TrainResult`; `metrics` holds the configuration, the training history, the
@@ -81,17 +88,18 @@ def train(
     x_train, x_test, y_train, y_test = split(dataset, test_fraction, seed)
     flat_train = x_train.reshape(len(x_train), -1)
     flat_test = x_test.reshape(len(x_test), -1)
-    model = dense_autoencoder(
-        flat_train.shape[1],
-        hidden_units,
-        activation=activation,
-        output_activation=output_activation,
-        tied_weights=tied_weights,
-        contractive_weight=contractive_weight,
-        penalty=penalty,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = dense_autoencoder(
+            flat_train.shape[1],
+            hidden_units,
+            activation=activation,
+            output_activation=output_activation,
+            tied_weights=tied_weights,
+            contractive_weight=contractive_weight,
+            penalty=penalty,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
     started = time.perf_counter()
     history = model.fit(
         flat_train,
@@ -99,6 +107,7 @@ def train(
         batch_size=batch_size,
         validation_split=validation_split,
         verbose=verbose,
+        callbacks=callbacks,
     )
     train_seconds = time.perf_counter() - started
     reconstruction = model.predict(flat_test, batch_size=256, verbose=0)
@@ -143,7 +152,8 @@ def train(
 def format_summary(metrics: dict[str, Any], out: str) -> str:
     """The short summary `keras-cae train` prints."""
     lines = [
-        f"data: {metrics['data']} ({metrics['num_train']} train / {metrics['num_test']} held out), "
+        f"data: {metrics['data']} ({metrics['num_train'] or '?'} train / "
+        f"{metrics['num_test']} held out), "
         f"penalty: {metrics['config']['penalty_method']}, trained in {metrics['train_seconds']:.1f} s",
         f"held-out reconstruction MSE: {metrics['test_reconstruction_mse']:.5f}",
         f"held-out mean ||J_f(x)||_F^2: {metrics['test_mean_jacobian_frobenius_sq']:.4f}",
@@ -155,3 +165,129 @@ def format_summary(metrics: dict[str, Any], out: str) -> str:
         )
     lines.append(f"wrote {out}/model.keras and {out}/metrics.json")
     return "\n".join(lines)
+
+
+def train_stream(
+    source: Any,
+    hidden_units: list[int],
+    activation: str = "sigmoid",
+    output_activation: str = "sigmoid",
+    tied_weights: bool = False,
+    epochs: int = 60,
+    batch_size: int = 32,
+    contractive_weight: float = 0.1,
+    penalty: str = "auto",
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    steps_per_epoch: int | None = None,
+    shuffle_buffer: int = 10_000,
+    verbose: int = 2,
+    strategy: Any = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Trains a Dense CAE on sharded data streamed from disk (`keras_cae.streaming`).
+
+    The data never has to fit in memory: whole shards are held out for the summary
+    (``round(test_fraction * shards)``, at least one, so at least two shards are
+    needed), and the held-out figures are accumulated batch by batch. There is no
+    validation split and no probe accuracy (streamed shards carry no labels).
+
+    Args:
+        source: a `keras_cae.streaming.ShardSource`.
+        steps_per_epoch: batches per epoch; defaults to one pass over the training
+            shards.
+        shuffle_buffer: rows in the shuffle buffer.
+        (The other arguments are those of :func:`train`.)
+
+    Returns:
+        A `TrainResult` with the same figures as :func:`train`, less the probe
+        accuracies.
+
+    Raises:
+        ValueError: with fewer than two shards.
+    """
+    from keras_cae import streaming
+
+    if len(source.paths) < 2:
+        raise ValueError(
+            f"Streamed data needs at least 2 shards, as whole shards are held out for the "
+            f"summary. Received: {len(source.paths)} shard in {source.name!r}"
+        )
+    keras.utils.set_random_seed(seed)
+    num_test = min(len(source.paths) - 1, max(1, round(test_fraction * len(source.paths))))
+    # The held-out shards are chosen by a seeded permutation, not by name order.
+    order = np.random.default_rng(seed).permutation(len(source.paths))
+    test_paths = tuple(source.paths[i] for i in sorted(order[:num_test]))
+    train_paths = tuple(p for p in source.paths if p not in test_paths)
+    train_source = streaming.open_shards_from(source, train_paths)
+    test_source = streaming.open_shards_from(source, test_paths)
+    input_dim = int(np.prod(source.row_shape))
+    train_data = streaming.shard_dataset(
+        train_source, batch_size, seed=seed, shuffle_buffer=shuffle_buffer, flatten=True
+    )
+    if steps_per_epoch is not None:
+        train_data = train_data.repeat()
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = dense_autoencoder(
+            input_dim,
+            hidden_units,
+            activation=activation,
+            output_activation=output_activation,
+            tied_weights=tied_weights,
+            contractive_weight=contractive_weight,
+            penalty=penalty,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
+    started = time.perf_counter()
+    history = model.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # The stream shuffles itself.
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+    train_seconds = time.perf_counter() - started
+    exact = "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
+    squared_error = jacobian_sum = 0.0
+    num_rows = 0
+    for batch in streaming.shard_dataset(test_source, 256, shuffle=False, flatten=True):
+        reconstruction = model(batch, training=False)
+        squared_error += float(np.sum((np.asarray(reconstruction) - batch.numpy()) ** 2))
+        jacobian_sum += float(np.sum(contractive_penalty(model.encoder, batch, method=exact)))
+        num_rows += int(batch.shape[0])
+    metrics: dict[str, Any] = {
+        "keras_cae_version": keras_cae.__version__,
+        "data": source.name,
+        "data_format": f"{source.kind} shards (streamed)",
+        "scaling": "none",
+        "input_dim": input_dim,
+        "num_train": train_source.num_rows,
+        "num_test": num_rows,
+        "train_shards": len(train_paths),
+        "test_shards": [os.path.basename(p) for p in test_paths],
+        "config": {
+            "hidden_units": list(hidden_units),
+            "activation": activation,
+            "output_activation": output_activation,
+            "tied_weights": tied_weights,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "shuffle_buffer": shuffle_buffer,
+            "contractive_weight": contractive_weight,
+            "penalty": penalty,
+            "penalty_method": model.penalty_method,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "replicas": model.distribute_strategy.num_replicas_in_sync,
+        },
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "train_seconds": round(train_seconds, 3),
+        "test_reconstruction_mse": squared_error / (num_rows * input_dim),
+        "test_mean_jacobian_frobenius_sq": jacobian_sum / num_rows,
+    }
+    return TrainResult(model=model, metrics=metrics)

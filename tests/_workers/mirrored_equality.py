@@ -4,7 +4,7 @@ Run as a script in a fresh process (the CPU must be split into two logical devic
 before TensorFlow initialises). Writes a JSON file with, for every case, the
 per-epoch losses and final weights of both runs, and evaluation results.
 
-Usage: python mirrored_equality.py OUT.json [--naive-noise]
+Usage: python mirrored_equality.py OUT.json [--cases=a,b,...] [--naive-noise]
 
 ``--naive-noise`` replaces `replica_random` by a plain draw on each replica (what a
 model gets without it), to show that the equality test can fail.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,27 +73,32 @@ def run_case(strategy, x, units, kwargs):
 
 def main() -> None:
     out = sys.argv[1]
-    if "--naive-noise" in sys.argv[2:]:
+    flags = sys.argv[2:]
+    names = list(CASES) + ["one_row_last_batch"]
+    for flag in flags:
+        if flag.startswith("--cases="):
+            names = flag.split("=", 1)[1].split(",")
+    if "--naive-noise" in flags:
 
         def naive(draw, shape, batch_axis=0):
             return draw(shape)
 
         keras_cae.model.replica_random = naive
         keras_cae.penalties.replica_random = naive
-        cases = {name: CASES[name] for name in ("dae_gaussian", "hutchinson")}
-    else:
-        cases = CASES
     strategy = get_strategy("mirrored", DEVICES)
     # 27 rows in batches of 8: the last global batch (3 rows) splits unevenly, 2 + 1.
     x = np.random.default_rng(0).random((27, 12)).astype("float32")
     results = {}
-    for name, kwargs in cases.items():
-        # Two encoder layers for the exact methods, so the closed form's chain rule is used.
-        units = [8, 5] if name in ("closed_form", "auto", "batch_jacobian") else [6]
-        results[name] = run_case(strategy, x, units, kwargs)
-    if cases is CASES:
-        # 25 rows: the last global batch has 1 row, so one replica gets none.
-        results["one_row_last_batch"] = run_case(strategy, x[:25], [6], CASES["cae_h"])
+    for name in names:
+        started = time.perf_counter()
+        if name == "one_row_last_batch":
+            # 25 rows: the last global batch has 1 row, so one replica gets none.
+            results[name] = run_case(strategy, x[:25], [6], CASES["cae_h"])
+        else:
+            # Two encoder layers for the exact methods, so the closed form's chain is used.
+            units = [8, 5] if name in ("closed_form", "auto", "batch_jacobian") else [6]
+            results[name] = run_case(strategy, x, units, CASES[name])
+        print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     with open(out, "w") as handle:
         json.dump(results, handle)
 
