@@ -228,6 +228,21 @@ def test_hutchinson_is_unbiased_with_the_predicted_variance(kind, rng):
     assert np.all((ratio > 0.7) & (ratio < 1.35)), ratio
 
 
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_hutchinson_in_a_graph_equals_eager_for_the_same_probes(kind, rng):
+    # Graphs batch the probes with vectorized_map, eager code tiles the input.
+    if kind == "dense":
+        encoder, x = dense_encoder([10, 6, 4], "tanh"), rng.normal(size=(3, 10))
+    else:
+        encoder, x = tiny_conv_autoencoder().encoder, rng.random((3, 8, 8, 1))
+    x = tf.constant(x.astype("float32"))
+    for method in ("contractive", "hessian"):
+        function = contractive_penalty if method == "contractive" else hessian_penalty
+        eager = function(encoder, x, "hutchinson", num_projections=3, seed=5)
+        graph = tf.function(lambda x: function(encoder, x, "hutchinson", num_projections=3, seed=5))(x)
+        np.testing.assert_allclose(graph, eager, rtol=1e-5)
+
+
 def _jacobian(encoder, x):
     x = tf.constant(x)
     with tf.GradientTape() as tape:
