@@ -61,6 +61,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment.
 
 from export.runtime import OnnxEncoder
 
+try:  # Optional: parses and writes large JSON batches ~10x faster than the stdlib.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment.
+    _orjson = None
+
 __all__ = ["create_app", "serve", "Metrics", "DEFAULT_MAX_BATCH", "SERVER_NAME"]
 
 #: The most rows one request may carry unless `max_batch` says otherwise.
@@ -558,11 +563,29 @@ class _ClientError(Exception):
         self.message = message
 
 
+def _dumps(content: Any) -> bytes:
+    """JSON bytes; floats as their shortest round-tripping repr, so float32 codes (exact
+    in float64) parse back bit-identical. Callers never pass NaN or infinities."""
+    if _orjson is not None:
+        return _orjson.dumps(content)
+    return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _loads(body: bytes) -> Any:
+    """Parses JSON; the standard library decides (and explains) what orjson refuses."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            # NaN/Infinity literals, integers beyond 64 bits, very deep nesting or
+            # invalid JSON: Python's parser accepts the first two (NaN is then
+            # rejected with a precise message) and says what is wrong with the rest.
+            pass
+    return json.loads(body)
+
+
 def _json_response(content: Any, status: int = 200) -> Response:
-    # Python's float repr is the shortest string that round-trips, so float32 codes
-    # (exact in float64) come back bit-identical; NaN is not JSON, hence allow_nan=False.
-    body = json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(_dumps(content), status_code=status, media_type="application/json")
 
 
 def _error_response(status: int, message: str) -> Response:
@@ -582,9 +605,7 @@ def _parse_json(body: bytes, what: str) -> dict[str, Any]:
     if not body:
         raise _ClientError(400, f"The request body is empty; expected a JSON object ({what}).")
     try:
-        # Python's parser accepts the NaN/Infinity literals that some clients write;
-        # the encoder then rejects non-finite values with a precise message.
-        value = json.loads(body)
+        value = _loads(body)
     except (ValueError, RecursionError) as error:
         raise _ClientError(400, f"The request body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
@@ -748,6 +769,13 @@ class _Service:
                 codes = self.encoder.encode(x)
         except ValueError as error:  # Non-finite values; shape errors are caught earlier.
             raise _ClientError(400, str(error)) from None
+        if codes.size and not math.isfinite(codes.sum(dtype=np.float64)):
+            bad = int((~np.isfinite(codes.reshape(len(codes), -1)).all(axis=1)).sum())
+            raise _ClientError(
+                400, f"The encoder produced NaN or infinite codes for {bad} of {len(codes)} "
+                "rows of this (finite) input: an overflow. Are the inputs scaled like the "
+                "training data?",
+            )  # fmt: skip
         self.metrics.observe_batch(protocol, x.shape[0])
         return codes
 
@@ -799,7 +827,7 @@ class _Service:
             return _json_response(response)
         raw = np.ascontiguousarray(codes, dtype="<f4").tobytes()
         output["parameters"] = {"binary_data_size": len(raw)}
-        header = json.dumps(response, separators=(",", ":")).encode()
+        header = _dumps(response)
         return Response(
             header + raw,
             media_type="application/octet-stream",

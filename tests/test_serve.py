@@ -681,3 +681,70 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
         code = _stop(server)
     assert code in (0, -signal.SIGTERM), server.output()
     assert "Traceback" not in server.output(), server.output()
+
+
+# ------------------------------------------------------------------------------------------
+# In-process checks of the pieces the server is made of.
+
+
+def _has_orjson() -> bool:
+    import export.serve as serve
+
+    return serve._orjson is not None
+
+
+# orjson is an optional accelerator: both codecs are checked where it is installed.
+@pytest.mark.parametrize("use_orjson", [True, False] if _has_orjson() else [False])
+def test_json_codec_is_exact_and_lenient_like_the_stdlib(
+    monkeypatch: pytest.MonkeyPatch, use_orjson: bool
+) -> None:
+    import export.serve as serve
+
+    if not use_orjson:
+        monkeypatch.setattr(serve, "_orjson", None)
+    codes = np.random.default_rng(5).normal(size=(16, 7)).astype(np.float32)
+    codes[0, :4] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45, -0.0]
+    text = serve._dumps({"data": codes.reshape(-1).tolist()})
+    back = json.loads(text)["data"]  # The standard library as the independent reader.
+    np.testing.assert_array_equal(_exact(back).reshape(codes.shape), codes)
+    assert serve._loads(text) == json.loads(text)
+    # What Python's parser accepts, the server accepts, orjson or not.
+    nan = serve._loads(b'{"x": [NaN, Infinity, -Infinity, 1]}')["x"]
+    assert math.isnan(nan[0]) and nan[1:] == [math.inf, -math.inf, 1]
+    # Beyond 64 bits orjson reads a float, Python an int: the same float64 either way.
+    assert [float(v) for v in serve._loads(b"[" + b"9" * 30 + b"]")] == [float("9" * 30)]
+    for invalid in [b'{"inputs": [', b"\xff{", b"[" * 60_000, b"{'a': 1}"]:
+        with pytest.raises((ValueError, RecursionError)):
+            serve._loads(invalid)
+
+
+def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
+    import asyncio
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.serve import create_app
+
+    # code = x @ W with W = 2: a finite input near float32's maximum overflows to inf.
+    weights = numpy_helper.from_array(np.full((2, 1), 2.0, np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["code"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[weights],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / "linear.onnx")
+    onnx.save(model, path)
+    async def post(body: dict[str, Any]) -> Any:
+        transport = httpx.ASGITransport(app=create_app(path, name="linear"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.post("/v1/models/linear:predict", json=body)
+
+    response = asyncio.run(post({"instances": [[1.0, 2.0], [3e38, 3e38]]}))
+    assert response.status_code == 400
+    assert "infinite codes for 1 of 2 rows" in response.json()["error"]
+    response = asyncio.run(post({"instances": [[1.0, 2.0]]}))
+    assert response.json() == {"predictions": [[6.0]]}
