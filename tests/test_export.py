@@ -148,6 +148,8 @@ VARIANTS = [
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Exports each variant once (ONNX + SavedModel) for the module's tests."""
     variant: Variant = request.param
+    if variant.name in _EXPORTED:  # Tests parametrised separately share the export.
+        return _EXPORTED[variant.name]
     model = variant.build()
     out = tmp_path_factory.mktemp(variant.name) / "exported"
     result = export.export_encoder(
@@ -156,7 +158,11 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         parts=variant.parts,
         metadata={"training_data": "unit-test", "input_scaling": "none"},
     )
-    return variant, model, result
+    _EXPORTED[variant.name] = variant, model, result
+    return _EXPORTED[variant.name]
+
+
+_EXPORTED: dict[str, tuple[Variant, Any, Any]] = {}
 
 
 def _inputs(model: Any, part: str, batch: int) -> np.ndarray:
@@ -257,7 +263,7 @@ def test_graph_names_dynamic_batch_and_metadata(exported):
 
 
 @pytest.mark.parametrize("exported", [VARIANTS[0]], ids=["dense-1"], indirect=True)
-def test_saved_model_signature_and_tfsm_layer(exported):
+def test_saved_model_signature_and_tfsm_layer(exported, small_model):
     _, model, result = exported
     path = result.path("saved_model")
     loaded = tf.saved_model.load(path)
@@ -278,7 +284,8 @@ def test_saved_model_signature_and_tfsm_layer(exported):
 # Atomicity, refusal and failures.
 
 
-def _small_model() -> Any:
+@pytest.fixture(scope="module")
+def small_model() -> Any:
     return keras_cae.dense_autoencoder(FEATURES, 3, seed=5)
 
 
@@ -286,8 +293,8 @@ def _listing(path: os.PathLike[str]) -> list[str]:
     return sorted(os.listdir(path))
 
 
-def test_numpy_namespace_unchanged_by_export(tmp_path):
-    export.export_encoder(_small_model(), tmp_path / "out", formats="onnx")
+def test_numpy_namespace_unchanged_by_export(tmp_path, small_model):
+    export.export_encoder(small_model, tmp_path / "out", formats="onnx")
     after = {name: id(value) for name, value in vars(np).items()}
     # TensorFlow imports numpy submodules (attributes appear); nothing may be replaced,
     # and no removed numpy-1 alias (np.object, np.bool, np.cast, ...) may be put back.
@@ -297,20 +304,20 @@ def test_numpy_namespace_unchanged_by_export(tmp_path):
     assert not added & {"object", "bool", "int", "float", "str", "cast", "product", "NaN", "float_"}
 
 
-def test_refuses_existing_directory_unless_overwrite(tmp_path):
+def test_refuses_existing_directory_unless_overwrite(tmp_path, small_model):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     with pytest.raises(ValueError, match="exists and is not empty.*overwrite"):
-        export.export_encoder(_small_model(), out, formats="onnx")
+        export.export_encoder(small_model, out, formats="onnx")
     assert _listing(out) == ["keep.txt"]
-    result = export.export_encoder(_small_model(), out, formats="onnx", overwrite=True)
+    result = export.export_encoder(small_model, out, formats="onnx", overwrite=True)
     assert _listing(out) == ["encoder.onnx", "manifest.json"]
     assert result.paths == {"encoder.onnx": str(out / "encoder.onnx")}
     assert _listing(tmp_path) == ["out"]
 
 
-def test_failure_mid_export_leaves_nothing_behind(tmp_path, monkeypatch):
+def test_failure_mid_export_leaves_nothing_behind(tmp_path, monkeypatch, small_model):
     def broken_save(layer: Any, function: Any, signature: Any, path: str) -> None:
         os.makedirs(path)
         with open(os.path.join(path, "half-written.pb"), "wb") as stream:
@@ -321,19 +328,19 @@ def test_failure_mid_export_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(
         export.ExportError, match="step 'save the encoder as a SavedModel'.*disk full"
     ):
-        export.export_encoder(_small_model(), tmp_path / "new")
+        export.export_encoder(small_model, tmp_path / "new")
     assert _listing(tmp_path) == []  # Not the target, not the staged ONNX file.
 
     old = tmp_path / "old"
     old.mkdir()
     (old / "encoder.onnx").write_text("previous export")
     with pytest.raises(export.ExportError, match="SavedModel"):
-        export.export_encoder(_small_model(), old, overwrite=True)
+        export.export_encoder(small_model, old, overwrite=True)
     assert _listing(tmp_path) == ["old"]
     assert (old / "encoder.onnx").read_text() == "previous export"
 
 
-def test_parity_failure_raises_and_writes_nothing(tmp_path, monkeypatch):
+def test_parity_failure_raises_and_writes_nothing(tmp_path, monkeypatch, small_model):
     original = _export._serving_function
 
     def off_by_a_little(layer: Any, output_name: str) -> Any:
@@ -344,10 +351,10 @@ def test_parity_failure_raises_and_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(
         export.ParityError, match=r"onnx encoder differs from Keras by max \|Δ\| = 0\.001"
     ):
-        export.export_encoder(_small_model(), tmp_path / "out")
+        export.export_encoder(small_model, tmp_path / "out")
     assert _listing(tmp_path) == []
     # The same export passes with a tolerance above the injected error.
-    result = export.export_encoder(_small_model(), tmp_path / "out", formats="onnx", tolerance=2e-3)
+    result = export.export_encoder(small_model, tmp_path / "out", formats="onnx", tolerance=2e-3)
     assert 0.9e-3 < result.max_abs_diff < 1.1e-3
 
 
@@ -402,9 +409,9 @@ def test_subclassed_model_uses_the_shape_it_was_called_with(tmp_path):
         ({"overwrite": "yes"}, "overwrite='yes'"),
     ],
 )
-def test_bad_arguments_are_refused_before_writing(tmp_path, kwargs, match):
+def test_bad_arguments_are_refused_before_writing(tmp_path, kwargs, match, small_model):
     with pytest.raises(ValueError, match=match):
-        export.export_encoder(_small_model(), tmp_path / "out", **kwargs)
+        export.export_encoder(small_model, tmp_path / "out", **kwargs)
     assert _listing(tmp_path) == []
 
 
@@ -415,8 +422,8 @@ def test_decoder_of_a_plain_model_is_refused(tmp_path):
         export.export_encoder(object(), tmp_path / "out")
 
 
-def test_chosen_opset_and_real_probe(tmp_path):
-    model = _small_model()
+def test_chosen_opset_and_real_probe(tmp_path, small_model):
+    model = small_model
     probe = np.random.default_rng(9).random((50, FEATURES)).astype(np.float32)
     result = export.export_encoder(model, tmp_path / "out", formats=["onnx"], opset=13, probe=probe)
     proto = onnx.load(result.path("onnx"))
