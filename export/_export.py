@@ -167,13 +167,19 @@ class ExportResult:
             rows.append(
                 [a.part, a.format]
                 + [f"{a.max_abs_diff[s]:.2e}" if s in a.max_abs_diff else "-" for s in sizes]
-                + [f"{a.bound:.1e}", os.path.relpath(a.path)]
+                + [f"{a.bound:.1e}", _display_path(a.path)]
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
         ]
         return "\n".join(line.rstrip() for line in lines)
+
+
+def _display_path(path: str) -> str:
+    """`path` relative to the working directory when it is below it, else absolute."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
 
 
 @contextlib.contextmanager
