@@ -79,18 +79,31 @@ def _batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 
 def _flat_jacobians(encoder: Any, x: np.ndarray) -> np.ndarray:
-    """Returns the Jacobians of one batch as float64, shape ``(batch, code_size, input_size)``."""
-    _, jac = penalties._batch_jacobian(encoder, tf.convert_to_tensor(x), training=False)
-    jac = np.asarray(jac, dtype=np.float64)
-    return jac.reshape(len(x), -1, int(np.prod(x.shape[1:])))
+    """Returns the Jacobians of one batch as float64, shape ``(batch, code_size, input_size)``.
+
+    One reverse-mode pass per code unit: samples are independent (as the CAE penalty
+    also assumes), so the gradient of unit j summed over the batch is row j of every
+    sample's Jacobian. Unlike `tf.GradientTape.batch_jacobian`, whose eager `pfor`
+    retraces a `tf.function` on every call (slow, and TensorFlow logs retracing
+    warnings after a few encoders), this traces nothing.
+    """
+    inputs = tf.convert_to_tensor(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        code = tf.reshape(tf.cast(encoder(inputs, training=False), tf.float32), [len(x), -1])
+        units = [code[:, j] for j in range(code.shape[1])]
+    rows = [tape.gradient(unit, inputs, unconnected_gradients="zero") for unit in units]
+    del tape
+    jac = np.stack([np.asarray(row, dtype=np.float64) for row in rows], axis=1)
+    return jac.reshape(len(x), len(rows), int(np.prod(x.shape[1:])))
 
 
 def jacobian(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -> np.ndarray:
     """Returns the encoder Jacobian ``J_f(x) = ∂f(x)/∂x`` at every sample.
 
     Code and input axes are flattened, so the result is the matrix the other functions
-    decompose. Computed by reverse-mode autodiff (`tf.GradientTape.batch_jacobian`) in
-    inference mode.
+    decompose. Computed by reverse-mode autodiff in inference mode, one pass per code
+    unit (so it assumes, like the CAE penalty, that samples are processed independently).
 
     Args:
         encoder: a Keras layer or model mapping ``(batch, *input_shape)`` to codes.
