@@ -34,6 +34,10 @@ _EXPORTS = {
     "PENALTY_METHODS": "keras_cae.penalties",
     "load_digits": "keras_cae.data",
     "load_array": "keras_cae.data",
+    "jacobian_spectrum": "keras_cae.analysis",
+    "jacobian_norm": "keras_cae.analysis",
+    "contraction_curve": "keras_cae.analysis",
+    "tangent_directions": "keras_cae.analysis",
 }
 _TRAINING_MODULES = ("keras_cae.penalties", "keras_cae.model", "keras_cae.layers", "keras_cae.builders")
 
