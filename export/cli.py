@@ -154,7 +154,7 @@ def run_export(args: argparse.Namespace) -> int:
     except _export.ExportError as error:
         raise CliError(f"keras-cae export: {error}") from error
     print(result.summary())
-    print(f"wrote {result.manifest}")
+    print(f"wrote {_export._display_path(result.manifest)}")
     return 0
 
 
