@@ -1,9 +1,12 @@
 """keras-cae: contractive auto-encoders for Keras 3 on TensorFlow.
 
 The training API (`ContractiveAutoencoder`, `contractive_penalty`, ...) imports
-TensorFlow; it is loaded on first use of any of these names, so that the
-TensorFlow-free parts of the package (`keras-cae encode`, the onnxruntime runtime in
-`export.runtime`) start fast.
+TensorFlow. If Keras is already imported (``import keras`` before ``import
+keras_cae``, as sorted imports put it), it is loaded at once, which registers the
+serializable classes for `keras.models.load_model`; otherwise it is loaded on first
+use of any public name, so that the TensorFlow-free parts of the package
+(`keras-cae encode`, `keras-cae serve`, the onnxruntime runtime in `export`) start
+fast without it.
 
 Example:
 
@@ -18,6 +21,7 @@ True
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -44,13 +48,17 @@ _TRAINING_MODULES = ("keras_cae.penalties", "keras_cae.model", "keras_cae.layers
 __all__ = [*_EXPORTS, "__version__"]
 
 
+def _load_training_modules() -> None:
+    for module in _TRAINING_MODULES:
+        importlib.import_module(module)
+
+
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'keras_cae' has no attribute {name!r}")
     if module_name in _TRAINING_MODULES:
-        for module in _TRAINING_MODULES:
-            importlib.import_module(module)
+        _load_training_modules()
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
@@ -58,3 +66,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+if "keras" in sys.modules:
+    # Keras (and so TensorFlow) is loaded already: registering our classes is free.
+    _load_training_modules()

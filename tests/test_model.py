@@ -261,3 +261,20 @@ def test_jit_compile_is_refused_for_batch_jacobian_and_kept_for_closed_form():
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
     assert small_model().penalty_method == "closed_form"
     assert small_model(penalty="hutchinson").penalty_method == "hutchinson"
+
+
+def test_plain_import_then_load_model_works_in_a_fresh_process(tmp_path):
+    # `import keras` then `import keras_cae` must be enough for keras.models.load_model.
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.keras"
+    small_model().save(path)
+    code = (
+        "import keras\nimport keras_cae\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        "print(type(model).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ContractiveAutoencoder"
