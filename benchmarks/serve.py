@@ -51,11 +51,14 @@ def make_digits_encoder(workdir: str) -> str:
     run = os.path.join(workdir, "run")
     out = os.path.join(workdir, "exported")
     cli = [sys.executable, "-m", "keras_cae.cli"]
-    subprocess.run([*cli, "train", "--out", run, "--epochs", "2", "--quiet"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
     model = os.path.join(run, "model.keras")
-    subprocess.run([*cli, "export", model, "--out", out, "--format", "onnx"], check=True,
-                   env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    for command in (
+        [*cli, "train", "--out", run, "--epochs", "2", "--quiet"],
+        [*cli, "export", model, "--out", out, "--format", "onnx"],
+    ):
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:  # TensorFlow's start-up chatter is shown only on failure.
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return os.path.join(out, "encoder.onnx")
 
 

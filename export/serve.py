@@ -799,7 +799,7 @@ class _Service:
         codes = await self.encode(x, "v2")
 
         binary_output = bool((payload.parameters or {}).get("binary_data_output", False))
-        if payload.outputs is not None:
+        if payload.outputs:  # An empty list, like no list, asks for every output.
             names = [output.name for output in payload.outputs]
             unknown = [n for n in names if n != self.encoder.output_name]
             if unknown:
@@ -820,9 +820,7 @@ class _Service:
         if payload.id is not None:
             response["id"] = payload.id
         response["outputs"] = [output]
-        if payload.outputs == []:
-            response["outputs"] = []  # The client asked for no outputs at all.
-        if not binary_output or not response["outputs"]:
+        if not binary_output:
             output["data"] = codes.reshape(-1).tolist()
             return _json_response(response)
         raw = np.ascontiguousarray(codes, dtype="<f4").tobytes()

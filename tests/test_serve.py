@@ -30,6 +30,7 @@ from openapi_spec_validator import validate as validate_openapi
 from export.runtime import OnnxEncoder
 
 FEATURES, CODE = 8, 3
+_INFER_PATH = "/v2/models/enc/infer"
 MAX_BATCH = 32
 MAX_BODY = 64 * 1024
 NAME = "enc"
@@ -190,6 +191,9 @@ def test_v2_accepts_nested_data_versioned_path_and_requested_output(
     assert response.status_code == 200, response.text
     [output] = response.json()["outputs"]
     np.testing.assert_array_equal(_exact(output["data"]).reshape(4, CODE), server.encoder.encode(x))
+    # An empty `outputs` list, like none, asks for every output.
+    response = client.post(_INFER_PATH, json={**_v2_body(x), "outputs": []})
+    assert [o["name"] for o in response.json()["outputs"]] == ["code"]
 
 
 def test_v2_empty_batch(client: Any) -> None:
