@@ -376,7 +376,7 @@ def export_encoder(
     # ---- Validate everything before writing anything.
     formats = _as_tuple(formats, "formats", FORMATS)
     parts = _as_tuple(parts, "parts", PARTS)
-    if isinstance(overwrite, bool) is False:
+    if not isinstance(overwrite, bool):
         raise ValueError(f"`overwrite` should be True or False. Received: overwrite={overwrite!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
         math.isfinite(tolerance) and tolerance > 0
