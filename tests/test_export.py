@@ -526,3 +526,18 @@ def test_cli_export_and_encode_errors(tmp_path, capsys):
     assert main(["encode", "e.onnx", "x.npy", "--out", str(tmp_path / "codes.txt")]) == 2
     assert "should be a .npy file" in _one_line_error(capsys)
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_model_still_trains_saves_and_reexports_after_an_export(tmp_path):
+    model = keras_cae.dense_autoencoder(FEATURES, 3, tied_weights=True, seed=6)
+    x = np.random.default_rng(6).random((64, FEATURES)).astype(np.float32)
+    export.export_encoder(model, tmp_path / "out", formats="onnx", parts=("encoder", "decoder"))
+    before = OnnxEncoder(tmp_path / "out" / "encoder.onnx").encode(x)
+    model.fit(x, epochs=2, batch_size=16, verbose=0)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(reloaded.encoder(x).numpy(), model.encoder(x).numpy())
+    export.export_encoder(model, tmp_path / "out", formats="onnx", overwrite=True)
+    after = OnnxEncoder(tmp_path / "out" / "encoder.onnx").encode(x)
+    assert np.abs(after - before).max() > 1e-4  # The new weights were exported...
+    np.testing.assert_allclose(after, model.encoder(x).numpy(), rtol=1e-5, atol=1e-6)  # ...exactly.
