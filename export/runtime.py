@@ -101,6 +101,8 @@ class OnnxEncoder:
         output_name: the graph output name (`"code"` for our exports).
         input_shape: ``(None, *features)``; `None` marks the dynamic batch axis.
         output_shape: ``(None, *code_shape)``.
+        input_dtype: the numpy dtype the graph input takes (float32 for our
+            exports); inputs are cast to it.
         metadata: the ONNX `metadata_props` (our keys start with ``"keras_cae."``).
         providers: the execution providers the session actually uses.
 
