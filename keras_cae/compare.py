@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import shlex
 import sys
@@ -295,14 +296,19 @@ def compare_models(
     counter = {"run": 0}
     seed_list = list(range(seeds))
 
-    def fit(x: np.ndarray, params: dict[str, Any], seed: int) -> tuple[Any, float]:
+    def fit(x: np.ndarray, params: dict[str, Any], seed: int) -> tuple[Any, dict[str, float]]:
         keras.utils.set_random_seed(seed)
         model = builders.dense_autoencoder(
             input_dim, units, learning_rate=learning_rate, seed=seed, **params
         )
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         model.fit(x, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
-        return model, time.perf_counter() - begin
+        # CPU time (all threads of this process) is less sensitive than wall time to
+        # other programs sharing the machine.
+        return model, {
+            "train_seconds": time.perf_counter() - begin,
+            "train_cpu_seconds": time.process_time() - begin_cpu,
+        }
 
     def noisy(x: np.ndarray, rng: np.random.Generator) -> dict[float, np.ndarray]:
         # One draw per level, shared by every model (common random numbers).
@@ -367,12 +373,12 @@ def compare_models(
                 scores["probe_accuracy"] = clean
                 scores["noisy_probe_accuracy"] = noisy_acc
                 scores["mean_probe_accuracy"] = float(np.mean([clean, *noisy_acc.values()]))
-            candidates.append({"params": params, "validation": scores, "train_seconds": seconds})
+            candidates.append({"params": params, "validation": scores, **seconds})
             shown = ", ".join(f"{k}={v:g}" for k, v in params.items())
             probe_text = f", val probe {scores['probe_accuracy']:.3f}" if labelled else ""
             step(
                 f"search {name} {shown}: val MSE {scores['reconstruction_mse']:.4f}"
-                f"{probe_text}, {seconds:.1f} s"
+                f"{probe_text}, {seconds['train_seconds']:.1f} s"
             )
         key = {
             "probe": lambda c: c["validation"]["probe_accuracy"],
@@ -414,7 +420,7 @@ def compare_models(
             )
             run: dict[str, Any] = {
                 "seed": seed,
-                "train_seconds": seconds,
+                **seconds,
                 "reconstruction_mse": float(np.mean((recon - flat["test"]) ** 2)),
                 "jacobian_frobenius": float(
                     analysis.jacobian_norm(model.encoder, flat["test"]).mean()
@@ -445,7 +451,8 @@ def compare_models(
             probe_text = f", test probe {run['probe_accuracy']:.3f}" if labelled else ""
             step(
                 f"seed {seed} {name}: test MSE {run['reconstruction_mse']:.4f}, "
-                f"mean ||J||_F {run['jacobian_frobenius']:.3f}{probe_text}, {seconds:.1f} s"
+                f"mean ||J||_F {run['jacobian_frobenius']:.3f}{probe_text}, "
+                f"{seconds['train_seconds']:.1f} s"
             )
             keras.backend.clear_session()  # Frees the graphs of finished runs.
 
@@ -481,7 +488,12 @@ def _build_report(
         model_runs = runs[name]
         summary = {
             key: _summary([r[key] for r in model_runs])
-            for key in ("reconstruction_mse", "jacobian_frobenius", "train_seconds")
+            for key in (
+                "reconstruction_mse",
+                "jacobian_frobenius",
+                "train_seconds",
+                "train_cpu_seconds",
+            )
         }
         if "probe_accuracy" in model_runs[0]:
             summary["probe_accuracy"] = _summary([r["probe_accuracy"] for r in model_runs])
@@ -550,7 +562,8 @@ _COLUMNS: list[tuple[str, str, str, bool]] = [
     ("jacobian_frobenius", "mean ‖J_f(x)‖_F", "{:.2f}", True),
     ("probe_accuracy", "probe acc.", "{:.3f}", False),
     *[(f"probe_drop@{s}", f"drop σ={s}", "{:.3f}", True) for s in NOISE_LEVELS],
-    ("train_seconds", "train time (s)", "{:.1f}", True),
+    ("train_seconds", "train wall (s)", "{:.1f}", True),
+    ("train_cpu_seconds", "train CPU (s)", "{:.1f}", True),
 ]
 
 
@@ -570,6 +583,29 @@ def _params_text(params: dict[str, Any]) -> str:
         else:
             parts.append(f"{names.get(key, key)}={value:g}")
     return ", ".join(parts) or "—"
+
+
+def _ranking(models: dict[str, Any], columns: list[tuple[str, str, str, bool]]) -> list[str]:
+    """One line per column: the order of the models, and whether the lead is within noise.
+
+    The lead is called "within noise" when the gap between the first two means is at
+    most ``sqrt(std₁² + std₂²)`` (one combined standard deviation over seeds).
+    """
+    lines = []
+    for key, header, fmt, lower in columns:
+        stats = {name: models[name]["summary"][key] for name in MODELS}
+        order = sorted(MODELS, key=lambda n: stats[n]["mean"], reverse=not lower)
+        first, second = stats[order[0]], stats[order[1]]
+        gap = abs(first["mean"] - second["mean"])
+        noise = math.hypot(first["std"], second["std"])
+        verdict = "within noise of the runner-up" if gap <= noise else "ahead by more than 1 std"
+        ranked = " < ".join(order) if lower else " > ".join(order)
+        direction = "lower is better" if lower else "higher is better"
+        lines.append(
+            f"- {header} ({direction}): {ranked}; {order[0]} is {verdict} "
+            f"({fmt.format(first['mean'])} vs {fmt.format(second['mean'])})."
+        )
+    return lines
 
 
 def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
@@ -619,6 +655,10 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
         "Bold: best mean in the column (for the four models). "
         "*drop σ*: clean probe accuracy minus probe accuracy on noisy test inputs.",
         "",
+        "## Ranking",
+        "",
+        *_ranking(models, columns),
+        "",
         "## What is measured",
         "",
         "- **test MSE**: mean squared reconstruction error over test samples and inputs.",
@@ -635,8 +675,9 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
             "per seed, shared by all models and by the raw-pixel baseline.",
         ]
     lines += [
-        "- **train time**: wall time of `model.fit` on the whole train split (shared, noisy "
-        "machine: compare orders of magnitude).",
+        "- **train wall / CPU**: wall-clock and process CPU time (all threads) of `model.fit` "
+        "on the whole train split. On a shared machine wall time is noisy; CPU time is the "
+        "steadier measure of cost.",
         f"- Contraction curve: mean of ‖f(x + r·u) − f(x)‖ / r over test samples and "
         f"{config['contraction_directions_per_sample']} random unit directions u per sample "
         "(`keras_cae.analysis.contraction_curve`).",
