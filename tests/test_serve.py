@@ -752,3 +752,38 @@ def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
     assert "infinite codes for 1 of 2 rows" in response.json()["error"]
     response = asyncio.run(post({"instances": [[1.0, 2.0]]}))
     assert response.json() == {"predictions": [[6.0]]}
+
+
+@pytest.mark.slow
+def test_digits_train_export_serve_end_to_end(tmp_path: Any) -> None:
+    """The real path: keras-cae train -> keras-cae export -> keras-cae serve."""
+    from keras_cae.data import load_digits
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cli = [sys.executable, "-m", "keras_cae.cli"]
+    run, exported = str(tmp_path / "run"), str(tmp_path / "exported")
+    for command in (
+        [*cli, "train", "--out", run, "--epochs", "1", "--quiet"],
+        [*cli, "export", os.path.join(run, "model.keras"), "--out", exported, "--format", "onnx"],
+    ):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    model = os.path.join(exported, "encoder.onnx")
+    server = _start(model, str(tmp_path / "log"), "--name", "digits")
+    try:
+        x = load_digits().x[:10]
+        expected = server.encoder.encode(x)
+        features = x.shape[1]
+        body = {"inputs": [{"name": server.encoder.input_name, "shape": [10, features],
+                            "datatype": "FP32", "data": x.ravel().tolist()}]}  # fmt: skip
+        response = httpx.post(server.url + "/v2/models/digits/infer", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        [output] = response.json()["outputs"]
+        assert output["name"] == server.encoder.output_name
+        np.testing.assert_array_equal(_exact(output["data"]).reshape(expected.shape), expected)
+        response = httpx.post(
+            server.url + "/v1/models/digits:predict", json={"instances": x.tolist()}, timeout=30
+        )
+        np.testing.assert_array_equal(_exact(response.json()["predictions"]), expected)
+    finally:
+        _stop(server)
