@@ -6,10 +6,12 @@ rather than the Keras model itself: `tf2onnx.convert.from_keras` fails on a plai
 Keras 3 `Sequential` in tf2onnx 1.17.0 (``KeyError: 'keras_tensor_1'``), while the
 traced function converts exactly.
 
-Nothing here mutates numpy globally: tf2onnx 1.17.0 needs no numpy-2 alias on the
-conversion path that we use (a test checks that numpy's namespace is unchanged
-after an export). Where a future tf2onnx does fail on a numpy 2 alias, the error
-says so rather than patching numpy for every other user in the process.
+Nothing here mutates numpy. tf2onnx 1.17.0 runs on numpy 2 as it is; tf2onnx 1.16
+still calls `np.cast` and `np.product`, which numpy 2 removed. For those releases,
+during a conversion only, the `np` name inside tf2onnx's own modules points to a
+thin numpy proxy that adds the two aliases, and is restored afterwards; numpy itself
+and every other module are never touched (a test checks numpy's namespace after an
+export).
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import sys
+import threading
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+import numpy as np
 
 __all__ = ["DEFAULT_OPSET", "SUPPORTED_OPSETS", "to_onnx", "check_opset"]
 
@@ -28,6 +36,59 @@ DEFAULT_OPSET = 17
 #: Opsets that `to_onnx` accepts: 13 (the first with today's `Squeeze`/`ReduceSum`
 #: signatures) up to the newest that tf2onnx 1.17 emits.
 SUPPORTED_OPSETS = tuple(range(13, 19))
+
+
+# tf2onnx converts in TensorFlow's global graph state and we swap its `np` names:
+# one conversion at a time.
+_CONVERT_LOCK = threading.Lock()
+# The first tf2onnx release that needs no numpy-1 alias.
+_TF2ONNX_NUMPY2_READY = (1, 17)
+
+
+class _CastTable:
+    """numpy 1's ``np.cast[dtype](x)`` (removed in numpy 2)."""
+
+    def __getitem__(self, dtype: Any) -> Callable[[Any], np.ndarray]:
+        return lambda value: np.asarray(value).astype(dtype)
+
+
+class _NumpyWithRemovedAliases(types.ModuleType):
+    """numpy plus `cast` and `product`, for old tf2onnx modules only (never installed
+    as `numpy`)."""
+
+    def __init__(self) -> None:
+        super().__init__("numpy")
+        self.cast = _CastTable()
+        self.product = np.prod
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+@contextlib.contextmanager
+def _numpy1_aliases_for_tf2onnx(tf2onnx: Any) -> Iterator[None]:
+    """Gives tf2onnx < 1.17 the numpy-1 aliases it calls, inside tf2onnx only."""
+    if hasattr(np, "cast") or _version(tf2onnx.__version__) >= _TF2ONNX_NUMPY2_READY:
+        yield
+        return
+    shim = _NumpyWithRemovedAliases()
+    patched = [
+        module
+        for name, module in list(sys.modules.items())
+        if (name == "tf2onnx" or name.startswith("tf2onnx."))
+        and getattr(module, "np", None) is np
+    ]
+    for module in patched:
+        module.np = shim
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.np = np
 
 
 def _import_tf2onnx() -> Any:
@@ -107,7 +168,7 @@ def to_onnx(
     tf2onnx = _import_tf2onnx()
     import onnx
 
-    with _quiet_tf2onnx():
+    with _CONVERT_LOCK, _quiet_tf2onnx(), _numpy1_aliases_for_tf2onnx(tf2onnx):
         try:
             proto, _ = tf2onnx.convert.from_function(
                 function, input_signature=input_signature, opset=opset
