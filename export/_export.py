@@ -303,9 +303,13 @@ def _apply_umask(directory: str, files: Sequence[str]) -> None:
 def _serving_function(layer: Any, output_name: str) -> Any:
     """``x -> {output_name: layer(x)}``, in inference mode (a closure: tf.function and
     SavedModel signatures must not see extra keyword arguments)."""
+    import tensorflow as tf
 
     def serve(x: Any) -> dict[str, Any]:
-        return {output_name: layer(x, training=False)}
+        # A named outer scope: TensorFlow refuses some layer names (e.g. "_encoder",
+        # from a class `_Encoder`) as root scope names, but accepts them nested.
+        with tf.name_scope("keras_cae"):
+            return {output_name: layer(x, training=False)}
 
     return serve
 

@@ -369,7 +369,7 @@ def test_never_built_model_is_refused(tmp_path):
     assert _listing(tmp_path) == []
 
 
-class SubclassedEncoder(keras.Model):
+class _SubclassedEncoder(keras.Model):  # A leading underscore: see _serving_function.
     def __init__(self) -> None:
         super().__init__()
         self.dense = keras.layers.Dense(3, "sigmoid")
@@ -379,7 +379,7 @@ class SubclassedEncoder(keras.Model):
 
 
 def test_subclassed_model_uses_the_shape_it_was_called_with(tmp_path):
-    model = SubclassedEncoder()
+    model = _SubclassedEncoder()
     x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
     model(x)
     result = export.export_encoder(model, tmp_path / "out", formats="onnx")
