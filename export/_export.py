@@ -482,8 +482,16 @@ def export_encoder(
         for part in parts:
             layer = layers[part]
             x_probe = inputs[part]
+            sizes = (1, len(x_probe))
             with _step(f"run the Keras {part} on the probe batch"):
-                reference = _to_numpy(layer(x_probe, training=False))
+                # Keras itself at each batch size, as the artifacts are run.
+                references = {n: _to_numpy(layer(x_probe[:n], training=False)) for n in sizes}
+                reference = references[len(x_probe)]
+                if not np.isfinite(reference).all():
+                    raise ValueError(
+                        f"the Keras {part} returns NaN or infinite values on the probe batch "
+                        "(diverged weights?); there is nothing meaningful to export"
+                    )
             in_name, out_name = _IO_NAMES[part]
             in_shape = (None, *x_probe.shape[1:])
             out_shape = (None, *reference.shape[1:])
@@ -534,14 +542,14 @@ def export_encoder(
 
                 with _step(f"verify the {part} {format} against Keras"):
                     diffs = {}
-                    for size in (1, len(x_probe)):
+                    for size in sizes:
                         got = np.asarray(run(x_probe[:size]), dtype=np.float32)
-                        if got.shape != reference[:size].shape:
+                        if got.shape != references[size].shape:
                             raise ParityError(
                                 f"The {format} {part} returned shape {got.shape} for a batch "
-                                f"of {size}; Keras returns {reference[:size].shape}."
+                                f"of {size}; Keras returns {references[size].shape}."
                             )
-                        diffs[size] = float(np.abs(got - reference[:size]).max(initial=0.0))
+                        diffs[size] = float(np.abs(got - references[size]).max(initial=0.0))
                     worst = max(diffs.values())
                     if not worst <= bound:  # Also catches NaN.
                         raise ParityError(

@@ -566,3 +566,12 @@ def test_numpy1_aliases_reach_old_tf2onnx_modules_only(monkeypatch):
     assert old_module.np is np  # Restored.
     with onnx_module._numpy1_aliases_for_tf2onnx(new):
         assert old_module.np is np  # tf2onnx >= 1.17 needs nothing.
+
+
+def test_diverged_model_is_refused(tmp_path):
+    model = keras_cae.dense_autoencoder(FEATURES, 3, seed=7)
+    kernel = model.encoder.layers[0].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, dtype=np.float32))
+    with pytest.raises(export.ExportError, match="run the Keras encoder.*NaN or infinite"):
+        export.export_encoder(model, tmp_path / "out")
+    assert _listing(tmp_path) == []
