@@ -137,8 +137,13 @@ def run_export(args: argparse.Namespace) -> int:
             f"keras-cae export: cannot load {args.model!r} as a Keras model: "
             f"{type(error).__name__}: {message}"
         ) from error
-    if probe is not None and probe.shape[1:] != tuple(model.encoder.input_shape[1:]):
-        probe = None
+    if probe is not None:
+        try:
+            expected = tuple(getattr(model, "encoder", model).input_shape[1:])
+        except (AttributeError, ValueError):  # A layer or subclassed model: no input_shape.
+            expected = None
+        if probe.shape[1:] != expected:
+            probe = None
     try:
         result = _export.export_encoder(
             model,
