@@ -258,22 +258,26 @@ class OnnxEncoder:
         ):
             x, single, may_be_non_finite = self._prepare(x)
         batch = x.shape[0]
-        if self.check_finite and may_be_non_finite and batch:
+        check = self.check_finite and may_be_non_finite
+        step = self.batch_size
+        if batch == 0 and self._code_static:
+            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
+        elif batch <= step:
             # One elementwise test: exact, raises no floating-point warnings (reductions
             # such as x·x or sum(x) can overflow or meet inf - inf), and costs ~2 µs at
             # batch 1 (the overhead budget; see benchmarks/inference.py).
-            if not _all(_isfinite(x), axis=None):
+            if check and batch and not _all(_isfinite(x), axis=None):
                 self._raise_non_finite(x)
-        if batch == 0 and self._code_static:
-            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
-        elif batch <= self.batch_size:
             codes = self._run(self._outputs, {self.input_name: x}, None)[0]
         else:
-            step = self.batch_size
-            parts = [
-                self._run(self._outputs, {self.input_name: x[start : start + step]}, None)[0]
-                for start in range(0, batch, step)
-            ]
+            # Chunk by chunk, so that the check's mask and onnxruntime's buffers stay
+            # bounded by `batch_size` rows however large `x` is.
+            parts = []
+            for start in range(0, batch, step):
+                chunk = x[start : start + step]
+                if check and not _all(_isfinite(chunk), axis=None):
+                    self._raise_non_finite(x)
+                parts.append(self._run(self._outputs, {self.input_name: chunk}, None)[0])
             codes = np.concatenate(parts, axis=0)
         if codes.dtype is not _FLOAT32:
             codes = codes.astype(np.float32)
@@ -317,13 +321,18 @@ class OnnxEncoder:
         return x, single, may_be_non_finite
 
     def _raise_non_finite(self, x: np.ndarray) -> None:
-        batch = x.shape[0]
-        finite = np.isfinite(x.reshape(batch, -1)).all(axis=1)
-        bad = np.flatnonzero(~finite)
+        """Counts the rows holding NaN or ±inf (in chunks, to bound memory) and raises."""
+        batch, bad, first = x.shape[0], 0, -1
+        for start in range(0, batch, self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            rows = np.flatnonzero(~_isfinite(chunk.reshape(chunk.shape[0], -1)).all(axis=1))
+            if rows.size and first < 0:
+                first = start + int(rows[0])
+            bad += rows.size
         raise ValueError(
-            f"The input contains NaN or infinite values in {bad.size} of {batch} "
-            f"rows (first bad row: {int(bad[0])}). Clean the input, or create the "
-            "OnnxEncoder with check_finite=False to pass them through."
+            f"The input contains NaN or infinite values in {bad} of {batch} rows "
+            f"(first bad row: {first}). Clean the input, or create the OnnxEncoder with "
+            "check_finite=False to pass them through."
         )
 
     __call__ = encode

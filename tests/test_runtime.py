@@ -220,6 +220,13 @@ def test_a_non_finite_value_is_caught_at_any_position(model_path, batch):
     assert encoder.encode(x).shape == (batch, CODE)
 
 
+def test_non_finite_rows_are_counted_across_chunks(model_path):
+    x = np.zeros((100, FEATURES), dtype=np.float32)
+    x[93, 5], x[50, 0], x[51, 2] = np.inf, np.nan, -np.inf
+    with pytest.raises(ValueError, match=r"in 3 of 100 rows \(first bad row: 50\)"):
+        OnnxEncoder(model_path, batch_size=7).encode(x)
+
+
 def test_large_finite_values_are_not_flagged(model_path):
     # float32 max in every cell: a float32 sum would overflow to inf, the check must not.
     x = np.full((3, FEATURES), np.finfo(np.float32).max, dtype=np.float32)
