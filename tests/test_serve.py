@@ -576,6 +576,17 @@ def test_load_2000_requests_at_concurrency_16(server: Server) -> None:
     print(f"\n{requests} requests at concurrency {concurrency}: {elapsed:.2f} s")
 
 
+def test_example_client_runs_against_the_server(server: Server) -> None:
+    # Also covers the request-level `binary_data_output` parameter of the extension.
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "serve_client.py")
+    done = subprocess.run(
+        [sys.executable, example, "--url", server.url, "--model", NAME],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "identical over JSON, binary and TF Serving" in done.stdout
+
+
 # ------------------------------------------------------------------------------------------
 # Graceful shutdown.
 
