@@ -575,3 +575,23 @@ def test_diverged_model_is_refused(tmp_path):
     with pytest.raises(export.ExportError, match="run the Keras encoder.*NaN or infinite"):
         export.export_encoder(model, tmp_path / "out")
     assert _listing(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_export_and_encode_example(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "examples", "export_and_encode.py"
+    )
+    spec = importlib.util.spec_from_file_location("export_and_encode", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    diff = module.main(["--epochs", "1", "--out", str(tmp_path / "exported")])
+    assert 0 <= diff < 1e-5
+    assert "encoder  onnx" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "exported")) == [
+        "encoder.onnx",
+        "encoder_saved_model",
+        "manifest.json",
+    ]
