@@ -176,6 +176,34 @@ def check_answer(port: int, protocol: str, x: np.ndarray, expected: np.ndarray) 
         raise AssertionError(f"{protocol}: served codes differ from OnnxEncoder.encode")
 
 
+def codec_times(encoder: Any, x: np.ndarray, repeats: int = 200) -> dict[str, dict[str, float]]:
+    """Median ms to parse a v2 request and write its response, with and without orjson."""
+    import export.serve as serve
+
+    request = request_bytes("v2", x).split(b"\r\n\r\n", 1)[1]
+    response = {"outputs": [{"data": encoder.encode(x).reshape(-1).tolist()}]}
+    fast = serve._orjson
+    out = {}
+    for name, module in (("orjson", fast), ("stdlib", None)):
+        if name == "orjson" and fast is None:
+            continue
+        serve._orjson = module
+        try:
+            timings = {}
+            for key, call in (("loads_ms", lambda: serve._loads(request)),
+                              ("dumps_ms", lambda: serve._dumps(response))):  # fmt: skip
+                samples = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    call()
+                    samples.append(time.perf_counter() - start)
+                timings[key] = statistics.median(samples) * 1e3
+            out[name] = timings
+        finally:
+            serve._orjson = fast
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="an encoder .onnx (default: train+export digits)")
@@ -211,6 +239,7 @@ def main() -> None:
         encoder.encode(row)
         times.append(time.perf_counter() - start)
     reference_p50 = statistics.median(times)
+    codec = codec_times(encoder, digits[:64])
 
     results: list[dict[str, Any]] = []
     for workers in args.workers:
@@ -260,6 +289,10 @@ def main() -> None:
               f"{r['requests_per_s']:>8.0f} {r['rows_per_s']:>9.0f} {r['p50_ms']:>7.2f} "
               f"{r['p99_ms']:>7.2f}")  # fmt: skip
     print(f"reference: OnnxEncoder.encode, 1 row, no HTTP: p50 {reference_p50 * 1e3:.3f} ms")
+    print("JSON codec, 64-row request and response, median ms (orjson is optional):")
+    for name, times_ms in codec.items():
+        print(f"  {name:>7}: parse request {times_ms['loads_ms']:.3f}, "
+              f"write response {times_ms['dumps_ms']:.3f}")  # fmt: skip
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as file:
@@ -268,6 +301,7 @@ def main() -> None:
             "input_shape": list(encoder.input_shape), "output_shape": list(encoder.output_shape),
             "requests_per_config_and_round": args.requests, "rounds": args.rounds,
             "reference_encode_1_row_p50_ms": reference_p50 * 1e3,
+            "json_codec_64_rows_ms": codec,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "platform": platform.platform()},
             "results": results,
