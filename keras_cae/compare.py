@@ -268,6 +268,15 @@ def compare_models(
             f"selection={selection!r} needs labels, and dataset {dataset.name!r} has none; "
             "use selection='reconstruction'"
         )
+    values = _check_grids(grids, dae_corruption)
+    units = [hidden_units] if isinstance(hidden_units, (int, np.integer)) else list(hidden_units)
+    if not units:
+        raise ValueError(f"`hidden_units` should not be empty. Received: {hidden_units!r}")
+    units = [_check_positive_int("hidden_units", size) for size in units]
+    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
+        raise ValueError(
+            f"`learning_rate` should be a positive finite number. Received: {learning_rate!r}"
+        )
     say = progress or (lambda line: None)
 
     import keras  # TensorFlow from here on.
@@ -285,8 +294,6 @@ def compare_models(
         for name, part in (("train", x_train), ("test", x_test), ("fit", x_fit), ("val", x_val))
     }
     input_dim = flat["train"].shape[1]
-    units = [hidden_units] if isinstance(hidden_units, int) else list(hidden_units)
-    values = _check_grids(grids, dae_corruption)
     grid_of = {
         name: [{SEARCHED_ARGUMENT[name]: v} for v in values[name]] if name in values else [{}]
         for name in MODELS
@@ -608,6 +615,26 @@ def _ranking(models: dict[str, Any], columns: list[tuple[str, str, str, bool]]) 
     return lines
 
 
+_GRID_FLAGS = {"DAE": "--dae-levels", "CAE": "--cae-weights", "CAE+H": "--hessian-weights"}
+
+
+def _edge_notes(report: dict[str, Any]) -> list[str]:
+    """Notes for searches whose choice is the smallest or largest value of the grid."""
+    notes = []
+    for name, flag in _GRID_FLAGS.items():
+        grid = report["config"].get("grids", {}).get(name, [])
+        if len(grid) < 2:
+            continue
+        value = report["search"][name]["selected"][SEARCHED_ARGUMENT[name]]
+        if value in (min(grid), max(grid)):
+            end = "smallest" if value == min(grid) else "largest"
+            notes.append(
+                f"- {name}: the selected {SEARCHED_ARGUMENT[name]}={value:g} is the {end} value "
+                f"searched; a wider grid ({flag}) might choose differently."
+            )
+    return ["", *notes] if notes else []
+
+
 def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
     """Renders `report` (from `compare_models`) as the Markdown of `report.md`."""
     data, config, models = report["data"], report["config"], report["models"]
@@ -710,6 +737,7 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
                 f"| {name} | {_params_text(candidate['params'])}{chosen} | "
                 f"{v['reconstruction_mse']:.4f} | {probe} | {mean_probe} |"
             )
+    lines += _edge_notes(report)
     lines += ["", "## Figures", ""]
     for file, caption in report.get("figures", {}).items():
         lines += [f"![{caption}]({file})", ""]
@@ -771,7 +799,7 @@ def write_report(
                     title=f"{name}: leading tangent directions (first seed)",
                 )  # fmt: skip
                 figures[file] = (
-                    f"{name}: test digits and the top right singular vectors of J_f(x) "
+                    f"{name}: test inputs and the top right singular vectors of J_f(x) "
                     "(red +, blue −), labelled with their singular values"
                 )
             plots.plot_reconstructions(
