@@ -175,7 +175,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from keras_cae import distribute, training  # Imports TensorFlow.
 
     # Logical CPU devices must exist before TensorFlow initialises.
-    devices = None if args.cpu_devices is None else distribute.split_cpu(args.cpu_devices)
+    try:
+        devices = None if args.cpu_devices is None else distribute.split_cpu(args.cpu_devices)
+    except RuntimeError as error:
+        raise CliError(f"--cpu-devices: {error}") from None
     strategy = distribute.get_strategy(args.strategy, devices)
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:

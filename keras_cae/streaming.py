@@ -32,9 +32,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import mmap
 import os
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ import tensorflow as tf
 
 __all__ = [
     "ShardSource",
+    "data_errors",
     "is_shard_spec",
     "open_shards",
     "open_shards_from",
@@ -327,6 +330,28 @@ def shard_dataset(
         size = int(np.prod(row_shape))
         batches = batches.map(lambda x: tf.reshape(x, [-1, size]))
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+@contextlib.contextmanager
+def data_errors() -> Iterator[None]:
+    """Re-raises data errors met inside a `tf.data` pipeline as `ValueError`.
+
+    A `ValueError` raised by a shard reader (e.g. a row with NaN) reaches the caller
+    as a `tf.errors.InvalidArgumentError` wrapping its message; this turns it back
+    into the `ValueError` it was.
+
+    Example:
+
+    >>> with data_errors():
+    ...     model.fit(shard_dataset(source, 32))  # doctest: +SKIP
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        match = re.search(r"ValueError: (.*)", error.message)
+        if match is None:
+            raise
+        raise ValueError(match.group(1).strip()) from None
 
 
 def write_tfrecord(path: str | os.PathLike[str], x: np.ndarray | Sequence[Sequence[float]]) -> None:

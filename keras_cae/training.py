@@ -241,23 +241,25 @@ def train_stream(
             seed=seed,
         )
     started = time.perf_counter()
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # The stream shuffles itself.
-        verbose=verbose,
-        callbacks=callbacks,
-    )
+    with streaming.data_errors():
+        history = model.fit(
+            train_data,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # The stream shuffles itself.
+            verbose=verbose,
+            callbacks=callbacks,
+        )
     train_seconds = time.perf_counter() - started
     exact = "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
     squared_error = jacobian_sum = 0.0
     num_rows = 0
-    for batch in streaming.shard_dataset(test_source, 256, shuffle=False, flatten=True):
-        reconstruction = model(batch, training=False)
-        squared_error += float(np.sum((np.asarray(reconstruction) - batch.numpy()) ** 2))
-        jacobian_sum += float(np.sum(contractive_penalty(model.encoder, batch, method=exact)))
-        num_rows += int(batch.shape[0])
+    with streaming.data_errors():
+        for batch in streaming.shard_dataset(test_source, 256, shuffle=False, flatten=True):
+            reconstruction = model(batch, training=False)
+            squared_error += float(np.sum((np.asarray(reconstruction) - batch.numpy()) ** 2))
+            jacobian_sum += float(np.sum(contractive_penalty(model.encoder, batch, method=exact)))
+            num_rows += int(batch.shape[0])
     metrics: dict[str, Any] = {
         "keras_cae_version": keras_cae.__version__,
         "data": source.name,
