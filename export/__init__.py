@@ -8,7 +8,7 @@ Example:
 
 >>> import export                                                    # doctest: +SKIP
 >>> result = export.export_encoder(model, "exported/")               # doctest: +SKIP
->>> export.OnnxEncoder(result.paths["onnx"]).encode(x)               # doctest: +SKIP
+>>> export.OnnxEncoder(result.path("onnx")).encode(x)                 # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -21,13 +21,15 @@ def to_saved_model(
 ) -> None:
     """Writes `layer` as a SavedModel whose `serving_default` signature is `function`.
 
-    Uses `keras.export.ExportArchive`, which tracks every Keras 3 variable of `layer`
-    (including variables shared with other models, such as tied decoder kernels).
+    Uses `keras.export.ExportArchive`, which tracks the Keras 3 variables of `layer`;
+    variables that `function` captures from elsewhere (a tied decoder reads the
+    encoder's kernels) are saved with the traced function (the tied-decoder parity
+    test checks it).
 
     Args:
         layer: the Keras layer or model whose variables `function` uses.
-        function: a `tf.function` returning a dict ``{output_name: tensor}``; the dict
-            keys become the signature's output names.
+        function: a Python function returning a dict ``{output_name: tensor}``, traced
+            with `input_signature`; the dict keys become the signature's output names.
         input_signature: its `tf.TensorSpec` list; the spec names become the
             signature's input names.
         path: the SavedModel directory to write (must not exist).
