@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,7 +90,9 @@ def make_step(model, batch_size: int):
     import numpy as np
     import tensorflow as tf
 
-    shape = (batch_size, 784) if model.encoder.input_shape[1:] == (784,) else (batch_size, 28, 28, 1)
+    shape = (
+        (batch_size, 784) if model.encoder.input_shape[1:] == (784,) else (batch_size, 28, 28, 1)
+    )
     x = tf.constant(np.random.default_rng(0).random(shape, dtype=np.float32))
     step = tf.function(model.train_step)
 
@@ -116,18 +117,21 @@ def time_all(configs, batch_size: int, warmup: int, repeats: int, steps: int) ->
             for _ in range(steps):
                 run()
             samples[key].append((time.perf_counter() - started) / steps * 1e3)
-    return {key: (statistics.median(values), runs[key][1], values) for key, values in samples.items()}
+    return {
+        key: (statistics.median(values), runs[key][1], values) for key, values in samples.items()
+    }
 
 
 def peak_rss_mb(encoder_name: str, method: str, batch_size: int) -> float:
     """Peak RSS of a fresh process that builds the model and runs five train steps."""
+    directory = os.path.dirname(os.path.abspath(__file__))
     code = (
-        "import sys, resource; sys.path.insert(0, %r)\n"
+        f"import sys, resource; sys.path.insert(0, {directory!r})\n"
         "import train_step as b\n"
-        "run = b.make_step(b.build(%r, %r), %d)\n"
+        f"run = b.make_step(b.build({encoder_name!r}, {method!r}), {batch_size})\n"
         "[run() for _ in range(5)]\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    ) % (os.path.dirname(os.path.abspath(__file__)), encoder_name, method, batch_size)
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -1,6 +1,6 @@
 """Train a contractive auto-encoder on the bundled digits with `fit` and callbacks.
 
-    python examples/train_digits.py --epochs 60 --out runs/example.keras
+python examples/train_digits.py --epochs 60 --out runs/example.keras
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         input_dim=64, hidden_units=64, contractive_weight=0.003, learning_rate=3e-3, seed=0
     )
     callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=5, restore_best_weights=True
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
     ]
     model.fit(

@@ -43,7 +43,12 @@ _EXPORTS = {
     "contraction_curve": "keras_cae.analysis",
     "tangent_directions": "keras_cae.analysis",
 }
-_TRAINING_MODULES = ("keras_cae.penalties", "keras_cae.model", "keras_cae.layers", "keras_cae.builders")
+_TRAINING_MODULES = (
+    "keras_cae.penalties",
+    "keras_cae.model",
+    "keras_cae.layers",
+    "keras_cae.builders",
+)
 
 __all__ = [*_EXPORTS, "__version__"]
 

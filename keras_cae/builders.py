@@ -89,7 +89,9 @@ def dense_autoencoder(
     encoder = keras.Sequential(
         [keras.Input((input_dim,))]
         + [
-            keras.layers.Dense(n, activation, kernel_initializer=initializer(i), name=f"encoder_{i}")
+            keras.layers.Dense(
+                n, activation, kernel_initializer=initializer(i), name=f"encoder_{i}"
+            )
             for i, n in enumerate(units)
         ],
         name="encoder",

@@ -76,9 +76,7 @@ def _read_csv(path: str) -> np.ndarray:
     values = np.empty((len(rows), width), dtype=np.float64)
     for index, row in enumerate(rows):
         if len(row) != width:
-            raise ValueError(
-                f"{path}: row {index + 1} has {len(row)} columns, expected {width}"
-            )
+            raise ValueError(f"{path}: row {index + 1} has {len(row)} columns, expected {width}")
         for column, cell in enumerate(row):
             try:
                 values[index, column] = float(cell)
@@ -144,7 +142,9 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
         if str(error).startswith(path):
             raise
         raise ValueError(f"{path}: cannot read the file ({error})") from None
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
         raise ValueError(f"{path}: expected real numbers, found dtype {values.dtype}")
     if values.ndim < 2 or values.shape[0] == 0:
         raise ValueError(

@@ -53,7 +53,9 @@ class TiedDecoder(keras.layers.Layer):
                 f"`activations` should list one activation per layer. Received: "
                 f"activations={activations!r}"
             )
-        self.activation_names = [keras.activations.serialize(keras.activations.get(a)) for a in activations]
+        self.activation_names = [
+            keras.activations.serialize(keras.activations.get(a)) for a in activations
+        ]
         self._activations = [keras.activations.get(a) for a in activations]
         self.use_bias = use_bias
         self.units = None if units is None else [int(u) for u in units]
@@ -99,7 +101,9 @@ class TiedDecoder(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         h = inputs
-        for index, (dense, activation) in enumerate(zip(self._layers_or_raise(), self._activations)):
+        for index, (dense, activation) in enumerate(
+            zip(self._layers_or_raise(), self._activations)
+        ):
             h = ops.matmul(h, ops.transpose(ops.cast(dense.kernel, self.compute_dtype)))
             if self.use_bias:
                 h = h + ops.cast(self.biases[index], self.compute_dtype)

@@ -121,9 +121,7 @@ def _dense_chain(encoder: Any, training: bool) -> _DenseChain:
             continue
         if isinstance(layer, keras.layers.Dropout):
             if training and layer.rate > 0:
-                raise ValueError(
-                    f"layer {layer.name!r} is Dropout, which is random in training"
-                )
+                raise ValueError(f"layer {layer.name!r} is Dropout, which is random in training")
             continue
         if isinstance(layer, keras.layers.Activation):
             activation = layer.activation
@@ -235,9 +233,7 @@ def _merge_linear_steps(
     return merged_kernels, merged_derivatives
 
 
-def _left_factor(
-    kernels: list[tf.Tensor], derivatives: list[tf.Tensor | None]
-) -> tf.Tensor | None:
+def _left_factor(kernels: list[tf.Tensor], derivatives: list[tf.Tensor | None]) -> tf.Tensor | None:
     """Returns T with ``J = T · W_1ᵀ`` per sample.
 
     With kernels ``W_l`` of shape ``(m_{l-1}, m_l)`` and ``D_l = diag(d_l)``,
@@ -454,7 +450,11 @@ def code_and_penalty(
 
 
 def _check_hutchinson_args(num_projections: int, probe_distribution: str) -> None:
-    if not isinstance(num_projections, int) or isinstance(num_projections, bool) or num_projections < 1:
+    if (
+        not isinstance(num_projections, int)
+        or isinstance(num_projections, bool)
+        or num_projections < 1
+    ):
         raise ValueError(
             f"`num_projections` should be a positive integer. Received: "
             f"num_projections={num_projections!r}"
@@ -530,7 +530,11 @@ def contractive_penalty(
 
 
 def _check_hessian_args(noise_stddev: float, num_samples: int) -> None:
-    if not isinstance(noise_stddev, (int, float)) or not math.isfinite(noise_stddev) or noise_stddev <= 0:
+    if (
+        not isinstance(noise_stddev, (int, float))
+        or not math.isfinite(noise_stddev)
+        or noise_stddev <= 0
+    ):
         raise ValueError(
             f"`hessian_noise_stddev` should be a positive finite number. Received: "
             f"hessian_noise_stddev={noise_stddev!r}"
@@ -620,7 +624,9 @@ def hessian_penalty(
     else:
         _check_hutchinson_args(num_projections, probe_distribution)
         probes = _probes(tf.shape(x), num_projections, probe_distribution, seed, x.dtype)
-        shared = tf.tile(probes, tf.concat([[1, num_samples + 1], tf.ones_like(tf.shape(x)[1:])], 0))
+        shared = tf.tile(
+            probes, tf.concat([[1, num_samples + 1], tf.ones_like(tf.shape(x)[1:])], 0)
+        )
         _, jvp = _stacked_jvp(encoder, stacked, shared, training)
         grouped = tf.reshape(jvp, [num_projections, num_samples + 1, batch, -1])
         difference = grouped[:, :1] - grouped[:, 1:]

@@ -154,7 +154,8 @@ def format_summary(metrics: dict[str, Any], out: str) -> str:
     lines = [
         f"data: {metrics['data']} ({metrics['num_train'] or '?'} train / "
         f"{metrics['num_test']} held out), "
-        f"penalty: {metrics['config']['penalty_method']}, trained in {metrics['train_seconds']:.1f} s",
+        f"penalty: {metrics['config']['penalty_method']}, "
+        f"trained in {metrics['train_seconds']:.1f} s",
         f"held-out reconstruction MSE: {metrics['test_reconstruction_mse']:.5f}",
         f"held-out mean ||J_f(x)||_F^2: {metrics['test_mean_jacobian_frobenius_sq']:.4f}",
     ]

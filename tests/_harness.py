@@ -29,9 +29,7 @@ def assert_saved_model_round_trip(
     np.testing.assert_array_equal(
         np.asarray(model.predict(x, verbose=0)), np.asarray(loaded.predict(x, verbose=0))
     )
-    np.testing.assert_array_equal(
-        np.asarray(model.encode(x)), np.asarray(loaded.encode(x))
-    )
+    np.testing.assert_array_equal(np.asarray(model.encode(x)), np.asarray(loaded.encode(x)))
     for key in ("contractive_weight", "penalty", "hessian_weight", "corruption"):
         assert getattr(loaded, key) == getattr(model, key)
     if continue_training:

@@ -97,7 +97,16 @@ def test_existing_output_is_never_overwritten_without_overwrite(tmp_path, capsys
     assert code == 2 and "--overwrite" in stderr and stderr.count("\n") == 1
     assert (out / "keep.txt").read_text() == "precious"
     code, _, _ = run(
-        capsys, "train", "--out", str(out), "--epochs", "1", "--hidden-units", "4", "--quiet", "--overwrite"
+        capsys,
+        "train",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--hidden-units",
+        "4",
+        "--quiet",
+        "--overwrite",
     )
     assert code == 0
     assert sorted(os.listdir(out)) == ["metrics.json", "model.keras"]

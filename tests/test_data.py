@@ -39,7 +39,10 @@ def test_arrays_load_from_every_format(tmp_path, rng, suffix):
         (lambda p: p.with_suffix(".npy").write_bytes(b"garbage"), "cannot read"),
         (lambda p: p.with_suffix(".csv").write_text("1,2\n3\n"), "row 2 has 1 columns, expected 2"),
         (lambda p: p.with_suffix(".csv").write_text(""), "empty"),
-        (lambda p: np.savez(p.with_suffix(".npz"), a=np.ones((2, 2)), b=np.ones((2, 2))), "named 'x'"),
+        (
+            lambda p: np.savez(p.with_suffix(".npz"), a=np.ones((2, 2)), b=np.ones((2, 2))),
+            "named 'x'",
+        ),
     ],
 )
 def test_bad_files_are_rejected_clearly(tmp_path, content, message):

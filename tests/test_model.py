@@ -34,7 +34,9 @@ def test_history_has_every_term_and_validation_versions(x):
 def test_logged_terms_equal_an_independent_computation(x, rng):
     model = small_model(contractive_weight=0.3)
     weights = rng.random(len(x)).astype("float32") * 2
-    logs = model.evaluate(x, x, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True)
+    logs = model.evaluate(
+        x, x, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True
+    )
     reconstruction = np.asarray(model(x))
     squared_error = np.mean((reconstruction - x) ** 2, axis=1)
     jacobian = contractive_penalty(model.encoder, x, "batch_jacobian").numpy()
@@ -80,7 +82,9 @@ def test_zero_weight_trains_exactly_like_a_plain_autoencoder(x):
     plain_history = plain.fit(x, x, epochs=3, batch_size=16, shuffle=False, verbose=0)
     for actual, expected in zip(model.get_weights(), plain.get_weights()):
         np.testing.assert_array_equal(actual, expected)
-    np.testing.assert_allclose(cae_history.history["loss"], plain_history.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        cae_history.history["loss"], plain_history.history["loss"], rtol=1e-6
+    )
     assert "contractive_loss" not in cae_history.history
 
 
@@ -275,6 +279,8 @@ def test_plain_import_then_load_model_works_in_a_fresh_process(tmp_path):
         f"model = keras.models.load_model({str(path)!r})\n"
         "print(type(model).__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ContractiveAutoencoder"

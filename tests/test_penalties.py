@@ -80,7 +80,9 @@ def test_single_sigmoid_layer_matches_paper_closed_form(rng):
             lambda: keras.Sequential(
                 [
                     keras.Input((6, 6, 1), dtype="float64"),
-                    keras.layers.Conv2D(2, 3, strides=2, padding="same", activation="elu", dtype="float64"),
+                    keras.layers.Conv2D(
+                        2, 3, strides=2, padding="same", activation="elu", dtype="float64"
+                    ),
                 ]
             ),
             (3, 6, 6, 1),
@@ -184,7 +186,9 @@ def test_unknown_method_is_rejected():
         contractive_penalty(encoder, np.zeros((1, 4), "float32"), method="jacobian")
 
 
-@pytest.mark.parametrize("argument, value", [("num_projections", 0), ("probe_distribution", "uniform")])
+@pytest.mark.parametrize(
+    "argument, value", [("num_projections", 0), ("probe_distribution", "uniform")]
+)
 def test_bad_hutchinson_arguments_are_rejected(argument, value):
     encoder = dense_encoder([4, 2])
     with pytest.raises(ValueError, match=argument):
@@ -194,7 +198,9 @@ def test_bad_hutchinson_arguments_are_rejected(argument, value):
 def rademacher_variance(jacobian: np.ndarray) -> np.ndarray:
     """Per-sample variance of one Rademacher probe's ‖Jv‖²: 2(‖A‖²_F − Σ A_jj²), A = JᵀJ."""
     gram = np.einsum("bkj,bki->bji", jacobian, jacobian)
-    return 2 * (np.sum(gram**2, axis=(1, 2)) - np.sum(np.diagonal(gram, axis1=1, axis2=2) ** 2, axis=1))
+    return 2 * (
+        np.sum(gram**2, axis=(1, 2)) - np.sum(np.diagonal(gram, axis1=1, axis2=2) ** 2, axis=1)
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv"])
@@ -239,7 +245,9 @@ def test_hutchinson_in_a_graph_equals_eager_for_the_same_probes(kind, rng):
     for method in ("contractive", "hessian"):
         function = contractive_penalty if method == "contractive" else hessian_penalty
         eager = function(encoder, x, "hutchinson", num_projections=3, seed=5)
-        graph = tf.function(lambda x: function(encoder, x, "hutchinson", num_projections=3, seed=5))(x)
+        graph = tf.function(
+            lambda x, f=function: f(encoder, x, "hutchinson", num_projections=3, seed=5)
+        )(x)
         np.testing.assert_allclose(graph, eager, rtol=1e-5)
 
 
@@ -269,7 +277,9 @@ def test_hessian_penalty_matches_direct_computation(method, rng):
     else:
         draws = np.stack(
             [
-                hessian_penalty(encoder, x, method, num_projections=64, **{**kwargs, "seed": s}).numpy()
+                hessian_penalty(
+                    encoder, x, method, num_projections=64, **{**kwargs, "seed": s}
+                ).numpy()
                 for s in range(40)
             ]
         )
