@@ -651,10 +651,9 @@ def _flatten_numbers(data: list[Any], depth: int, where: str) -> list[Any]:
         return flat
     if list in types:
         raise _ClientError(400, f"{where} mixes numbers and arrays at the same level.")
-    bad = next(t for t in types if t not in _NUMBER_TYPES)
-    raise _ClientError(
-        400, f"{where} must hold JSON numbers; found a {_JSON_TYPE_NAMES.get(bad, bad.__name__)}."
-    )
+    bad = _JSON_TYPE_NAMES.get(next(t for t in types if t not in _NUMBER_TYPES), "value")
+    article = "an" if bad[0] in "aeiou" else "a"
+    raise _ClientError(400, f"{where} must hold JSON numbers; found {article} {bad}.")
 
 
 def _to_float64(values: list[Any], where: str) -> np.ndarray:

@@ -338,6 +338,7 @@ _BAD_REQUESTS = [
     ("string-element", "POST", _INFER, _v2(data=["0.5"] * FEATURES), 400, "string"),
     ("bool-element", "POST", _INFER, _v2(data=[True] * FEATURES), 400, "boolean"),
     ("null-element", "POST", _INFER, _v2(data=[None] * FEATURES), 400, "null"),
+    ("object-element", "POST", _INFER, _v2(data=[{}] * FEATURES), 400, "found an object"),
     ("mixed-nesting", "POST", _INFER, _v2(data=[_ROW, 0.5]), 400, "mixes"),
     ("too-deep-data", "POST", _INFER, _v2(data=[[[0.5]] * FEATURES]), 400, "deeper"),
     ("nan", "POST", _INFER, _v2(data=[[*_ROW[:-1], float("nan")]]), 400, "NaN"),
