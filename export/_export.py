@@ -287,19 +287,6 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
 
 
-def _apply_umask(directory: str, files: Sequence[str]) -> None:
-    """Gives the staged directory and files the modes a plain mkdir/open would.
-
-    `tempfile` creates them private (0700/0600); a service running as another user
-    should be able to read an export like any other file the user writes.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in files:
-        os.chmod(path, 0o666 & ~umask)
-
-
 def _serving_function(layer: Any, output_name: str) -> Any:
     """``x -> {output_name: layer(x)}``, in inference mode (a closure: tf.function and
     SavedModel signatures must not see extra keyword arguments)."""
@@ -582,7 +569,6 @@ def export_encoder(
                 "artifacts": [a.to_dict(root=out_dir) for a in artifacts],
             }
             _io.atomic_write_json(os.path.join(staging, MANIFEST), manifest)
-            _apply_umask(staging, [os.path.join(staging, MANIFEST)])
     return ExportResult(
         out_dir=out_dir,
         manifest=os.path.join(out_dir, MANIFEST),

@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from typing import Any
-
-import numpy as np
 
 __all__ = ["add_export_parser", "add_encode_parser", "run_export", "run_encode"]
 
@@ -188,25 +185,10 @@ def add_encode_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run_encode)
 
 
-def _save_npy_atomic(path: str, array: np.ndarray) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array, allow_pickle=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp makes it private.
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.unlink(staging)
-        raise
-
-
 def run_encode(args: argparse.Namespace) -> int:
     """Runs `keras-cae encode`; imports no TensorFlow."""
     from export.runtime import OnnxEncoder
+    from keras_cae import _io
     from keras_cae.cli import CliError
     from keras_cae.data import load_array
 
@@ -229,6 +211,6 @@ def run_encode(args: argparse.Namespace) -> int:
         codes = encoder.encode(dataset.x)
     except ValueError as error:
         raise CliError(f"keras-cae encode: {args.input}: {error}") from None
-    _save_npy_atomic(out, codes)
+    _io.atomic_save_npy(out, codes)
     print(f"wrote codes of shape {codes.shape} ({codes.dtype}) to {out}")
     return 0

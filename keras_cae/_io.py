@@ -13,7 +13,19 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_write_json", "check_output_dir"]
+__all__ = ["atomic_directory", "atomic_save_npy", "atomic_write_json", "check_output_dir"]
+
+
+def _default_mode(directory: bool) -> int:
+    """The mode a plain `mkdir`/`open` would give under the current umask.
+
+    `tempfile` creates private staging files (0600) and directories (0700); the
+    renamed result must look like any other output, readable by a service that runs
+    as another user where the umask allows it.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def check_output_dir(path: str | os.PathLike[str], overwrite: bool, argument: str = "out") -> None:
@@ -42,6 +54,7 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    os.chmod(staging, _default_mode(directory=True))
     try:
         yield staging
         check_output_dir(path, overwrite)
@@ -63,17 +76,30 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Writes `payload` as indented JSON to `path` via a temporary file and a rename."""
+def _atomic_write(path: str | os.PathLike[str], suffix: str, write: Any) -> None:
+    """Calls `write(binary_stream)` on a temporary sibling of `path`, then renames it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.chmod(staging, _default_mode(directory=False))
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
         os.replace(staging, path)
     except BaseException:
         if os.path.exists(staging):
             os.unlink(staging)
         raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
+    """Writes `payload` as indented JSON to `path` via a temporary file and a rename."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    _atomic_write(path, ".json", lambda stream: stream.write(text.encode()))
+
+
+def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
+    """Saves `array` with `numpy.save` to `path` via a temporary file and a rename."""
+    import numpy as np
+
+    _atomic_write(path, ".npy", lambda stream: np.save(stream, array, allow_pickle=False))
