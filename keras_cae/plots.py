@@ -71,6 +71,10 @@ def _save(figure: Any, path: str) -> str:
     os.close(handle)
     try:
         figure.savefig(staging, format="png")
+        # mkstemp creates the file 0600; give it the mode a plain open() would (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)
         os.replace(staging, path)
     except BaseException:
         if os.path.exists(staging):

@@ -7,6 +7,8 @@ encoder function for the contraction ratio.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 
 import keras
@@ -268,6 +270,9 @@ def test_plots_write_pngs(tmp_path):
         )
     )
     read_png(plots.plot_reconstructions(x, {"AE": x * 0.9, "CAE": x * 0.5}, tmp_path / "r.png"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "c.png").st_mode) == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "c.png",
         "r.png",
