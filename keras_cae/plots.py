@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from keras_cae import _io
 
 __all__ = [
     "plot_spectra",
@@ -65,21 +66,8 @@ def _check_path(path: str | os.PathLike[str], overwrite: bool) -> str:
 
 def _save(figure: Any, path: str) -> str:
     """Writes the figure to a temporary PNG beside `path`, then renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(handle)
-    try:
-        figure.savefig(staging, format="png")
-        # mkstemp creates the file 0600; give it the mode a plain open() would (umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.unlink(staging)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _io._atomic_write(path, ".png", lambda stream: figure.savefig(stream, format="png"))
     return path
 
 
