@@ -178,18 +178,10 @@ def _probe_scores(
     eval_features: Sequence[np.ndarray],
     y_eval: np.ndarray,
 ) -> list[float]:
-    """`keras_cae.training.probe_accuracy` on several test sets with one probe fit.
+    """`keras_cae.training.probe_accuracy` on several test sets with one probe fit."""
+    from keras_cae.training import fit_probe
 
-    The probe is the same pipeline, fit once on `train_features` (the fit is
-    deterministic, so each score equals a separate `probe_accuracy` call; a test checks
-    it), then scored on each entry of `eval_features`.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    probe.fit(train_features.reshape(len(train_features), -1), y_train)
+    probe = fit_probe(train_features, y_train)
     return [float(probe.score(f.reshape(len(f), -1), y_eval)) for f in eval_features]
 
 

@@ -17,7 +17,7 @@ from keras_cae.data import Dataset
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
 
-__all__ = ["TrainResult", "train", "train_stream", "probe_accuracy", "format_summary", "split"]
+__all__ = ["TrainResult", "train", "train_stream", "fit_probe", "probe_accuracy", "format_summary", "split"]
 
 
 @dataclass
@@ -43,16 +43,21 @@ def split(
     return x_train, x_test, y_train, y_test
 
 
-def probe_accuracy(
-    train_features: np.ndarray, y_train: np.ndarray, test_features: np.ndarray, y_test: np.ndarray
-) -> float:
-    """Test accuracy of a standardised logistic-regression probe fit on the train part."""
+def fit_probe(train_features: np.ndarray, y_train: np.ndarray) -> Any:
+    """Fits the linear probe: standardisation, then logistic regression (scikit-learn)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    probe.fit(train_features.reshape(len(train_features), -1), y_train)
+    return probe.fit(train_features.reshape(len(train_features), -1), y_train)
+
+
+def probe_accuracy(
+    train_features: np.ndarray, y_train: np.ndarray, test_features: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Test accuracy of a standardised logistic-regression probe fit on the train part."""
+    probe = fit_probe(train_features, y_train)
     return float(probe.score(test_features.reshape(len(test_features), -1), y_test))
 
 
