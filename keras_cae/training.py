@@ -17,7 +17,15 @@ from keras_cae.data import Dataset
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
 
-__all__ = ["TrainResult", "train", "train_stream", "fit_probe", "probe_accuracy", "format_summary", "split"]
+__all__ = [
+    "TrainResult",
+    "train",
+    "train_stream",
+    "fit_probe",
+    "probe_accuracy",
+    "format_summary",
+    "split",
+]
 
 
 @dataclass
