@@ -293,11 +293,18 @@ def test_cli_mirrored_streaming_with_backup(npy_shards, tmp_path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["replicas"] == 2
     assert np.isfinite(metrics["history"]["loss"]).all()
-    odd = subprocess.run(
-        [*command[:-2], "--batch-size", "33", "--out", str(tmp_path / "odd")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert odd.returncode == 2 and "multiple of the 2 replicas" in odd.stderr
+
+
+@pytest.mark.slow
+def test_cli_mirrored_batch_size_must_split_over_replicas(npy_shards, tmp_path) -> None:
+    folder, _ = npy_shards
+    command = [
+        sys.executable, "-m", "keras_cae.cli", "train", "--data", folder, "--quiet",
+        "--out", str(tmp_path / "odd"), "--batch-size", "33",
+        "--strategy", "mirrored", "--cpu-devices", "2",
+    ]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    odd = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert odd.returncode == 2
+    last = odd.stderr.strip().splitlines()[-1]
+    assert last.startswith("keras-cae: error: --batch-size 33") and "multiple of the 2" in last
