@@ -246,8 +246,9 @@ def shard_dataset(
         source: a `ShardSource`, or a directory or glob for :func:`open_shards`.
         batch_size: rows per batch (the global batch under `tf.distribute`).
         shuffle: reshuffle shards, blocks and rows every epoch. Defaults to `True`.
-        seed: seed for the shuffles (the sequence of epochs is reproducible).
-            Defaults to `None`.
+        seed: seed for the shuffles (the sequence of epochs is reproducible). Under
+            multi-worker training every worker must pass the same seed. Defaults to
+            `None`.
         shuffle_buffer: rows in the shuffle buffer. Defaults to `10000`.
         block_rows: rows read from a `.npy` shard at a time. Defaults to `1024`.
         cycle_length: shards read in parallel. Defaults to `4`.
@@ -329,7 +330,12 @@ def shard_dataset(
     if flatten and len(row_shape) > 1:
         size = int(np.prod(row_shape))
         batches = batches.map(lambda x: tf.reshape(x, [-1, size]))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Under multi-worker training every worker reads the same (seeded) stream and keeps
+    # its part of each batch: every worker gets the same number of batches, which
+    # sharding by file cannot promise (a worker with fewer batches would hang the rest).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 @contextlib.contextmanager
