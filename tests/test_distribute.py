@@ -20,11 +20,10 @@ import pytest
 from keras_cae import distribute
 
 WORKER = os.path.join(os.path.dirname(__file__), "_workers", "mirrored_equality.py")
-# The normal suite runs the core cases (one fresh process, about 15 s of CPU); the
+# The normal suite runs the core cases (one fresh process, about 20 s of CPU); the
 # rest, including the other penalty paths and a one-row last batch, are `slow`.
-CORE = ["batch_jacobian", "closed_form", "cae_h", "dae_masking"]
+CORE = ["batch_jacobian", "closed_form", "auto", "cae_h", "dae_masking"]
 EXTENDED = [
-    "auto",
     "cae_h_batch_jacobian",
     "hutchinson",
     "dae_gaussian",
