@@ -251,6 +251,45 @@ def test_hutchinson_in_a_graph_equals_eager_for_the_same_probes(kind, rng):
         np.testing.assert_allclose(graph, eager, rtol=1e-5)
 
 
+def _jvp_cases():
+    dense = dense_encoder([10, 6, 4], "tanh")
+    conv = tiny_conv_autoencoder().encoder
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv1D(3, 2, activation="softplus")(keras.layers.Reshape((12, 6))(inputs))
+    h = keras.layers.Activation("sigmoid")(keras.layers.Flatten()(h))
+    chain = keras.Model(inputs, keras.layers.Dense(4, activation="elu")(h))
+    branch_in = keras.Input((5,))
+    branches = keras.layers.Concatenate()(
+        [keras.layers.Dense(2, activation="tanh")(branch_in), keras.layers.Dense(2)(branch_in)]
+    )
+    branched = keras.Model(branch_in, branches)  # Not a chain: the generic path.
+    return {
+        "dense": (dense, (3, 10)),
+        "conv": (conv, (3, 8, 8, 1)),
+        "conv1d-reshape-activation": (chain, (3, 6, 6, 2)),
+        "branched": (branched, (3, 5)),
+    }
+
+
+@pytest.mark.parametrize("case", ["dense", "conv", "conv1d-reshape-activation", "branched"])
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_stacked_jvp_equals_jacobian_times_probes(case, mode, rng):
+    from keras_cae.penalties import _layerwise_jvp, _stacked_jvp
+
+    encoder, shape = _jvp_cases()[case]
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    probes = tf.constant(rng.normal(size=(3, *shape)).astype("float32"))
+    function = _stacked_jvp if mode == "eager" else tf.function(_stacked_jvp, autograph=False)
+    code, jvp = function(encoder, x, probes, False)
+    jacobian = tf.reshape(_jacobian(encoder, x), [shape[0], -1, int(np.prod(shape[1:]))])
+    flat_probes = tf.reshape(probes, [3, shape[0], -1])
+    expected = tf.einsum("bkj,pbj->pbk", jacobian, flat_probes)
+    np.testing.assert_allclose(jvp, expected, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(code, encoder(x), rtol=1e-6, atol=1e-7)
+    layerwise = _layerwise_jvp(encoder, x, tf.reshape(probes, (-1, *shape[1:])), 3, False)
+    assert (layerwise is None) == (case == "branched")
+
+
 def _jacobian(encoder, x):
     x = tf.constant(x)
     with tf.GradientTape() as tape:
