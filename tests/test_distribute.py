@@ -82,6 +82,13 @@ def test_mirrored_training_equals_single_device(core_results: dict, name: str) -
     _check_case(core_results[name])
 
 
+def test_a_batch_the_replicas_cannot_share_is_refused(core_results: dict) -> None:
+    # Keras itself would fail later with an AddN shape error (first batch split 5 + 4).
+    message = core_results["odd_batch_error"]
+    assert message is not None and "multiple of the 2 replicas" in message
+    assert "batch_size=9" in message
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXTENDED)
 def test_mirrored_training_equals_single_device_more(extended_results: dict, name: str) -> None:

@@ -99,6 +99,13 @@ def main() -> None:
             units = [8, 5] if name in ("closed_form", "auto", "batch_jacobian") else [6]
             results[name] = run_case(strategy, x, units, CASES[name])
         print(f"{name}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    with strategy.scope():
+        model = make_model([6])
+    try:
+        model.fit(x, batch_size=9, epochs=1, verbose=0)  # 9 rows cannot split over 2.
+        results["odd_batch_error"] = None
+    except ValueError as error:
+        results["odd_batch_error"] = str(error)
     with open(out, "w") as handle:
         json.dump(results, handle)
 
