@@ -12,12 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cae import penalties
+from keras_cae.distribute import replica_random
 
 __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
 
 logger = logging.getLogger("keras_cae")
 
 CORRUPTIONS = ("gaussian", "masking")
+_SEED_STATE_KEY = "seed_generator_state"
 
 
 def _check_non_negative(name: str, value: Any) -> float:
@@ -32,15 +34,23 @@ def _check_non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
-def _scale_for_replicas(value: tf.Tensor) -> tf.Tensor:
-    """Divides a per-replica mean by the number of replicas.
+def _replica_share(batch_size: tf.Tensor) -> tf.Tensor | None:
+    """Returns this replica's share ``n_r / N`` of the global batch, or None on one replica.
 
-    Keras sums gradients over replicas, and its compiled losses are divided by
-    ``num_replicas_in_sync`` to turn the sum into a global mean; our own terms must be
-    scaled the same way.
+    Keras sums gradients over replicas, and divides its compiled loss (a per-replica
+    mean) by ``num_replicas_in_sync``; that is the global mean only when the global
+    batch splits evenly. Weighting each replica's mean by ``n_r / N`` instead gives
+    the global mean for every split, including an uneven last batch (27 rows in
+    batches of 8 end with 3 rows split 2 + 1), so distributed training computes the
+    same gradients as one device.
     """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value / replicas if replicas > 1 else value
+    if (
+        tf.distribute.get_strategy().num_replicas_in_sync == 1
+        or tf.distribute.in_cross_replica_context()
+    ):
+        return None
+    local = tf.cast(batch_size, tf.float32)
+    return local / tf.distribute.get_replica_context().all_reduce("sum", local)
 
 
 def _weighted_mean(values: tf.Tensor, sample_weight: Any) -> tf.Tensor:
@@ -48,7 +58,8 @@ def _weighted_mean(values: tf.Tensor, sample_weight: Any) -> tf.Tensor:
     if sample_weight is not None:
         weight = tf.cast(tf.reshape(sample_weight, [-1]), values.dtype)
         values = values * weight
-    return tf.reduce_sum(values) / tf.cast(tf.shape(values)[0], values.dtype)
+    # divide_no_nan: a replica can get no rows of a short last batch (1 row, 2 replicas).
+    return tf.math.divide_no_nan(tf.reduce_sum(values), tf.cast(tf.shape(values)[0], values.dtype))
 
 
 @keras.saving.register_keras_serializable(package="keras_cae")
@@ -219,23 +230,71 @@ class ContractiveAutoencoder(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """The compiled reconstruction loss; the targets `y` default to the inputs `x`.
+
+        Keras calls this with ``y=None`` when it builds the loss of a model compiled
+        under a `tf.distribute` strategy, so the default must hold here too.
+        """
+        return super().compute_loss(
+            x, x if y is None else y, y_pred, sample_weight, training=training
+        )
+
     def _check_jit_compile(self) -> None:
-        """Turns XLA off, with a warning, where it makes the train step far slower."""
+        """Turns XLA off, with a warning, where it makes the train step slower."""
         if not getattr(self, "compiled", False) or self.jit_compile is not True:
             return
-        if not self.encoder.built or not self._computes_penalty():
+        if not self.encoder.built:
             return
-        method = self.penalty_method
-        if method == "batch_jacobian":
+        reason = self._xla_slowdown()
+        if reason is not None:
             warnings.warn(
-                "jit_compile=True was turned off for this ContractiveAutoencoder: XLA "
-                "compiles the per-code-unit loop of penalty='batch_jacobian' very badly on "
-                "CPU (measured 136 s per step against 0.28 s without XLA). Use "
-                "penalty='closed_form' for Dense encoders, or train without jit_compile.",
+                f"jit_compile=True was turned off for this ContractiveAutoencoder: {reason} "
+                "To force XLA anyway, set `model.jit_compile = True` after compile().",
                 UserWarning,
                 stacklevel=3,
             )
             self.jit_compile = False
+
+    def _xla_slowdown(self) -> str | None:
+        """Why XLA would slow this model's train step down, or None.
+
+        Measured by `benchmarks/xla.py` (784 → 256 → 64, batch 128, medians of
+        interleaved runs). Only `batch_jacobian` is refused on every device; the
+        other slowdowns were measured on CPU only, so accelerators keep XLA.
+        """
+        computes_penalty = self._computes_penalty()
+        if computes_penalty and self.penalty_method == "batch_jacobian":
+            return (
+                "XLA compiles the per-code-unit loop of penalty='batch_jacobian' very badly "
+                "(measured on CPU: 136 s per step against 0.28 s without XLA; 31 s against "
+                "27 ms for a 784 -> 64 encoder). Train without jit_compile."
+            )
+        if any(d.device_type != "CPU" for d in tf.config.list_logical_devices()):
+            return None
+        if computes_penalty and self.penalty_method == "hutchinson":
+            return (
+                "penalty='hutchinson' runs 12.6 times slower under XLA on CPU (101 against "
+                "8.1 ms per step; 7.0 times for a conv encoder)."
+            )
+        if computes_penalty:
+            return (
+                f"penalty={self.penalty_method!r} runs 1.21 times slower under XLA on CPU "
+                "(22.9 against 18.9 ms per step; 1.14 times with the CAE+H term)."
+            )
+        if self.corruption is not None and self.corruption_level > 0:
+            return (
+                "the denoising corruption runs 5.6 times slower under XLA on CPU (30.3 "
+                "against 5.4 ms per step)."
+            )
+        return None
 
     def _computes_penalty(self) -> bool:
         return self.contractive_weight > 0 or self.hessian_weight > 0
@@ -243,12 +302,16 @@ class ContractiveAutoencoder(keras.Model):
     def _corrupt(self, x: tf.Tensor) -> tf.Tensor:
         if self.corruption is None or self.corruption_level == 0:
             return x
+        # Under tf.distribute, each replica takes its rows of the global batch's noise.
         if self.corruption == "gaussian":
-            noise = keras.random.normal(
-                tf.shape(x), stddev=self.corruption_level, seed=self.seed_generator
+            level, seed = self.corruption_level, self.seed_generator
+            noise = replica_random(
+                lambda s: keras.random.normal(s, stddev=level, seed=seed), tf.shape(x)
             )
             return x + tf.cast(noise, x.dtype)
-        keep = keras.random.uniform(tf.shape(x), seed=self.seed_generator)
+        keep = replica_random(
+            lambda s: keras.random.uniform(s, seed=self.seed_generator), tf.shape(x)
+        )
         return x * tf.cast(keep >= self.corruption_level, x.dtype)
 
     def _forward_with_penalties(
@@ -296,28 +359,35 @@ class ContractiveAutoencoder(keras.Model):
         reconstruction_loss = self._compute_loss(
             x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
         )
-        total = reconstruction_loss
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        terms = {"reconstruction_loss": reconstruction_loss * replicas if replicas > 1 else reconstruction_loss}
+        share = _replica_share(tf.shape(x)[0])
+        # Keras divided its per-replica mean by the replica count; undo that, then
+        # weight every term by this replica's share of the global batch.
+        local_reconstruction = (
+            reconstruction_loss * replicas if replicas > 1 else reconstruction_loss
+        )
+        terms = {"reconstruction_loss": local_reconstruction}
+        local_total = local_reconstruction
         if contractive is not None:
             contractive_mean = _weighted_mean(contractive, sample_weight)
             terms["contractive_loss"] = contractive_mean
             if self.contractive_weight > 0:
-                total = total + _scale_for_replicas(
-                    tf.cast(self.contractive_weight * contractive_mean, total.dtype)
+                local_total = local_total + tf.cast(
+                    self.contractive_weight * contractive_mean, local_total.dtype
                 )
         if hessian is not None:
             hessian_mean = _weighted_mean(hessian, sample_weight)
             terms["hessian_loss"] = hessian_mean
-            total = total + _scale_for_replicas(
-                tf.cast(self.hessian_weight * hessian_mean, total.dtype)
+            local_total = local_total + tf.cast(
+                self.hessian_weight * hessian_mean, local_total.dtype
             )
+        terms["loss"] = local_total
+        total = local_total if share is None else local_total * tf.cast(share, local_total.dtype)
         return total, reconstruction, terms
 
     def _update_trackers(self, total: tf.Tensor, terms: dict[str, tf.Tensor], batch: Any) -> None:
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self.total_loss_tracker.update_state(total * replicas, sample_weight=batch)
         trackers = {
+            "loss": self.total_loss_tracker,
             "reconstruction_loss": self.reconstruction_loss_tracker,
             "contractive_loss": self.contractive_loss_tracker,
             "hessian_loss": self.hessian_loss_tracker,
@@ -330,6 +400,11 @@ class ContractiveAutoencoder(keras.Model):
             logs.pop("contractive_loss", None)
         if not self.hessian_weight > 0:
             logs.pop("hessian_loss", None)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces step logs with strategy.reduce("MEAN", v, axis=0), which
+            # fails for scalars under MultiWorkerMirroredStrategy ("Invalid reduction
+            # dimension 0", tensorflow/tensorflow#72388); shape (1,) reduces to a scalar.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
     def train_step(self, data: Any) -> dict[str, Any]:
@@ -350,17 +425,35 @@ class ContractiveAutoencoder(keras.Model):
         logs = self.compute_metrics(x, x if y is None else y, reconstruction, sample_weight)
         return self._logs(logs, training=False)
 
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        own = [
+    def _own_trackers(self) -> list[keras.metrics.Metric]:
+        return [
             self.total_loss_tracker,
             self.reconstruction_loss_tracker,
             self.contractive_loss_tracker,
             self.hessian_loss_tracker,
         ]
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        own = self._own_trackers()
         keras_loss = getattr(self, "_loss_tracker", None)
         rest = [m for m in super().metrics if m is not keras_loss and all(m is not o for o in own)]
         return own + rest
+
+    def get_metrics_result(self) -> dict[str, Any]:
+        """As `keras.Model.get_metrics_result`, without terms not computed since the last reset.
+
+        Keras reports these results (summed over replicas) as the epoch logs only when
+        their names match the step logs, which leave out terms that are not computed
+        (`_logs`); otherwise it reports the last step's mean of per-replica means,
+        which is wrong for an uneven last batch under `tf.distribute`.
+        """
+        results = super().get_metrics_result()
+        if tf.executing_eagerly():  # Between steps; inside a step `_logs` does this.
+            for tracker in (self.contractive_loss_tracker, self.hessian_loss_tracker):
+                if not float(tracker.count.numpy()) > 0:
+                    results.pop(tracker.name, None)
+        return results
 
     # ----------------------------------------------------------------------------------
     # Input validation.
@@ -406,10 +499,27 @@ class ContractiveAutoencoder(keras.Model):
         """Trains the model, as `keras.Model.fit`; `y` defaults to `x`.
 
         NumPy inputs are checked before training starts: rows with NaN or infinite
-        values, or a shape that does not match the encoder input, raise `ValueError`.
+        values, or a shape that does not match the encoder input, raise `ValueError`,
+        and so does a `batch_size` that the replicas of a `tf.distribute` strategy
+        cannot share evenly.
         """
         self._check_data(x, y, kwargs.get("validation_data"))
+        self._check_batch_size(x, args[0] if args else kwargs.get("batch_size"))
         return super().fit(x, y, *args, **kwargs)
+
+    def _check_batch_size(self, x: Any, batch_size: int | None) -> None:
+        """Keras fails with an obscure AddN shape error when the first global batch
+        splits unevenly over replicas; say so before training instead."""
+        if not isinstance(x, np.ndarray):
+            return
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        batch_size = 32 if batch_size is None else batch_size
+        if replicas > 1 and batch_size % replicas:
+            raise ValueError(
+                f"`batch_size` is the global batch and should be a multiple of the "
+                f"{replicas} replicas of {type(self.distribute_strategy).__name__}. "
+                f"Received: batch_size={batch_size}"
+            )
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Evaluates the model, as `keras.Model.evaluate`; `y` defaults to `x`."""
@@ -418,6 +528,23 @@ class ContractiveAutoencoder(keras.Model):
 
     # ----------------------------------------------------------------------------------
     # Serialization.
+
+    def save_own_variables(self, store: Any) -> None:
+        """Saves the model's own state, including the noise generator's.
+
+        Keras does not save `SeedGenerator` states; without this a run resumed by
+        `keras.callbacks.BackupAndRestore` would replay the noise (corruption,
+        probes, CAE+H) of its first epochs and differ from an uninterrupted run.
+        """
+        super().save_own_variables(store)
+        store[_SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store: Any) -> None:
+        """Loads what `save_own_variables` saved (files without the seed state load too)."""
+        if _SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[_SEED_STATE_KEY])
+            store = {key: store[key] for key in store.keys() if key != _SEED_STATE_KEY}
+        super().load_own_variables(store)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -248,18 +246,6 @@ def test_wrong_feature_count_is_rejected_before_training(rng):
     model = small_model()
     with pytest.raises(ValueError, match=r"shape \(batch, 12\).*Received: x.shape=\(8, 10\)"):
         model.fit(rng.random((8, 10)).astype("float32"), epochs=1, verbose=0)
-
-
-def test_jit_compile_is_refused_for_batch_jacobian_and_kept_for_closed_form():
-    model = small_model(penalty="batch_jacobian")
-    with pytest.warns(UserWarning, match="136 s per step"):
-        model.compile(optimizer="adam", jit_compile=True)
-    assert model.jit_compile is False
-    model = small_model(penalty="closed_form")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model.compile(optimizer="adam", jit_compile=True)
-    assert model.jit_compile is True
 
 
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
