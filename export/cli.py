@@ -12,27 +12,10 @@ import json
 import os
 from typing import Any
 
+# Argument types shared with the other subcommands (keras_cae.cli imports no TensorFlow).
+from keras_cae.cli import _positive_float, _positive_int
+
 __all__ = ["add_export_parser", "add_encode_parser", "run_export", "run_encode"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------
@@ -79,8 +62,7 @@ def add_export_parser(subparsers: Any) -> None:
         "--tolerance",
         type=_positive_float,
         default=None,
-        help="largest allowed max |keras - exported|, times max(1, max |keras|) "
-        "(default: 1e-4)",
+        help="largest allowed max |keras - exported|, times max(1, max |keras|) (default: 1e-4)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.set_defaults(run=run_export)

@@ -50,6 +50,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = _non_negative_float(text)
     if not 0 <= value < 1:
@@ -98,11 +105,17 @@ def _add_train_parser(subparsers: Any) -> None:
         default=[64],
         help="code size or sizes, e.g. 64 or 128,32 (default: 64)",
     )
-    parser.add_argument("--activation", default="sigmoid", help="encoder activation (default: sigmoid)")
     parser.add_argument(
-        "--output-activation", default="sigmoid", help="reconstruction activation (default: sigmoid)"
+        "--activation", default="sigmoid", help="encoder activation (default: sigmoid)"
     )
-    parser.add_argument("--tied-weights", action="store_true", help="decoder uses the transposed encoder kernels")
+    parser.add_argument(
+        "--output-activation",
+        default="sigmoid",
+        help="reconstruction activation (default: sigmoid)",
+    )
+    parser.add_argument(
+        "--tied-weights", action="store_true", help="decoder uses the transposed encoder kernels"
+    )
     parser.add_argument("--epochs", type=_positive_int, default=60, help="default: 60")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
     parser.add_argument(
@@ -114,13 +127,21 @@ def _add_train_parser(subparsers: Any) -> None:
         choices=["auto", "batch_jacobian", "closed_form", "hutchinson"],
         help="how ‖J‖² is computed (default: auto, exact)",
     )
-    parser.add_argument("--learning-rate", type=_non_negative_float, default=3e-3, help="Adam (default: 0.003)")
+    parser.add_argument(
+        "--learning-rate", type=_non_negative_float, default=3e-3, help="Adam (default: 0.003)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="default: 0")
     parser.add_argument(
-        "--validation-split", type=_fraction, default=0.1, help="of the training part (default: 0.1)"
+        "--validation-split",
+        type=_fraction,
+        default=0.1,
+        help="of the training part (default: 0.1)",
     )
     parser.add_argument(
-        "--test-fraction", type=_fraction, default=0.2, help="held out for the summary (default: 0.2)"
+        "--test-fraction",
+        type=_fraction,
+        default=0.2,
+        help="held out for the summary (default: 0.2)",
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     scale = parser.add_argument_group("scale (see docs: multi-worker, streaming)")
@@ -197,47 +218,33 @@ def _run_train(args: argparse.Namespace) -> int:
             # file system is needed and no two processes write one file.
             backup = os.path.join(backup, f"worker-{distribute.tf_config()['task']['index']}")
         callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
+    common = {
+        "hidden_units": args.hidden_units,
+        "activation": args.activation,
+        "output_activation": args.output_activation,
+        "tied_weights": args.tied_weights,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "contractive_weight": args.contractive_weight,
+        "penalty": args.penalty,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "test_fraction": args.test_fraction,
+        "verbose": 0 if args.quiet else 2,
+        "strategy": strategy,
+        "callbacks": callbacks,
+    }
     if streamed:
         from keras_cae import streaming
 
         result = training.train_stream(
             streaming.open_shards(args.data),
-            hidden_units=args.hidden_units,
-            activation=args.activation,
-            output_activation=args.output_activation,
-            tied_weights=args.tied_weights,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            contractive_weight=args.contractive_weight,
-            penalty=args.penalty,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            test_fraction=args.test_fraction,
             steps_per_epoch=args.steps_per_epoch,
             shuffle_buffer=args.shuffle_buffer,
-            verbose=0 if args.quiet else 2,
-            strategy=strategy,
-            callbacks=callbacks,
+            **common,
         )
     else:
-        result = training.train(
-            dataset,
-            hidden_units=args.hidden_units,
-            activation=args.activation,
-            output_activation=args.output_activation,
-            tied_weights=args.tied_weights,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            contractive_weight=args.contractive_weight,
-            penalty=args.penalty,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            validation_split=args.validation_split,
-            test_fraction=args.test_fraction,
-            verbose=0 if args.quiet else 2,
-            strategy=strategy,
-            callbacks=callbacks,
-        )
+        result = training.train(dataset, validation_split=args.validation_split, **common)
     if not chief:
         # Only the chief writes --out; the other workers hold the same weights.
         print(f"worker {distribute.tf_config()['task']['index']}: done, the chief writes {out}")

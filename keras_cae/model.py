@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cae import penalties
+from keras_cae.data import check_finite
 from keras_cae.distribute import replica_random
 
 __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
@@ -477,22 +478,16 @@ class ContractiveAutoencoder(keras.Model):
                 f"`{name}` should have shape (batch, {', '.join(str(d) for d in expected[1:])}) "
                 f"to match the encoder input. Received: {name}.shape={array.shape}"
             )
-        if array.ndim == 0 or array.shape[0] == 0:
-            return
-        finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
-        bad = int(array.shape[0] - finite.sum())
-        if bad:
-            first = int(np.flatnonzero(~finite)[0])
-            raise ValueError(
-                f"`{name}` contains NaN or infinite values in {bad} of {array.shape[0]} rows "
-                f"(first bad row: {first}). Remove or impute them before training."
-            )
+        if array.ndim > 0:
+            check_finite(array, name)
 
     def _check_data(self, x: Any, y: Any, validation_data: Any = None) -> None:
         self._check_array("x", x)
         self._check_array("y", y)
         if isinstance(validation_data, (tuple, list)):
-            for part, name in zip(validation_data[:2], ("validation_data[0]", "validation_data[1]")):
+            for part, name in zip(
+                validation_data[:2], ("validation_data[0]", "validation_data[1]")
+            ):
                 self._check_array(name, part)
 
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
