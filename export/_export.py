@@ -230,9 +230,7 @@ def _built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
     shapes = getattr(layer, "_build_shapes_dict", None)
     if shapes and len(shapes) == 1:
         shape = next(iter(shapes.values()))
-        if isinstance(shape, (tuple, list)) and all(
-            d is None or isinstance(d, int) for d in shape
-        ):
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
             return (None, *tuple(shape)[1:])
     return None
 
@@ -369,8 +367,10 @@ def export_encoder(
     parts = _as_tuple(parts, "parts", PARTS)
     if not isinstance(overwrite, bool):
         raise ValueError(f"`overwrite` should be True or False. Received: overwrite={overwrite!r}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
-        math.isfinite(tolerance) and tolerance > 0
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float))
+        or not (math.isfinite(tolerance) and tolerance > 0)
     ):
         raise ValueError(
             f"`tolerance` should be a positive finite number. Received: tolerance={tolerance!r}"
@@ -444,9 +444,7 @@ def export_encoder(
         "model_class": type(model).__name__,
         "model_name": model.name,
         "code_size": str(int(np.prod(codes.shape[1:]))),
-        "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
+        "export_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }

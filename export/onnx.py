@@ -79,8 +79,7 @@ def _numpy1_aliases_for_tf2onnx(tf2onnx: Any) -> Iterator[None]:
     patched = [
         module
         for name, module in list(sys.modules.items())
-        if (name == "tf2onnx" or name.startswith("tf2onnx."))
-        and getattr(module, "np", None) is np
+        if (name == "tf2onnx" or name.startswith("tf2onnx.")) and getattr(module, "np", None) is np
     ]
     for module in patched:
         module.np = shim

@@ -1047,8 +1047,10 @@ def create_app(
         raise ValueError(f"`max_batch` should be a positive integer. Received: {max_batch!r}")
     if max_body_bytes is None:
         max_body_bytes = _default_max_body_bytes(encoder, max_batch)
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or (
-        max_body_bytes < 1
+    if (
+        isinstance(max_body_bytes, bool)
+        or not isinstance(max_body_bytes, int)
+        or (max_body_bytes < 1)
     ):
         raise ValueError(
             f"`max_body_bytes` should be a positive integer. Received: {max_body_bytes!r}"
@@ -1080,7 +1082,7 @@ def create_app(
         version=_package_version(),
         summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
         description="Open Inference Protocol (KServe v2) and TensorFlow Serving REST "
-        "endpoints for one exported encoder. Errors are `{\"error\": message}`.",
+        'endpoints for one exported encoder. Errors are `{"error": message}`.',
     )
     app.state.service = service
     app.state.metrics = metrics
@@ -1142,9 +1144,7 @@ def _json_body(schema: type[BaseModel], description: str) -> dict[str, Any]:
             "required": True,
             "description": description,
             "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{schema.__name__}"}
-                }
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}
             },
         }
     }
@@ -1391,4 +1391,3 @@ def serve(
             )
         finally:
             shutil.rmtree(shared, ignore_errors=True)
-

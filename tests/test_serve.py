@@ -681,9 +681,7 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
         def scrape() -> tuple[float, float]:
             samples = _parse_prometheus(httpx.get(server.url + "/metrics", timeout=10).text)
             ok = {("endpoint", "/v2/models/{name}/infer"), ("method", "POST"), ("status", "200")}
-            total = sum(
-                v for k, v in samples["keras_cae_requests_total"].items() if set(k) == ok
-            )
+            total = sum(v for k, v in samples["keras_cae_requests_total"].items() if set(k) == ok)
             return total, samples["keras_cae_worker_processes"][()]
 
         # Other workers' snapshots lag by at most Metrics.FLUSH_SECONDS (0.5 s).
@@ -754,6 +752,7 @@ def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
     model.ir_version = 8
     path = str(tmp_path / "linear.onnx")
     onnx.save(model, path)
+
     async def post(body: dict[str, Any]) -> Any:
         transport = httpx.ASGITransport(app=create_app(path, name="linear"))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
