@@ -69,6 +69,17 @@ def probe_accuracy(
     return float(probe.score(test_features.reshape(len(test_features), -1), y_test))
 
 
+def _build_model(input_dim: int, strategy: Any, settings: dict[str, Any]) -> ContractiveAutoencoder:
+    """`dense_autoencoder(input_dim, **settings)`, in the strategy's scope if one is given."""
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return dense_autoencoder(input_dim, **settings)
+
+
+def _exact_method(model: ContractiveAutoencoder) -> str:
+    """The exact method for the held-out ‖J‖² (a model trained with Hutchinson included)."""
+    return "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
+
+
 def train(
     dataset: Dataset,
     hidden_units: list[int],
@@ -101,18 +112,17 @@ def train(
     x_train, x_test, y_train, y_test = split(dataset, test_fraction, seed)
     flat_train = x_train.reshape(len(x_train), -1)
     flat_test = x_test.reshape(len(x_test), -1)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = dense_autoencoder(
-            flat_train.shape[1],
-            hidden_units,
-            activation=activation,
-            output_activation=output_activation,
-            tied_weights=tied_weights,
-            contractive_weight=contractive_weight,
-            penalty=penalty,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+    settings = {
+        "hidden_units": list(hidden_units),
+        "activation": activation,
+        "output_activation": output_activation,
+        "tied_weights": tied_weights,
+        "contractive_weight": contractive_weight,
+        "penalty": penalty,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    model = _build_model(flat_train.shape[1], strategy, settings)
     started = time.perf_counter()
     history = model.fit(
         flat_train,
@@ -125,7 +135,7 @@ def train(
     train_seconds = time.perf_counter() - started
     reconstruction = model.predict(flat_test, batch_size=256, verbose=0)
     test_mse = float(np.mean((reconstruction - flat_test) ** 2))
-    exact = "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
+    exact = _exact_method(model)
     jacobian_norm = contractive_penalty(model.encoder, flat_test, method=exact).numpy()
     metrics: dict[str, Any] = {
         "keras_cae_version": keras_cae.__version__,
@@ -135,17 +145,10 @@ def train(
         "num_train": int(len(flat_train)),
         "num_test": int(len(flat_test)),
         "config": {
-            "hidden_units": list(hidden_units),
-            "activation": activation,
-            "output_activation": output_activation,
-            "tied_weights": tied_weights,
+            **settings,
             "epochs": epochs,
             "batch_size": batch_size,
-            "contractive_weight": contractive_weight,
-            "penalty": penalty,
             "penalty_method": model.penalty_method,
-            "learning_rate": learning_rate,
-            "seed": seed,
             "validation_split": validation_split,
             "test_fraction": test_fraction,
         },
@@ -242,18 +245,17 @@ def train_stream(
     )
     if steps_per_epoch is not None:
         train_data = train_data.repeat()
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = dense_autoencoder(
-            input_dim,
-            hidden_units,
-            activation=activation,
-            output_activation=output_activation,
-            tied_weights=tied_weights,
-            contractive_weight=contractive_weight,
-            penalty=penalty,
-            learning_rate=learning_rate,
-            seed=seed,
-        )
+    settings = {
+        "hidden_units": list(hidden_units),
+        "activation": activation,
+        "output_activation": output_activation,
+        "tied_weights": tied_weights,
+        "contractive_weight": contractive_weight,
+        "penalty": penalty,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    model = _build_model(input_dim, strategy, settings)
     started = time.perf_counter()
     with streaming.data_errors():
         history = model.fit(
@@ -265,7 +267,7 @@ def train_stream(
             callbacks=callbacks,
         )
     train_seconds = time.perf_counter() - started
-    exact = "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
+    exact = _exact_method(model)
     squared_error = jacobian_sum = 0.0
     num_rows = 0
     with streaming.data_errors():
@@ -285,19 +287,12 @@ def train_stream(
         "train_shards": len(train_paths),
         "test_shards": [os.path.basename(p) for p in test_paths],
         "config": {
-            "hidden_units": list(hidden_units),
-            "activation": activation,
-            "output_activation": output_activation,
-            "tied_weights": tied_weights,
+            **settings,
             "epochs": epochs,
             "batch_size": batch_size,
             "steps_per_epoch": steps_per_epoch,
             "shuffle_buffer": shuffle_buffer,
-            "contractive_weight": contractive_weight,
-            "penalty": penalty,
             "penalty_method": model.penalty_method,
-            "learning_rate": learning_rate,
-            "seed": seed,
             "test_fraction": test_fraction,
             "replicas": model.distribute_strategy.num_replicas_in_sync,
         },
