@@ -1,19 +1,139 @@
 """Atomic writes: build output in a temporary sibling, then rename into place.
 
+Every staging file or directory is named after the process that owns it:
+``.<target>.tmp-<pid>-<start>-<host>-<random>``, where ``<start>`` is the owner's
+start time (Linux: clock ticks since boot, from ``/proc/<pid>/stat``; 0 where it
+cannot be read) and ``<host>`` hashes the host name and PID namespace. A process
+killed outright (SIGKILL, out-of-memory killer, power loss) cannot remove its
+staging; the next atomic write into the same parent directory does, once it has
+proved the owner gone: same host and PID namespace, and no live process with that
+PID and start time (a zombie counts as gone). A staging entry of a live process,
+of another host (a shared network file system) or with a name we do not recognise
+is never touched.
+
 Imports no TensorFlow, so the runtime and the CLI can use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_save_npy", "atomic_write_json", "check_output_dir"]
+__all__ = [
+    "atomic_directory",
+    "atomic_save_npy",
+    "atomic_write_json",
+    "check_output_dir",
+    "remove_stale_staging",
+]
+
+logger = logging.getLogger("keras_cae")
+
+# `<pid>-<start>-<host>-` then tempfile's 8 random characters, as `_staging_prefix`
+# writes it; "tmp" is a staging copy, "old" an existing target moved aside.
+_STAGING_NAME = re.compile(
+    r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<start>\d+)-"
+    r"(?P<host>[0-9a-f]{8})-[a-z0-9_]{8}(?:\.[a-z]+)?$"
+)
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot; 0 if it runs but its
+    start time cannot be read (no ``/proc``, or hidden by ``hidepid``); None if no
+    such process runs (a zombie does not run)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            stat = stream.read()
+    except OSError:
+        pass
+    else:
+        # "pid (comm) state ... starttime ...": comm may hold spaces and ")".
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return None if fields[0] == b"Z" else int(fields[19])
+    try:
+        os.kill(pid, 0)  # Signal 0 only asks whether the process exists.
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # It exists and belongs to another user.
+        pass
+    return 0
+
+
+def _host_token() -> str:
+    """Eight hex digits naming this host and PID namespace, in which PIDs mean the
+    same process."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    digest = hashlib.sha256(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()
+    return digest[:8]
+
+
+def _staging_prefix(target: str, kind: str = "tmp") -> str:
+    """``.<target>.<kind>-<pid>-<start>-<host>-`` for a staging entry of this process."""
+    pid = os.getpid()
+    # Within NAME_MAX (255) with the 35 characters that follow.
+    name = os.path.basename(target)[:200]
+    return f".{name}.{kind}-{pid}-{_process_start(pid) or 0}-{_host_token()}-"
+
+
+def _owner_gone(match: re.Match[str]) -> bool:
+    """Whether the process that named a staging entry is proved to have ended."""
+    if os.name != "posix" or match["host"] != _host_token():
+        return False
+    start = _process_start(int(match["pid"]))
+    return start is None or (start != 0 and int(match["start"]) not in (0, start))
+
+
+def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
+    """Removes the staging entries in `parent` whose owner process has ended.
+
+    A moved-aside old target (``.<target>.old-...``) is removed only when `<target>`
+    exists again; otherwise it is the only copy of the old output and is kept.
+
+    Args:
+        parent: the directory to clean.
+
+    Returns:
+        The paths removed.
+
+    Example:
+
+    >>> remove_stale_staging("exported-models")                     # doctest: +SKIP
+    ['/home/me/exported-models/.encoder.tmp-4242-90211-1f2e3d4c-k2j4h5g6']
+    """
+    parent = os.fspath(parent)
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = _STAGING_NAME.match(name)
+        if match is None or not _owner_gone(match):
+            continue
+        if match["kind"] == "old" and not os.path.lexists(os.path.join(parent, match["target"])):
+            continue
+        path = os.path.join(parent, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if not os.path.lexists(path):
+            logger.info("Removed %s, left behind by process %s that has ended.", path, match["pid"])
+            removed.append(path)
+    return removed
 
 
 def _default_mode(directory: bool) -> int:
@@ -48,19 +168,22 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     rename is atomic). On any exception it is removed and `path` is left untouched.
     An existing `path` is refused unless `overwrite`; with `overwrite`, the old
     directory is moved aside first and deleted only after the new one is in place.
+    Staging left in the parent by killed processes is removed first
+    (`remove_stale_staging`).
     """
     path = os.path.abspath(os.fspath(path))
     check_output_dir(path, overwrite)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    remove_stale_staging(parent)
+    staging = tempfile.mkdtemp(prefix=_staging_prefix(path), dir=parent)
     os.chmod(staging, _default_mode(directory=True))
     try:
         yield staging
         check_output_dir(path, overwrite)
         backup = None
         if os.path.exists(path):
-            backup = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            backup = tempfile.mkdtemp(prefix=_staging_prefix(path, "old"), dir=parent)
             os.rmdir(backup)
             os.rename(path, backup)
         try:
@@ -80,7 +203,8 @@ def _atomic_write(path: str | os.PathLike[str], suffix: str, write: Any) -> None
     """Calls `write(binary_stream)` on a temporary sibling of `path`, then renames it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    remove_stale_staging(directory)
+    handle, staging = tempfile.mkstemp(prefix=_staging_prefix(path), suffix=suffix, dir=directory)
     os.chmod(staging, _default_mode(directory=False))
     try:
         with os.fdopen(handle, "wb") as stream:
