@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -338,6 +339,34 @@ def test_failure_mid_export_leaves_nothing_behind(tmp_path, monkeypatch, small_m
         export.export_encoder(small_model, old, overwrite=True)
     assert _listing(tmp_path) == ["old"]
     assert (old / "encoder.onnx").read_text() == "previous export"
+
+
+@pytest.mark.slow
+def test_export_killed_late_is_cleaned_up_by_the_next_export(tmp_path, small_model):
+    """SIGKILL cannot be caught: the next export into the same parent cleans up."""
+    script = (
+        "import sys, keras_cae, export; "
+        "export.export_encoder(keras_cae.dense_autoencoder(12, 3, seed=5), sys.argv[1])"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out")])
+    try:
+        deadline = time.monotonic() + 240
+        staged = []
+        while not staged:  # Late in the run: the ONNX file is staged, the SavedModel not yet.
+            assert killed.poll() is None and time.monotonic() < deadline, _listing(tmp_path)
+            staged = [
+                name for name in os.listdir(tmp_path) if (tmp_path / name / "encoder.onnx").exists()
+            ]
+            time.sleep(0.01)
+        killed.kill()
+    finally:
+        killed.kill()
+        killed.wait()
+    assert staged[0].startswith(f".out.tmp-{killed.pid}-") and _listing(tmp_path) == staged
+    result = export.export_encoder(small_model, tmp_path / "out", formats="onnx")
+    assert _listing(tmp_path) == ["out"]
+    assert _listing(tmp_path / "out") == ["encoder.onnx", "manifest.json"]
+    assert result.max_abs_diff < 1e-6
 
 
 def test_parity_failure_raises_and_writes_nothing(tmp_path, monkeypatch, small_model):
