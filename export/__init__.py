@@ -17,17 +17,18 @@ import importlib
 from typing import Any
 
 # Public name -> module that defines it. `export.runtime` imports onnxruntime only;
-# the others import TensorFlow when their functions run or are imported.
+# `export._export` imports TensorFlow when its function runs; the others import
+# numpy at most.
 _LAZY = {
     "OnnxEncoder": "export.runtime",
     "METADATA_PREFIX": "export.runtime",
     "export_encoder": "export._export",
-    "ExportResult": "export._export",
-    "ExportError": "export._export",
-    "ParityError": "export._export",
-    "FORMATS": "export._export",
+    "ExportResult": "export.result",
+    "ExportError": "export.errors",
+    "ParityError": "export.errors",
+    "FORMATS": "export.formats",
     "PARTS": "export._export",
-    "DEFAULT_TOLERANCE": "export._export",
+    "DEFAULT_TOLERANCE": "export.parity",
     "DEFAULT_OPSET": "export.onnx",
     "to_onnx": "export.onnx",
     "to_saved_model": "export.saved_model",

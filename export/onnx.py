@@ -24,11 +24,14 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_OPSET", "SUPPORTED_OPSETS", "to_onnx", "check_opset"]
+if TYPE_CHECKING:
+    from export.formats import PartExport
+
+__all__ = ["DEFAULT_OPSET", "ONNX_WRITER", "SUPPORTED_OPSETS", "to_onnx", "check_opset"]
 
 #: The ONNX opset used unless one is chosen: supported by tf2onnx 1.17 and by every
 #: onnxruntime release since 1.12 (2022).
@@ -186,3 +189,42 @@ def to_onnx(
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, os.fspath(path))
     return proto
+
+
+class _OnnxWriter:
+    """The `"onnx"` format of `export_encoder`: ``<part>.onnx``, run back in onnxruntime."""
+
+    file_name = "{part}.onnx"
+    write_step = "convert the {part} to ONNX"
+    load_step = "load the {part} ONNX file in onnxruntime"
+    metadata_keys = ("opset", "tf2onnx_version")
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {**options, "opset": check_opset(options.get("opset"))}
+
+    def metadata(self, options: Mapping[str, Any]) -> dict[str, str]:
+        return {"opset": str(options["opset"]), "tf2onnx_version": _import_tf2onnx().__version__}
+
+    def write(self, job: PartExport, path: str) -> None:
+        import tensorflow as tf
+
+        from export.runtime import METADATA_PREFIX
+
+        to_onnx(
+            tf.function(job.function, input_signature=job.input_signature, autograph=False),
+            job.input_signature,
+            path,
+            opset=job.options["opset"],
+            metadata={METADATA_PREFIX + k: v for k, v in job.metadata.items()},
+            doc_string=job.description,
+        )
+
+    @contextlib.contextmanager
+    def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+        from export.runtime import OnnxEncoder
+
+        yield OnnxEncoder(path, check_finite=False).encode
+
+
+#: The writer `export.formats.WRITERS` maps `"onnx"` to.
+ONNX_WRITER = _OnnxWriter()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SIGNATURE_KEY", "to_saved_model", "load_signature"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from export.formats import PartExport
+
+__all__ = ["SAVED_MODEL_WRITER", "SIGNATURE_KEY", "to_saved_model", "load_signature"]
 
 #: The signature that TensorFlow Serving, `tf.saved_model.load(...).signatures` and
 #: `keras.layers.TFSMLayer` use by default.
@@ -57,3 +63,38 @@ def load_signature(path: str | os.PathLike[str]) -> tuple[Any, Callable[..., Any
 
     loaded = tf.saved_model.load(os.fspath(path))
     return loaded, loaded.signatures[SIGNATURE_KEY]
+
+
+class _SavedModelWriter:
+    """The `"saved_model"` format of `export_encoder`: ``<part>_saved_model/``, run back
+    through its `serving_default` signature."""
+
+    file_name = "{part}_saved_model"
+    write_step = "save the {part} as a SavedModel"
+    load_step = "load the {part} SavedModel"
+    metadata_keys = ()
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(options)
+
+    def metadata(self, options: Mapping[str, Any]) -> dict[str, str]:
+        return {}
+
+    def write(self, job: PartExport, path: str) -> None:
+        # Looked up at call time, so that a test can make the write fail.
+        to_saved_model(job.layer, job.function, job.input_signature, path)
+
+    @contextlib.contextmanager
+    def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+        import tensorflow as tf
+
+        loaded, signature = load_signature(path)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return signature(**{job.input_name: tf.constant(x)})[job.output_name].numpy()
+
+        yield run  # `loaded` owns the variables: keep it alive until the check is done.
+
+
+#: The writer `export.formats.WRITERS` maps `"saved_model"` to.
+SAVED_MODEL_WRITER = _SavedModelWriter()
