@@ -6,12 +6,9 @@ rather than the Keras model itself: `tf2onnx.convert.from_keras` fails on a plai
 Keras 3 `Sequential` in tf2onnx 1.17.0 (``KeyError: 'keras_tensor_1'``), while the
 traced function converts exactly.
 
-Nothing here mutates numpy. tf2onnx 1.17.0 runs on numpy 2 as it is; tf2onnx 1.16
-still calls `np.cast` and `np.product`, which numpy 2 removed. For those releases,
-during a conversion only, the `np` name inside tf2onnx's own modules points to a
-thin numpy proxy that adds the two aliases, and is restored afterwards; numpy itself
-and every other module are never touched (a test checks numpy's namespace after an
-export).
+tf2onnx 1.17 is the first release that runs on numpy 2 (1.16 calls `np.cast` and
+`np.product`, which numpy 2 removed); it is the floor in `pyproject.toml`, and an
+older one is refused with the `pip install` that fixes it.
 """
 
 from __future__ import annotations
@@ -20,9 +17,7 @@ import contextlib
 import logging
 import os
 import re
-import sys
 import threading
-import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -41,56 +36,14 @@ DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = tuple(range(13, 19))
 
 
-# tf2onnx converts in TensorFlow's global graph state and we swap its `np` names:
-# one conversion at a time.
+# tf2onnx converts in TensorFlow's global graph state: one conversion at a time.
 _CONVERT_LOCK = threading.Lock()
-# The first tf2onnx release that needs no numpy-1 alias.
-_TF2ONNX_NUMPY2_READY = (1, 17)
-
-
-class _CastTable:
-    """numpy 1's ``np.cast[dtype](x)`` (removed in numpy 2)."""
-
-    def __getitem__(self, dtype: Any) -> Callable[[Any], np.ndarray]:
-        return lambda value: np.asarray(value).astype(dtype)
-
-
-class _NumpyWithRemovedAliases(types.ModuleType):
-    """numpy plus `cast` and `product`, for old tf2onnx modules only (never installed
-    as `numpy`)."""
-
-    def __init__(self) -> None:
-        super().__init__("numpy")
-        self.cast = _CastTable()
-        self.product = np.prod
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
+# The first tf2onnx release that runs on numpy 2.
+_TF2ONNX_MINIMUM = (1, 17)
 
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
-
-
-@contextlib.contextmanager
-def _numpy1_aliases_for_tf2onnx(tf2onnx: Any) -> Iterator[None]:
-    """Gives tf2onnx < 1.17 the numpy-1 aliases it calls, inside tf2onnx only."""
-    if hasattr(np, "cast") or _version(tf2onnx.__version__) >= _TF2ONNX_NUMPY2_READY:
-        yield
-        return
-    shim = _NumpyWithRemovedAliases()
-    patched = [
-        module
-        for name, module in list(sys.modules.items())
-        if (name == "tf2onnx" or name.startswith("tf2onnx.")) and getattr(module, "np", None) is np
-    ]
-    for module in patched:
-        module.np = shim
-    try:
-        yield
-    finally:
-        for module in patched:
-            module.np = np
 
 
 def _import_tf2onnx() -> Any:
@@ -100,6 +53,11 @@ def _import_tf2onnx() -> Any:
         raise ImportError(
             "Exporting to ONNX needs tf2onnx and onnx: `pip install tf2onnx onnx`."
         ) from error
+    if _version(tf2onnx.__version__) < _TF2ONNX_MINIMUM:
+        raise ImportError(
+            f"Exporting to ONNX needs tf2onnx >= 1.17 (the first that runs on numpy 2); "
+            f"tf2onnx {tf2onnx.__version__} is installed: `pip install -U 'tf2onnx>=1.17'`."
+        )
     return tf2onnx
 
 
@@ -170,18 +128,10 @@ def to_onnx(
     tf2onnx = _import_tf2onnx()
     import onnx
 
-    with _CONVERT_LOCK, _quiet_tf2onnx(), _numpy1_aliases_for_tf2onnx(tf2onnx):
-        try:
-            proto, _ = tf2onnx.convert.from_function(
-                function, input_signature=input_signature, opset=opset
-            )
-        except AttributeError as error:
-            if "numpy" in str(error) or "np." in str(error):
-                raise RuntimeError(
-                    f"tf2onnx {tf2onnx.__version__} failed on an attribute that numpy 2 "
-                    f"removed ({error}); install a tf2onnx release that supports your numpy."
-                ) from error
-            raise
+    with _CONVERT_LOCK, _quiet_tf2onnx():
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=input_signature, opset=opset
+        )
     _name_batch_axis(proto)
     proto.doc_string = doc_string
     if metadata:

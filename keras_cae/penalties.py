@@ -32,10 +32,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-# Keras exports no public name for the class of `keras.Model(inputs, outputs)`; only
-# an exact instance (not a subclass with its own call) is a plain graph of layers.
-from keras.src.models.functional import Functional
-
 from keras_cae.distribute import replica_random
 
 __all__ = [
@@ -87,6 +83,35 @@ def _activation_name(activation: Any) -> str | None:
     return name if builtin is activation else None
 
 
+def _functional_chain(model: Any) -> list[Any] | None:
+    """The operations of a plain Functional model, if they form one linear chain.
+
+    This is the only place that reads Keras internals, because Keras exports no public
+    API for either: the class of `keras.Model(inputs, outputs)`
+    (`keras.src.models.functional.Functional`; only an exact instance, not a subclass
+    with its own `call`, is a plain graph of layers) and how often, and on how many
+    tensors, each layer was called (`Operation._inbound_nodes`).
+    `tests/test_penalties.py::test_private_keras_api_for_functional_graphs` fails,
+    naming the Keras version, if a release changes either.
+
+    Returns:
+        `model.operations` in call order, or None if `model` is not a plain
+        Functional model.
+
+    Raises:
+        ValueError: a layer is called more than once or on several tensors.
+    """
+    from keras.src.models.functional import Functional
+
+    if type(model) is not Functional:
+        return None
+    for op in model.operations:
+        inbound = op._inbound_nodes
+        if len(inbound) != 1 or len(inbound[0].input_tensors) > 1:
+            raise ValueError(f"layer {op.name!r} is not part of a single linear chain of layers")
+    return list(model.operations)
+
+
 def _flatten_layers(encoder: Any) -> list[Any]:
     """Lists the layers of a Sequential, a linear Functional model, or a single layer."""
     if isinstance(encoder, keras.Sequential):
@@ -94,14 +119,10 @@ def _flatten_layers(encoder: Any) -> list[Any]:
         for layer in encoder.layers:
             layers.extend(_flatten_layers(layer))
         return layers
-    if type(encoder) is Functional:
+    operations = _functional_chain(encoder)
+    if operations is not None:
         layers = []
-        for op in encoder.operations:
-            inbound = op._inbound_nodes
-            if len(inbound) != 1 or len(inbound[0].input_tensors) > 1:
-                raise ValueError(
-                    f"layer {op.name!r} is not part of a single linear chain of layers"
-                )
+        for op in operations:
             layers.extend(_flatten_layers(op))
         return layers
     if isinstance(encoder, keras.Model):

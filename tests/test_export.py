@@ -572,29 +572,17 @@ def test_model_still_trains_saves_and_reexports_after_an_export(tmp_path):
     np.testing.assert_allclose(after, model.encoder(x).numpy(), rtol=1e-5, atol=1e-6)  # ...exactly.
 
 
-def test_numpy1_aliases_reach_old_tf2onnx_modules_only(monkeypatch):
-    """tf2onnx 1.16 calls `np.cast[...]` and `np.product` (removed in numpy 2)."""
+def test_tf2onnx_older_than_1_17_is_refused_with_the_fix(monkeypatch):
+    """tf2onnx 1.16 calls `np.cast` and `np.product`, which numpy 2 removed."""
     from export import onnx as onnx_module
 
-    old_module = type(sys)("tf2onnx._fake_old_module")
-    old_module.np = np
-    monkeypatch.setitem(sys.modules, "tf2onnx._fake_old_module", old_module)
-    old, new = type(sys)("tf2onnx"), type(sys)("tf2onnx")
-    old.__version__, new.__version__ = "1.16.1", "1.17.0"
-
-    def convert() -> tuple[Any, Any]:
-        mod_np = sys.modules["tf2onnx._fake_old_module"].np
-        return mod_np.cast[np.int32]([1.7, -2.2]), mod_np.product([2, 3, 4])
-
-    with onnx_module._numpy1_aliases_for_tf2onnx(old):
-        cast, product = convert()
-        assert not hasattr(np, "cast") and not hasattr(np, "product")  # numpy untouched.
-        assert old_module.np.float32 is np.float32  # Everything else is numpy's.
-    np.testing.assert_array_equal(cast, np.asarray([1.7, -2.2]).astype(np.int32))
-    assert cast.dtype == np.int32 and product == 24
-    assert old_module.np is np  # Restored.
-    with onnx_module._numpy1_aliases_for_tf2onnx(new):
-        assert old_module.np is np  # tf2onnx >= 1.17 needs nothing.
+    old = type(sys)("tf2onnx")
+    old.__version__ = "1.16.1"
+    monkeypatch.setitem(sys.modules, "tf2onnx", old)
+    with pytest.raises(
+        ImportError, match=r"tf2onnx 1.16.1 is installed: `pip install -U 'tf2onnx>=1.17'`"
+    ):
+        onnx_module._import_tf2onnx()
 
 
 def test_diverged_model_is_refused(tmp_path):

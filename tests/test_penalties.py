@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_cae import contractive_penalty, hessian_penalty
-from keras_cae.penalties import resolve_method
+from keras_cae.penalties import _functional_chain, resolve_method
 
 from ._harness import tiny_conv_autoencoder
 
@@ -154,6 +154,34 @@ def test_closed_form_handles_functional_chains_activation_layers_and_dropout(rng
     assert resolve_method(encoder, "auto") == "closed_form"
     # In training, Dropout is random: the closed form refuses and auto falls back.
     assert resolve_method(encoder, "auto", training=True) == "batch_jacobian"
+
+
+def test_private_keras_api_for_functional_graphs():
+    """Keras exports no public API to walk a Functional graph; the one function that
+    reads its internals is `keras_cae.penalties._functional_chain`. If this test fails
+    after a Keras upgrade, update that function."""
+    where = (
+        f"Keras {keras.__version__} changed a private API that "
+        "keras_cae.penalties._functional_chain reads; update that function:"
+    )
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError as error:
+        pytest.fail(f"{where} {error}")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(5)(inputs)))
+    assert type(model) is Functional, f"{where} keras.Model(inputs, outputs) is a {type(model)}"
+    for op in model.operations:
+        nodes = getattr(op, "_inbound_nodes", None)
+        assert isinstance(nodes, list) and len(nodes) == 1, f"{where} {op.name}._inbound_nodes"
+        assert isinstance(getattr(nodes[0], "input_tensors", None), (list, tuple)), (
+            f"{where} {op.name}._inbound_nodes[0].input_tensors"
+        )
+    assert _functional_chain(model) == model.operations
+    shared = keras.layers.Dense(4)  # Called twice: not one chain.
+    with pytest.raises(ValueError, match="not part of a single linear chain"):
+        _functional_chain(keras.Model(inputs, shared(shared(inputs))))
+    assert _functional_chain(keras.Sequential([inputs, keras.layers.Dense(3)])) is None
 
 
 @pytest.mark.parametrize(
