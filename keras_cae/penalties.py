@@ -36,6 +36,7 @@ import tensorflow as tf
 # an exact instance (not a subclass with its own call) is a plain graph of layers.
 from keras.src.models.functional import Functional
 
+from keras_cae._choices import PENALTY_METHODS
 from keras_cae.distribute import replica_random
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
 
 logger = logging.getLogger("keras_cae")
 
-PENALTY_METHODS = ("auto", "batch_jacobian", "closed_form", "hutchinson")
 PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
 
 # Keras activations that are not element-wise, so their Jacobian is not diagonal.
