@@ -8,8 +8,8 @@ one line on stderr, ``keras-cae <command>: error: <message>``, with exit code 2.
 Example:
 
 >>> from keras_cae.cli import main
->>> main(["--version"])  # doctest: +SKIP
-keras-cae 0.1.0
+>>> main(["--version"])  # doctest: +ELLIPSIS
+keras-cae ...
 0
 """
 
@@ -61,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     prog = "keras-cae"
     try:
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version print, then exit.
+            return int(done.code or 0)
         prog = f"keras-cae {args.command}"
         return int(args.run(args) or 0)
     except CliError as error:

@@ -11,7 +11,7 @@ import shlex
 import sys
 from typing import Any
 
-from keras_cae import compare
+from keras_cae import compare, plots
 from keras_cae._choices import CORRUPTIONS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
@@ -98,12 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if args.test_fraction <= 0:
         raise CliError("--test-fraction must be > 0: the comparison is measured on held-out data")
     try:
-        import matplotlib  # noqa: F401  Fail before training, not after.
-    except ImportError:
-        raise CliError(
-            "keras-cae compare writes PNG figures and needs matplotlib: "
-            "pip install 'keras-cae[plot]'"
-        ) from None
+        plots.require_matplotlib()  # Fail before training, not after.
+    except ImportError as error:
+        raise CliError(f"keras-cae compare writes PNG figures: {error}") from None
     dataset = data.load_digits() if args.data is None else data.load_array(args.data)
     check_rows(
         args.data,
