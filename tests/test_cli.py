@@ -142,6 +142,19 @@ def _fresh_python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def _main_without_tensorflow(argvs: list[list[str]]) -> tuple[list[int], list[str]]:
+    """Runs `main` on each argv in one fresh process; asserts TensorFlow was not imported."""
+    result = _fresh_python(
+        "import sys\n"
+        "from keras_cae.cli import main\n"
+        f"codes = [main(argv) for argv in {argvs!r}]\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+        "print(codes)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr.splitlines()
+
+
 def _zip(path) -> str:
     """A zip file that is no Keras archive (no config.json)."""
     with zipfile.ZipFile(path, "w") as archive:
@@ -195,17 +208,8 @@ def test_unwritable_out_fails_first_in_one_line_without_tensorflow(where, tmp_pa
         ["export", model, "--out", out],
         ["encode", "e.onnx", "x.npy", "--out", out + ".npy"],
     ]
-    result = _fresh_python(
-        "import sys\n"
-        "from keras_cae.cli import main\n"
-        f"codes = [main(argv) for argv in {commands!r}]\n"
-        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
-        "print(codes)\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[2, 2, 2, 2]"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 4, result.stderr
+    codes, lines = _main_without_tensorflow(commands)
+    assert codes == [2, 2, 2, 2] and len(lines) == 4, lines
     for line, command in zip(lines, ("train", "compare", "export", "encode")):
         assert line.startswith(f"keras-cae {command}: error: `--out`") and words in line, line
 
@@ -262,16 +266,8 @@ def test_too_few_rows_fail_before_tensorflow_naming_the_flag(tmp_path):
         ["train", "--data", str(tmp_path / "rows2.npy"), "--out", str(tmp_path / "b")],
         ["compare", "--data", str(tmp_path / "rows2.npy"), "--out", str(tmp_path / "c")],
     ]
-    result = _fresh_python(
-        "import sys\n"
-        "from keras_cae.cli import main\n"
-        f"codes = [main(a) for a in {argv!r}]\n"
-        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
-        "print(codes)\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[2, 2, 2]"
-    one, two, compare = result.stderr.splitlines()
+    codes, (one, two, compare) = _main_without_tensorflow(argv)
+    assert codes == [2, 2, 2]
     assert "has 1 row: --test-fraction 0.2 leaves no training rows" in one
     assert "give more rows or change --test-fraction" in one
     assert "--validation-split 0.1 of the remaining 1 leaves no training rows" in two

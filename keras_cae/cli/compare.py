@@ -16,15 +16,11 @@ from keras_cae._choices import CORRUPTIONS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
-from keras_cae.cli.sizes import check_rows
-from keras_cae.cli.types import number, number_list
+from keras_cae.cli.sizes import load_data
+from keras_cae.cli.types import FRACTION, POSITIVE_INT, UNITS, number, number_list
 
 __all__ = ["add_parser", "run"]
 
-POSITIVE_INT = number(1, integer=True)
-NON_NEGATIVE = number(0)
-FRACTION = number(0, 1, (True, False))
-UNITS = number_list(1, integer=True, example="32 or 64,16")
 GRID = number_list(0, example="0.001,0.01")
 # Searched model -> the option that overrides its grid.
 _GRID_OPTIONS = (("DAE", "dae_levels"), ("CAE", "cae_weights"), ("CAE+H", "hessian_weights"))
@@ -91,8 +87,6 @@ def _command_line(args: argparse.Namespace, out: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae compare` with parsed arguments; returns the exit code."""
-    from keras_cae import data
-
     out = args.out or default_out("compare")
     check_out(out, args.overwrite)
     if args.test_fraction <= 0:
@@ -101,10 +95,8 @@ def run(args: argparse.Namespace) -> int:
         plots.require_matplotlib()  # Fail before training, not after.
     except ImportError as error:
         raise CliError(f"keras-cae compare writes PNG figures: {error}") from None
-    dataset = data.load_digits() if args.data is None else data.load_array(args.data)
-    check_rows(
+    dataset = load_data(
         args.data,
-        len(dataset.x),
         [
             ("--test-fraction", args.test_fraction, "ceil"),
             ("the validation search", compare.VALIDATION_FRACTION, "ceil"),

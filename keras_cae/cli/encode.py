@@ -12,11 +12,9 @@ from typing import Any
 
 from keras_cae import _io
 from keras_cae.cli.errors import CliError
-from keras_cae.cli.types import number
+from keras_cae.cli.types import POSITIVE_INT
 
 __all__ = ["add_parser", "run"]
-
-POSITIVE_INT = number(1, integer=True)
 
 
 def add_parser(subparsers: Any) -> None:

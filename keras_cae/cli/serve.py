@@ -6,11 +6,10 @@ import argparse
 from typing import Any
 
 from keras_cae.cli.errors import CliError
-from keras_cae.cli.types import number
+from keras_cae.cli.types import POSITIVE_INT, number
 
 __all__ = ["add_parser", "run"]
 
-POSITIVE_INT = number(1, integer=True)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's names.
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["held_out_split", "check_rows"]
+__all__ = ["held_out_split", "check_rows", "load_data"]
 
 
 def held_out_split(num_rows: int, fraction: float, rounding: str = "ceil") -> tuple[int, int]:
@@ -76,3 +77,19 @@ def check_rows(source: str, num_rows: int, splits: Sequence[tuple[str, float, st
             )
         done.append(f"{flag} {fraction:g} holds out {held}")
         remaining = kept
+
+
+def load_data(path: str | None, splits: Sequence[tuple[str, float, str]]) -> Any:
+    """Loads `--data` (default: the bundled digits) and checks it survives `splits`.
+
+    Returns:
+        The `keras_cae.data.Dataset`.
+
+    Raises:
+        ValueError: the file cannot be read, or `check_rows` refuses its row count.
+    """
+    from keras_cae import data
+
+    dataset = data.load_digits() if path is None else data.load_array(path)
+    check_rows(path, len(dataset.x), splits)
+    return dataset

@@ -15,15 +15,10 @@ from keras_cae._choices import PENALTY_METHODS, STRATEGIES
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
-from keras_cae.cli.sizes import check_rows
-from keras_cae.cli.types import number, number_list
+from keras_cae.cli.sizes import load_data
+from keras_cae.cli.types import FRACTION, NON_NEGATIVE, POSITIVE_INT, UNITS
 
 __all__ = ["add_parser", "run"]
-
-POSITIVE_INT = number(1, integer=True)
-NON_NEGATIVE = number(0)
-FRACTION = number(0, 1, (True, False))
-UNITS = number_list(1, integer=True, example="32 or 64,16")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -79,8 +74,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae train`; prints the summary."""
-    from keras_cae import data
-
     out = args.out or default_out("train")
     check_out(out, args.overwrite)
     if args.cpu_devices is not None and args.strategy != "mirrored":
@@ -93,10 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if not streamed and args.steps_per_epoch is not None:
         raise CliError("--steps-per-epoch only applies to streamed --data (a directory or glob)")
     if not streamed:
-        dataset = data.load_digits() if args.data is None else data.load_array(args.data)
-        check_rows(
+        dataset = load_data(
             args.data,
-            len(dataset.x),
             [
                 ("--test-fraction", args.test_fraction, "ceil"),
                 ("--validation-split", args.validation_split, "floor"),

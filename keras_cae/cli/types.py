@@ -22,7 +22,14 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["number", "number_list"]
+__all__ = [
+    "number",
+    "number_list",
+    "POSITIVE_INT",
+    "NON_NEGATIVE",
+    "FRACTION",
+    "UNITS",
+]
 
 Number = int | float
 
@@ -134,3 +141,10 @@ def number_list(
 
     parse.__name__ = "list"
     return parse
+
+
+# The types several subcommands share.
+POSITIVE_INT = number(1, integer=True)
+NON_NEGATIVE = number(0)
+FRACTION = number(0, 1, (True, False))
+UNITS = number_list(1, integer=True, example="32 or 64,16")
