@@ -58,9 +58,10 @@ def check_output_dir(
 def check_writable(path: str | os.PathLike[str], argument: str = "out") -> None:
     """Raises `ValueError` unless `path` could be created or replaced by this process.
 
-    Its nearest existing ancestor must be a directory in which a file can be created
-    (tried for real, then removed, so read-only file systems and permissions are both
-    caught), so that a long job fails at once rather than when it writes its result.
+    Its nearest existing ancestor must be a directory in which this process can create
+    an entry (tried for real with an empty directory, removed at once, so that read-only
+    file systems and permissions are both caught), so that a long job fails at once
+    rather than when it writes its result.
 
     Args:
         path: the file or directory to be written.

@@ -1,9 +1,10 @@
 """The `keras-cae` command line: one module per subcommand, `main` dispatches.
 
 ``keras-cae train | export | encode | serve | compare``. Each subcommand's module adds
-its parser and runs it; what it needs beyond the standard library is imported when it
-runs, so `keras-cae encode` and `keras-cae serve` never import TensorFlow. Errors are
-one line on stderr, ``keras-cae <command>: error: <message>``, with exit code 2.
+its parser and runs it. Building the parsers imports numpy and onnxruntime at most;
+TensorFlow is imported only by the commands that train or export, after their checks,
+so `keras-cae encode` and `keras-cae serve` never import it. Errors are one line on
+stderr, ``keras-cae <command>: error: <message>``, with exit code 2.
 
 Example:
 
