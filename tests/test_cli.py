@@ -332,6 +332,18 @@ def test_readme_creates_the_file_it_encodes(tmp_path):
 # TensorFlow's own log lines, seen on the real stderr of a fresh process.
 
 
+def test_a_failed_tensorflow_import_is_one_line_that_points_at_verbose(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 4)))
+    argv = ["train", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "run")]
+    result = _fresh_python(  # `import tensorflow` fails, as in a broken installation.
+        f"import sys; sys.modules['tensorflow'] = None\n"
+        f"from keras_cae.cli import main; sys.exit(main({argv!r}))"
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("keras-cae train: error: cannot import TensorFlow")
+    assert "--verbose shows its log" in result.stderr
+
+
 @pytest.mark.slow
 def test_tensorflow_logs_are_silent_unless_verbose(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 4)))

@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from keras_cae.cli.errors import CliError
+
 __all__ = ["import_tensorflow"]
 
 
@@ -43,17 +45,23 @@ def import_tensorflow(verbose: bool) -> None:
     Args:
         verbose: leave every log line as TensorFlow prints it.
 
+    Raises:
+        CliError: the import failed (its log was hidden).
+
     Example:
 
     >>> import_tensorflow(verbose=False)  # doctest: +SKIP
     """
     if verbose:
         return
-    if "tensorflow" not in sys.modules:
+    if sys.modules.get("tensorflow") is None:  # Not imported yet, or blocked.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        with _stderr_to_devnull():
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
+        try:
+            with _stderr_to_devnull():
+                import keras  # noqa: F401
+                import tensorflow  # noqa: F401
+        except ImportError as error:  # Its log went to /dev/null: say where to see it.
+            raise CliError(f"cannot import TensorFlow ({error}); --verbose shows its log") from None
     import absl.logging
     import tensorflow as tf
 
