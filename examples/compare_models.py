@@ -26,6 +26,10 @@ def main() -> None:
     parser.add_argument("--out", default="runs/example-analysis", help="a new directory")
     parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args()
+    try:
+        plots.require_matplotlib()  # The figures come last; say it before a minute of training.
+    except ImportError as error:
+        raise SystemExit(f"examples/compare_models.py: {error}") from None
 
     digits = load_digits()
     x_train, x_test, _, _ = split(digits, test_fraction=0.2, seed=0)

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_save_npy",
     "atomic_write_json",
     "check_output_dir",
+    "check_writable",
     "remove_stale_staging",
 ]
 
@@ -148,16 +149,62 @@ def _default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
-def check_output_dir(path: str | os.PathLike[str], overwrite: bool, argument: str = "out") -> None:
-    """Raises `ValueError` if `path` is a file, or a non-empty directory without `overwrite`."""
+def check_output_dir(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    argument: str = "out",
+    overwrite_hint: str = "overwrite=True",
+) -> None:
+    """Raises `ValueError` if `path` is a file, or a non-empty directory without `overwrite`.
+
+    `argument` and `overwrite_hint` name the setting in the caller's own spelling:
+    `out` and `overwrite=True` for Python, `--out` and `--overwrite` for the CLI.
+    """
     path = os.fspath(path)
     if os.path.isfile(path):
         raise ValueError(f"`{argument}` {path!r} is an existing file; give a directory path")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
         raise ValueError(
             f"`{argument}` {path!r} exists and is not empty; choose another directory or "
-            "pass overwrite=True (--overwrite)"
+            f"pass {overwrite_hint}"
         )
+
+
+def check_writable(path: str | os.PathLike[str], argument: str = "out") -> None:
+    """Raises `ValueError` unless `path` could be created or replaced by this process.
+
+    Its nearest existing ancestor must be a directory in which this process can create
+    an entry (tried for real with an empty directory, removed at once, so that read-only
+    file systems and permissions are both caught), so that a long job fails at once
+    rather than when it writes its result.
+
+    Args:
+        path: the file or directory to be written.
+        argument: the setting's name for the message. Defaults to `"out"`.
+
+    Raises:
+        ValueError: naming `path`, the ancestor that blocks it and why.
+
+    Example:
+
+    >>> import tempfile
+    >>> check_writable(os.path.join(tempfile.gettempdir(), "new", "run"))
+    """
+    shown = os.fspath(path)
+    ancestor = os.path.dirname(os.path.abspath(shown))
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(
+            f"`{argument}` {shown!r} cannot be created: {ancestor!r} is a file, not a directory"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=ancestor))
+    except OSError as error:
+        raise ValueError(
+            f"`{argument}` {shown!r} cannot be created: cannot write in {ancestor!r} "
+            f"({error.strerror})"
+        ) from None
 
 
 @contextlib.contextmanager

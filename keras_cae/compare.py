@@ -38,12 +38,9 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import math
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,8 +60,6 @@ __all__ = [
     "compare_models",
     "write_report",
     "format_markdown",
-    "add_parser",
-    "run_cli",
 ]
 
 MODELS = ("AE", "DAE", "CAE", "CAE+H")
@@ -804,162 +799,3 @@ def write_report(
         with open(path("report.md"), "w", encoding="utf-8") as stream:
             stream.write(format_markdown(report, command))
         return sorted(os.listdir(staging))
-
-
-# ------------------------------------------------------------------------------------------
-# The `keras-cae compare` subcommand.
-
-
-def add_parser(subparsers: Any) -> None:
-    """Adds `keras-cae compare` to the `keras-cae` command line (imports no TensorFlow)."""
-    from keras_cae.cli import _fraction, _non_negative_float, _positive_int, _units
-
-    parser = subparsers.add_parser(
-        "compare",
-        help="train AE, DAE, CAE and CAE+H on equal footing and report how they compare",
-        description="Train AE, DAE, CAE and CAE+H with identical architecture, data, seeds "
-        "and budget (hyper-parameters from a small validation search), then write "
-        "report.md, report.json and PNG figures into --out.",
-    )
-    add = parser.add_argument
-    add("--data", help="a .npy, .npz (x, optional y) or .csv file; default: bundled digits")
-    add("--out", help="output directory (new or empty unless --overwrite); "
-        "default: runs/compare-<timestamp>")  # fmt: skip
-    add("--overwrite", action="store_true", help="replace a non-empty --out")
-    add("--seeds", type=_positive_int, default=3, help="final runs per model (default: 3)")
-    add("--epochs", type=_positive_int, default=60, help="epochs of every run (default: 60)")
-    add("--batch-size", type=_positive_int, default=32, help="default: 32")
-    add("--hidden-units", type=_units, default=[32], help="code size(s) (default: 32)")
-    add("--learning-rate", type=_non_negative_float, default=3e-3, help="Adam (default: 0.003)")
-    add("--test-fraction", type=_fraction, default=0.2, help="held out (default: 0.2)")
-    add("--dae-corruption", choices=["gaussian", "masking"], default="gaussian",
-        help="the DAE's training noise (default: gaussian)")  # fmt: skip
-    add("--selection", choices=list(SELECTIONS),
-        help="search criterion (default: probe with labels, else reconstruction)")  # fmt: skip
-    add(
-        "--dae-levels",
-        type=_floats,
-        metavar="V,V,...",
-        help="DAE noise levels to search (default: 0.1,0.2,0.4 gaussian; 0.1,0.25,0.5 masking)",
-    )
-    add(
-        "--cae-weights",
-        type=_floats,
-        metavar="V,V,...",
-        help="CAE λ values to search (default: 0.0003,0.001,0.003)",
-    )
-    add(
-        "--hessian-weights",
-        type=_floats,
-        metavar="V,V,...",
-        help="CAE+H γ values to search, λ from the CAE (default: 0.01,0.1,1)",
-    )
-    add("--quiet", action="store_true", help="no progress lines")
-    parser.set_defaults(run=run_cli)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as 0.001,0.01, got {text!r}"
-        ) from None
-    if not all(np.isfinite(values)) or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative finite numbers, got {text!r}")
-    return values
-
-
-_GRID_OPTIONS = (("DAE", "dae_levels"), ("CAE", "cae_weights"), ("CAE+H", "hessian_weights"))
-
-
-def _command_line(args: argparse.Namespace, out: str) -> str:
-    """The canonical command line, every option explicit, for the report."""
-    parts = ["keras-cae", "compare"]
-    if args.data:
-        parts += ["--data", args.data]
-    parts += [
-        "--seeds", str(args.seeds), "--epochs", str(args.epochs),
-        "--batch-size", str(args.batch_size),
-        "--hidden-units", ",".join(map(str, args.hidden_units)),
-        "--learning-rate", f"{args.learning_rate:g}", "--test-fraction", f"{args.test_fraction:g}",
-        "--dae-corruption", args.dae_corruption,
-    ]  # fmt: skip
-    if args.selection:
-        parts += ["--selection", args.selection]
-    for _, option in _GRID_OPTIONS:
-        if getattr(args, option):
-            flag = "--" + option.replace("_", "-")
-            parts += [flag, ",".join(f"{v:g}" for v in getattr(args, option))]
-    parts += ["--out", out]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Runs `keras-cae compare` with parsed arguments; returns the exit code."""
-    from keras_cae import data
-    from keras_cae.cli import CliError
-
-    out = args.out or os.path.join(
-        "runs", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    )
-    _io.check_output_dir(out, args.overwrite, "--out")
-    if args.test_fraction <= 0:
-        raise CliError("--test-fraction must be > 0: the comparison is measured on held-out data")
-    if args.learning_rate <= 0:
-        raise CliError(f"--learning-rate must be > 0, got {args.learning_rate:g}")
-    try:
-        import matplotlib  # noqa: F401  Fail before training, not after.
-    except ImportError:
-        raise CliError(
-            "keras-cae compare writes PNG figures and needs matplotlib: "
-            "pip install 'keras-cae[plot]'"
-        ) from None
-    dataset = data.load_digits() if args.data is None else data.load_array(args.data)
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    result = compare_models(
-        dataset,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        hidden_units=args.hidden_units,
-        learning_rate=args.learning_rate,
-        test_fraction=args.test_fraction,
-        dae_corruption=args.dae_corruption,
-        selection=args.selection,
-        grids={
-            name: getattr(args, option) for name, option in _GRID_OPTIONS if getattr(args, option)
-        },
-        progress=None if args.quiet else progress,
-    )
-    command = _command_line(args, out)
-    files = write_report(result, out, overwrite=args.overwrite, command=command)
-    print(_console_summary(result.report))
-    print(f"wrote {', '.join(files)} into {out}")
-    return 0
-
-
-def _console_summary(report: dict[str, Any]) -> str:
-    """A short table for the terminal."""
-    models = report["models"]
-    labelled = "probe_accuracy" in models[MODELS[0]]["summary"]
-    header = f"{'model':<7} {'test MSE':>9} {'mean|J|_F':>10}"
-    if labelled:
-        header += f" {'probe':>6} {'drop@0.2':>9}"
-    header += f" {'train s':>8}"
-    lines = [header]
-    for name in MODELS:
-        s = models[name]["summary"]
-        line = (
-            f"{name:<7} {s['reconstruction_mse']['mean']:>9.4f} "
-            f"{s['jacobian_frobenius']['mean']:>10.3f}"
-        )
-        if labelled:
-            drop = s[f"probe_drop@{NOISE_LEVELS[-1]}"]["mean"]
-            line += f" {s['probe_accuracy']['mean']:>6.3f} {drop:>9.3f}"
-        line += f" {s['train_seconds']['mean']:>8.1f}"
-        lines.append(line)
-    return "\n".join(lines)

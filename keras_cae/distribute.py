@@ -29,6 +29,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_cae._choices import STRATEGIES
+
 __all__ = [
     "STRATEGIES",
     "get_strategy",
@@ -37,8 +39,6 @@ __all__ = [
     "tf_config",
     "is_chief",
 ]
-
-STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def split_cpu(num_devices: int) -> list[str]:

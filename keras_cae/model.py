@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cae import penalties
+from keras_cae._choices import CORRUPTIONS
 from keras_cae.data import check_finite
 from keras_cae.distribute import replica_random
 
@@ -19,7 +20,6 @@ __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
 
 logger = logging.getLogger("keras_cae")
 
-CORRUPTIONS = ("gaussian", "masking")
 _SEED_STATE_KEY = "seed_generator_state"
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from keras_cae._choices import PENALTY_METHODS
 from keras_cae.distribute import replica_random
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("keras_cae")
 
-PENALTY_METHODS = ("auto", "batch_jacobian", "closed_form", "hutchinson")
 PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
 
 # Keras activations that are not element-wise, so their Jacobian is not diagonal.

@@ -34,20 +34,39 @@ __all__ = [
     "plot_tangents",
     "plot_reconstructions",
     "infer_image_shape",
+    "require_matplotlib",
 ]
 
 _INSTALL_HINT = "pip install 'keras-cae[plot]'"
 
 
-def _new_figure(width: float, height: float) -> Any:
-    """Returns a matplotlib Figure attached to an Agg canvas (no pyplot, no global backend)."""
+def require_matplotlib() -> None:
+    """Raises `ImportError` saying how to install matplotlib, if it is missing.
+
+    Call it before long work whose result is a figure, so that a missing optional
+    dependency is reported in a second rather than after the training run.
+
+    Raises:
+        ImportError: matplotlib cannot be imported; the message names the extra.
+
+    Example:
+
+    >>> require_matplotlib()  # Returns None when matplotlib is installed.
+    """
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError as error:
         raise ImportError(
             f"keras_cae.plots needs matplotlib, which is not installed: {_INSTALL_HINT}"
         ) from error
+
+
+def _new_figure(width: float, height: float) -> Any:
+    """Returns a matplotlib Figure attached to an Agg canvas (no pyplot, no global backend)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

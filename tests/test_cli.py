@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import subprocess
+import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -116,3 +121,241 @@ def test_existing_output_is_never_overwritten_without_overwrite(tmp_path, capsys
 def test_unknown_subcommand_is_one_line(capsys):
     code, _, stderr = run(capsys, "fly")
     assert code == 2 and stderr.count("\n") == 1 and "invalid choice" in stderr
+
+
+# ------------------------------------------------------------------------------------------
+# One error form for every command, checked before any work.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fresh_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Runs `code` in a new interpreter, as a user's shell would (no test log settings)."""
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**environment, **env},
+    )
+
+
+def _main_without_tensorflow(argvs: list[list[str]]) -> tuple[list[int], list[str]]:
+    """Runs `main` on each argv in one fresh process; asserts TensorFlow was not imported."""
+    result = _fresh_python(
+        "import sys\n"
+        "from keras_cae.cli import main\n"
+        f"codes = [main(argv) for argv in {argvs!r}]\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+        "print(codes)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr.splitlines()
+
+
+def _zip(path) -> str:
+    """A zip file that is no Keras archive (no config.json)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "argv, prog",
+    [
+        (["fly"], "keras-cae"),
+        (["train", "--epochs", "0"], "keras-cae train"),
+        (["export", "missing.keras", "--out", "o"], "keras-cae export"),
+        (["encode", "e.onnx", "x.npy", "--out", "codes.txt"], "keras-cae encode"),
+        (["serve", "missing.onnx", "--port", "70000"], "keras-cae serve"),
+        (["compare", "--seeds", "0"], "keras-cae compare"),
+        (["compare", "--test-fraction", "0"], "keras-cae compare"),
+    ],
+)
+def test_every_error_reads_prog_colon_error(argv, prog, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run(capsys, *argv)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"{prog}: error: "), stderr
+    assert f"{prog}: error: {prog}" not in stderr  # No doubled prefix.
+
+
+def test_overwrite_hint_uses_the_cli_spelling(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    for argv in (["train"], ["compare"], ["export", _zip(tmp_path / "m.keras")]):
+        code, _, stderr = run(capsys, *argv, "--out", str(tmp_path / "out"))
+        assert code == 2 and "pass --overwrite" in stderr and "overwrite=True" not in stderr
+
+
+UNWRITABLE = {
+    "under a file": ("{tmp}/a-file/target", "is a file, not a directory"),
+    "read-only": ("/sys/keras-cae-test/target", "cannot write in '/sys'"),
+}
+
+
+@pytest.mark.parametrize("where", UNWRITABLE)
+def test_unwritable_out_fails_first_in_one_line_without_tensorflow(where, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    out, words = UNWRITABLE[where]
+    out = out.format(tmp=tmp_path)
+    model = _zip(tmp_path / "m.keras")
+    commands = [
+        ["train", "--out", out],
+        ["compare", "--out", out],
+        ["export", model, "--out", out],
+        ["encode", "e.onnx", "x.npy", "--out", out + ".npy"],
+    ]
+    codes, lines = _main_without_tensorflow(commands)
+    assert codes == [2, 2, 2, 2] and len(lines) == 4, lines
+    for line, command in zip(lines, ("train", "compare", "export", "encode")):
+        assert line.startswith(f"keras-cae {command}: error: `--out`") and words in line, line
+
+
+# ------------------------------------------------------------------------------------------
+# Messages a user can act on.
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("fake.keras", "is not a Keras archive"),  # A .npy file renamed.
+        ("metrics.json", "is not a Keras archive"),
+        ("run", "is a directory without model.keras"),
+    ],
+)
+def test_export_says_what_the_model_path_is(name, words, tmp_path, capsys):
+    path = tmp_path / name
+    if name == "run":
+        path.mkdir()
+    elif name == "metrics.json":
+        path.write_text("{}")
+    else:
+        with open(path, "wb") as stream:
+            np.save(stream, np.ones(3))
+    code, _, stderr = run(capsys, "export", str(path), "--out", str(tmp_path / "o"))
+    assert code == 2 and f"{str(path)!r} {words}" in stderr and "not found" not in stderr
+
+
+def test_export_reads_a_run_directory_as_its_model_keras(tmp_path):
+    from keras_cae.cli.export import resolve_model_path
+
+    model = _zip(tmp_path / "model.keras")
+    assert resolve_model_path(str(tmp_path)) == model
+    assert resolve_model_path(model) == model
+
+
+def test_keras_load_errors_are_printed_whole(tmp_path, capsys):
+    path = _zip(tmp_path / "model.zip")
+    with pytest.raises(Exception) as raised:
+        keras.models.load_model(path)
+    whole = " ".join(str(raised.value).split())
+    assert len(whole) > 300  # Long enough to have been cut before.
+    code, _, stderr = run(capsys, "export", path, "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert stderr.rstrip("\n").endswith(f"{type(raised.value).__name__}: {whole}"), stderr
+
+
+def test_too_few_rows_fail_before_tensorflow_naming_the_flag(tmp_path):
+    for rows in (1, 2):
+        np.save(tmp_path / f"rows{rows}.npy", np.random.default_rng(rows).random((rows, 4)))
+    argv = [
+        ["train", "--data", str(tmp_path / "rows1.npy"), "--out", str(tmp_path / "a")],
+        ["train", "--data", str(tmp_path / "rows2.npy"), "--out", str(tmp_path / "b")],
+        ["compare", "--data", str(tmp_path / "rows2.npy"), "--out", str(tmp_path / "c")],
+    ]
+    codes, (one, two, compare) = _main_without_tensorflow(argv)
+    assert codes == [2, 2, 2]
+    assert "has 1 row: --test-fraction 0.2 leaves no training rows" in one
+    assert "give more rows or change --test-fraction" in one
+    assert "--validation-split 0.1 of the remaining 1 leaves no training rows" in two
+    assert "give more rows or change --validation-split" in two
+    assert "the validation search 0.2 of the remaining 1 leaves no training rows" in compare
+
+
+def test_row_counts_match_what_scikit_learn_and_keras_split():
+    from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+    from sklearn.model_selection import train_test_split
+
+    from keras_cae.cli.sizes import held_out_split
+
+    for rows in range(2, 40):
+        for fraction in (0.05, 0.1, 0.2, 0.33, 0.5, 0.9):
+            try:
+                kept, held = train_test_split(np.arange(rows), test_size=fraction, random_state=0)
+            except ValueError:  # scikit-learn refuses an empty part: so must we.
+                assert 0 in held_out_split(rows, fraction, "ceil"), (rows, fraction)
+            else:
+                assert held_out_split(rows, fraction, "ceil") == (len(kept), len(held))
+            try:
+                (kept, _), (held, _) = train_validation_split((np.arange(rows), None), fraction)
+            except ValueError:  # Keras refuses an empty part: so must we.
+                assert 0 in held_out_split(rows, fraction, "floor"), (rows, fraction)
+                continue
+            assert held_out_split(rows, fraction, "floor") == (len(kept), len(held))
+
+
+# ------------------------------------------------------------------------------------------
+# The front door: --version, --help, README.
+
+
+def test_version_and_help_list_the_subcommands(capsys):
+    import keras_cae
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"keras-cae {keras_cae.__version__}\n"
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    for command in ("train", "export", "encode", "serve", "compare"):
+        assert re.search(rf"^ +{command} +\S", listed, re.MULTILINE), listed
+
+
+def test_readme_creates_the_file_it_encodes(tmp_path):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as stream:
+        commands = [line[2:] for line in stream if line.startswith("$ ")]
+    encode = next(c for c in commands if c.startswith("keras-cae encode"))
+    source = encode.split()[3]
+    makers = [c for c in commands[: commands.index(encode)] if source in c]
+    assert makers, f"no README command before {encode!r} creates {source}"
+    for command in makers:
+        program, *arguments = shlex.split(command)
+        assert program == "python", command  # Run with this interpreter, not the PATH's.
+        subprocess.run([sys.executable, *arguments], check=True, cwd=tmp_path, timeout=120)
+    from keras_cae.data import load_digits
+
+    np.testing.assert_array_equal(np.load(tmp_path / source), load_digits().x)
+
+
+# ------------------------------------------------------------------------------------------
+# TensorFlow's own log lines, seen on the real stderr of a fresh process.
+
+
+def test_a_failed_tensorflow_import_is_one_line_that_points_at_verbose(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 4)))
+    argv = ["train", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "run")]
+    result = _fresh_python(  # `import tensorflow` fails, as in a broken installation.
+        f"import sys; sys.modules['tensorflow'] = None\n"
+        f"from keras_cae.cli import main; sys.exit(main({argv!r}))"
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("keras-cae train: error: cannot import TensorFlow")
+    assert "--verbose shows its log" in result.stderr
+
+
+@pytest.mark.slow
+def test_tensorflow_logs_are_silent_unless_verbose(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 4)))
+    train = ["train", "--data", str(tmp_path / "x.npy"), "--epochs", "1", "--quiet"]
+    bad = _zip(tmp_path / "bad.keras")
+    cli = "import sys; from keras_cae.cli import main; sys.exit(main({!r}))"
+    trained = _fresh_python(cli.format([*train, "--out", str(tmp_path / "run")]))
+    assert trained.returncode == 0 and trained.stderr == "", trained.stderr
+    failed = _fresh_python(cli.format(["export", bad, "--out", str(tmp_path / "o")]))
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("keras-cae export: error: cannot load")
+    assert failed.stderr.count("\n") == 1, failed.stderr
+    # The control: the same commands with --verbose do print TensorFlow's lines.
+    verbose = _fresh_python(cli.format([*train, "--out", str(tmp_path / "v"), "--verbose"]))
+    assert verbose.returncode == 0 and verbose.stderr.count("\n") > 1, verbose.stderr

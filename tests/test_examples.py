@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -29,3 +30,14 @@ def test_train_digits_example(tmp_path):
 def test_conv_encoder_example(penalty):
     logs = load("conv_encoder").main(["--epochs", "1", "--penalty", penalty])
     assert np.isfinite(logs["loss"]) and logs["contractive_loss"] > 0
+
+
+def test_compare_models_example_says_matplotlib_is_missing_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails.
+    monkeypatch.setattr(sys, "argv", ["compare_models.py", "--epochs", "1", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        load("compare_models").main()
+    assert "pip install 'keras-cae[plot]'" in str(exited.value.code)
+    assert "mean ||J_f(x)||_F" not in capsys.readouterr().out  # Nothing was trained.

@@ -307,4 +307,5 @@ def test_cli_mirrored_batch_size_must_split_over_replicas(npy_shards, tmp_path) 
     odd = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert odd.returncode == 2
     last = odd.stderr.strip().splitlines()[-1]
-    assert last.startswith("keras-cae: error: --batch-size 33") and "multiple of the 2" in last
+    assert last.startswith("keras-cae train: error: --batch-size 33")
+    assert "multiple of the 2" in last

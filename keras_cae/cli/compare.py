@@ -1,0 +1,152 @@
+"""`keras-cae compare`: the command-line wiring of the study in `keras_cae.compare`.
+
+Parses the options, checks `--out`, matplotlib and the data before TensorFlow is
+imported, runs `compare_models`, writes the report and prints a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from keras_cae import compare, plots
+from keras_cae._choices import CORRUPTIONS
+from keras_cae.cli.errors import CliError
+from keras_cae.cli.output import check_out, default_out
+from keras_cae.cli.quiet import import_tensorflow
+from keras_cae.cli.sizes import load_data
+from keras_cae.cli.types import FRACTION, POSITIVE_INT, UNITS, number, number_list
+
+__all__ = ["add_parser", "run"]
+
+GRID = number_list(0, example="0.001,0.01")
+# Searched model -> the option that overrides its grid.
+_GRID_OPTIONS = (("DAE", "dae_levels"), ("CAE", "cae_weights"), ("CAE+H", "hessian_weights"))
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds `keras-cae compare` to the subcommands (imports no TensorFlow)."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="train AE, DAE, CAE and CAE+H on equal footing and report how they compare",
+        description="Train AE, DAE, CAE and CAE+H with identical architecture, data, seeds "
+        "and budget (hyper-parameters from a small validation search), then write "
+        "report.md, report.json and PNG figures into --out.",
+    )
+    add = parser.add_argument
+    add("--data", help="a .npy, .npz (x, optional y) or .csv file; default: bundled digits")
+    add("--out", help="output directory (new or empty unless --overwrite); "
+        "default: runs/compare-<timestamp>")  # fmt: skip
+    add("--overwrite", action="store_true", help="replace a non-empty --out")
+    add("--seeds", type=POSITIVE_INT, default=3, help="final runs per model (default: 3)")
+    add("--epochs", type=POSITIVE_INT, default=60, help="epochs of every run (default: 60)")
+    add("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
+    add("--hidden-units", type=UNITS, default=[32], help="code size(s) (default: 32)")
+    add("--learning-rate", type=number(0, inclusive=False), default=3e-3,
+        help="Adam (default: 0.003)")  # fmt: skip
+    add("--test-fraction", type=FRACTION, default=0.2, help="held out (default: 0.2)")
+    add("--dae-corruption", choices=CORRUPTIONS, default="gaussian",
+        help="the DAE's training noise (default: gaussian)")  # fmt: skip
+    add("--selection", choices=compare.SELECTIONS,
+        help="search criterion (default: probe with labels, else reconstruction)")  # fmt: skip
+    add("--dae-levels", type=GRID, metavar="V,V,...",
+        help="DAE noise levels to search "
+        "(default: 0.1,0.2,0.4 gaussian; 0.1,0.25,0.5 masking)")  # fmt: skip
+    add("--cae-weights", type=GRID, metavar="V,V,...",
+        help="CAE λ values to search (default: 0.0003,0.001,0.003)")  # fmt: skip
+    add("--hessian-weights", type=GRID, metavar="V,V,...",
+        help="CAE+H γ values to search, λ from the CAE (default: 0.01,0.1,1)")  # fmt: skip
+    add("--quiet", action="store_true", help="no progress lines")
+    add("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    parser.set_defaults(run=run)
+
+
+def _command_line(args: argparse.Namespace, out: str) -> str:
+    """The canonical command line, every option explicit, for the report."""
+    parts = ["keras-cae", "compare"]
+    if args.data:
+        parts += ["--data", args.data]
+    parts += [
+        "--seeds", str(args.seeds), "--epochs", str(args.epochs),
+        "--batch-size", str(args.batch_size),
+        "--hidden-units", ",".join(map(str, args.hidden_units)),
+        "--learning-rate", f"{args.learning_rate:g}", "--test-fraction", f"{args.test_fraction:g}",
+        "--dae-corruption", args.dae_corruption,
+    ]  # fmt: skip
+    if args.selection:
+        parts += ["--selection", args.selection]
+    for _, option in _GRID_OPTIONS:
+        if getattr(args, option):
+            flag = "--" + option.replace("_", "-")
+            parts += [flag, ",".join(f"{v:g}" for v in getattr(args, option))]
+    parts += ["--out", out]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `keras-cae compare` with parsed arguments; returns the exit code."""
+    out = args.out or default_out("compare")
+    check_out(out, args.overwrite)
+    if args.test_fraction <= 0:
+        raise CliError("--test-fraction must be > 0: the comparison is measured on held-out data")
+    try:
+        plots.require_matplotlib()  # Fail before training, not after.
+    except ImportError as error:
+        raise CliError(f"keras-cae compare writes PNG figures: {error}") from None
+    dataset = load_data(
+        args.data,
+        [
+            ("--test-fraction", args.test_fraction, "ceil"),
+            ("the validation search", compare.VALIDATION_FRACTION, "ceil"),
+        ],
+    )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    import_tensorflow(args.verbose)
+    result = compare.compare_models(
+        dataset,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        hidden_units=args.hidden_units,
+        learning_rate=args.learning_rate,
+        test_fraction=args.test_fraction,
+        dae_corruption=args.dae_corruption,
+        selection=args.selection,
+        grids={
+            name: getattr(args, option) for name, option in _GRID_OPTIONS if getattr(args, option)
+        },
+        progress=None if args.quiet else progress,
+    )
+    command = _command_line(args, out)
+    files = compare.write_report(result, out, overwrite=args.overwrite, command=command)
+    print(_console_summary(result.report))
+    print(f"wrote {', '.join(files)} into {out}")
+    return 0
+
+
+def _console_summary(report: dict[str, Any]) -> str:
+    """A short table for the terminal."""
+    models = report["models"]
+    labelled = "probe_accuracy" in models[compare.MODELS[0]]["summary"]
+    header = f"{'model':<7} {'test MSE':>9} {'mean|J|_F':>10}"
+    if labelled:
+        header += f" {'probe':>6} {'drop@0.2':>9}"
+    header += f" {'train s':>8}"
+    lines = [header]
+    for name in compare.MODELS:
+        s = models[name]["summary"]
+        line = (
+            f"{name:<7} {s['reconstruction_mse']['mean']:>9.4f} "
+            f"{s['jacobian_frobenius']['mean']:>10.3f}"
+        )
+        if labelled:
+            drop = s[f"probe_drop@{compare.NOISE_LEVELS[-1]}"]["mean"]
+            line += f" {s['probe_accuracy']['mean']:>6.3f} {drop:>9.3f}"
+        line += f" {s['train_seconds']['mean']:>8.1f}"
+        lines.append(line)
+    return "\n".join(lines)

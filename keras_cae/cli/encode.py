@@ -1,0 +1,67 @@
+"""`keras-cae encode`: encode an array with an exported ONNX encoder, without TensorFlow.
+
+This module and what it imports load numpy and onnxruntime only; a test runs it in a
+fresh process and checks that no TensorFlow or Keras module was imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from keras_cae import _io
+from keras_cae.cli.errors import CliError
+from keras_cae.cli.types import POSITIVE_INT
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds `keras-cae encode ENCODER.onnx INPUT --out CODES.npy ...` to the subcommands."""
+    parser = subparsers.add_parser(
+        "encode",
+        help="encode an array with an exported ONNX encoder (no TensorFlow)",
+        description="Encode the rows of a .npy, .npz (array 'x') or .csv file with an ONNX "
+        "encoder in onnxruntime and write the codes as a .npy file.",
+    )
+    add = parser.add_argument
+    add("encoder", help="an .onnx file written by `keras-cae export`")
+    add("input", help="a .npy, .npz or .csv file of inputs, one row per sample")
+    add("--out", required=True, help="the .npy file to write the codes to")
+    add("--overwrite", action="store_true", help="replace an existing --out")
+    add("--batch-size", type=POSITIVE_INT, default=1024, help="rows per onnxruntime call")
+    add("--threads", type=POSITIVE_INT, default=None, help="onnxruntime intra-op threads")
+    parser.set_defaults(run=run)
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    """Refuses an `--out` that is not a new (or, with `overwrite`, existing) .npy file."""
+    if not out.endswith(".npy"):
+        raise CliError(f"--out should be a .npy file, got {out!r}")
+    if os.path.isdir(out):
+        raise CliError(f"--out {out!r} is a directory")
+    if os.path.exists(out) and not overwrite:
+        raise CliError(f"--out {out!r} exists; choose another file or pass --overwrite")
+    _io.check_writable(out, "--out")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise CliError(f"the directory of --out {out!r} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `keras-cae encode`; imports no TensorFlow."""
+    from export.runtime import OnnxEncoder
+    from keras_cae.data import load_array
+
+    _check_out(args.out, args.overwrite)
+    encoder = OnnxEncoder(
+        args.encoder, intra_op_num_threads=args.threads, batch_size=args.batch_size
+    )
+    dataset = load_array(args.input)  # Rejects NaN and infinities itself.
+    try:
+        codes = encoder.encode(dataset.x)
+    except ValueError as error:
+        raise CliError(f"{args.input}: {error}") from None
+    _io.atomic_save_npy(args.out, codes)
+    print(f"wrote codes of shape {codes.shape} ({codes.dtype}) to {args.out}")
+    return 0

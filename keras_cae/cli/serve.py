@@ -1,0 +1,54 @@
+"""`keras-cae serve`: the HTTP inference service of `export.serve`, without TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keras_cae.cli.errors import CliError
+from keras_cae.cli.types import POSITIVE_INT, number
+
+__all__ = ["add_parser", "run"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # uvicorn's names.
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds `keras-cae serve ENCODER.onnx ...` to the subcommands."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve an exported encoder over HTTP (KServe v2, TF Serving REST, /metrics)",
+        description="Serve ENCODER.onnx with onnxruntime: Open Inference Protocol (KServe "
+        "v2) at /v2, TensorFlow Serving REST at /v1, Prometheus /metrics, OpenAPI /docs. "
+        "Needs: pip install 'keras-cae[serve]'.",
+    )
+    add = parser.add_argument
+    add("encoder", metavar="ENCODER.onnx", help="an encoder written by keras-cae export")
+    add("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    add("--port", type=number(0, 65535, integer=True), default=8000, help="default: 8000")
+    add("--name", help="model name in URLs (default: the file name, e.g. encoder)")
+    add("--max-batch", type=POSITIVE_INT, default=1024, help="rows per request (default: 1024)")
+    add("--workers", type=POSITIVE_INT, default=1, help="processes (default: 1)")
+    add("--threads", type=POSITIVE_INT, default=1, help="onnxruntime threads/worker (default: 1)")
+    add("--max-body-bytes", type=POSITIVE_INT, help="default: fits --max-batch rows of JSON")
+    add("--shutdown-timeout", type=POSITIVE_INT, default=30,
+        help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
+    add("--access-log", action="store_true", help="log every request")
+    add("--log-level", default="info", choices=LOG_LEVELS)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `keras-cae serve` until the server stops."""
+    try:
+        from export.serve import serve  # FastAPI, uvicorn, onnxruntime; never TensorFlow.
+    except ImportError as error:
+        raise CliError(str(error)) from None
+
+    serve(
+        args.encoder, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch,
+        workers=args.workers, threads=args.threads, max_body_bytes=args.max_body_bytes,
+        shutdown_timeout=args.shutdown_timeout, access_log=args.access_log,
+        log_level=args.log_level,
+    )  # fmt: skip
+    return 0

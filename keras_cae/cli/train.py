@@ -1,0 +1,158 @@
+"""`keras-cae train`: train a Dense contractive auto-encoder, write model.keras and metrics.json.
+
+Every check on the arguments, the data and `--out` runs before TensorFlow is imported,
+so a mistake costs a second, not a training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from keras_cae import _io
+from keras_cae._choices import PENALTY_METHODS, STRATEGIES
+from keras_cae.cli.errors import CliError
+from keras_cae.cli.output import check_out, default_out
+from keras_cae.cli.quiet import import_tensorflow
+from keras_cae.cli.sizes import load_data
+from keras_cae.cli.types import FRACTION, NON_NEGATIVE, POSITIVE_INT, UNITS
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds `keras-cae train` to the subcommands."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a contractive auto-encoder (default data: scikit-learn's digits)",
+        description="Train a Dense contractive auto-encoder and write model.keras and "
+        "metrics.json into --out.",
+    )
+    add = parser.add_argument
+    add("--data", help="a .npy, .npz (array 'x', optional labels 'y') or .csv file, or a "
+        "directory or quoted glob of .npy or .tfrecord shards to stream from disk; "
+        "default: the bundled scikit-learn digits scaled to [0, 1]")  # fmt: skip
+    add("--out", help="output directory (must be new or empty unless --overwrite); "
+        "default: runs/train-<timestamp>")  # fmt: skip
+    add("--overwrite", action="store_true", help="replace a non-empty --out")
+    add("--hidden-units", type=UNITS, default=[64],
+        help="code size or sizes, e.g. 64 or 128,32 (default: 64)")  # fmt: skip
+    add("--activation", default="sigmoid", help="encoder activation (default: sigmoid)")
+    add("--output-activation", default="sigmoid",
+        help="reconstruction activation (default: sigmoid)")  # fmt: skip
+    add("--tied-weights", action="store_true",
+        help="decoder uses the transposed encoder kernels")  # fmt: skip
+    add("--epochs", type=POSITIVE_INT, default=60, help="default: 60")
+    add("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
+    add("--contractive-weight", type=NON_NEGATIVE, default=0.003, help="λ (default: 0.003)")
+    add("--penalty", default="auto", choices=PENALTY_METHODS,
+        help="how ‖J‖² is computed (default: auto, exact)")  # fmt: skip
+    add("--learning-rate", type=NON_NEGATIVE, default=3e-3, help="Adam (default: 0.003)")
+    add("--seed", type=int, default=0, help="default: 0")
+    add("--validation-split", type=FRACTION, default=0.1,
+        help="of the training part (default: 0.1)")  # fmt: skip
+    add("--test-fraction", type=FRACTION, default=0.2,
+        help="held out for the summary (default: 0.2)")  # fmt: skip
+    add("--quiet", action="store_true", help="no Keras progress bar")
+    add("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    scale = parser.add_argument_group("scale (see docs: multi-worker, streaming)")
+    scale.add_argument("--strategy", default="default", choices=STRATEGIES,
+        help="tf.distribute strategy: one device, all local devices, or the workers "
+        "of TF_CONFIG (default: default)")  # fmt: skip
+    scale.add_argument("--cpu-devices", type=POSITIVE_INT,
+        help="with --strategy mirrored: split the CPU into this many replicas")  # fmt: skip
+    scale.add_argument("--backup-dir",
+        help="keras.callbacks.BackupAndRestore directory: a killed run started again "
+        "with the same arguments resumes from its last finished epoch")  # fmt: skip
+    scale.add_argument("--steps-per-epoch", type=POSITIVE_INT,
+        help="streamed data: batches per epoch")  # fmt: skip
+    scale.add_argument("--shuffle-buffer", type=POSITIVE_INT, default=10_000,
+        help="streamed data: rows in the shuffle buffer (default: 10000)")  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `keras-cae train`; prints the summary."""
+    out = args.out or default_out("train")
+    check_out(out, args.overwrite)
+    if args.cpu_devices is not None and args.strategy != "mirrored":
+        raise CliError("--cpu-devices only applies to --strategy mirrored")
+    if args.test_fraction <= 0:
+        raise CliError("--test-fraction must be > 0: the summary is measured on held-out data")
+    streamed = args.data is not None and (
+        os.path.isdir(args.data) or any(char in args.data for char in "*?[")
+    )
+    if not streamed and args.steps_per_epoch is not None:
+        raise CliError("--steps-per-epoch only applies to streamed --data (a directory or glob)")
+    if not streamed:
+        dataset = load_data(
+            args.data,
+            [
+                ("--test-fraction", args.test_fraction, "ceil"),
+                ("--validation-split", args.validation_split, "floor"),
+            ],
+        )
+
+    import_tensorflow(args.verbose)
+    from keras_cae import distribute, training
+
+    # Logical CPU devices must exist before TensorFlow initialises.
+    try:
+        devices = None if args.cpu_devices is None else distribute.split_cpu(args.cpu_devices)
+    except RuntimeError as error:
+        raise CliError(f"--cpu-devices: {error}") from None
+    strategy = distribute.get_strategy(args.strategy, devices)
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        raise CliError(
+            f"--batch-size {args.batch_size} is the global batch and should be a multiple "
+            f"of the {replicas} replicas of --strategy {args.strategy}"
+        )
+    chief = distribute.is_chief()
+    callbacks = []
+    if args.backup_dir:
+        import keras
+
+        backup = args.backup_dir
+        if args.strategy == "multi-worker":
+            # Workers hold identical weights; each keeps its own copy, so no shared
+            # file system is needed and no two processes write one file.
+            backup = os.path.join(backup, f"worker-{distribute.tf_config()['task']['index']}")
+        callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
+    common = {
+        "hidden_units": args.hidden_units,
+        "activation": args.activation,
+        "output_activation": args.output_activation,
+        "tied_weights": args.tied_weights,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "contractive_weight": args.contractive_weight,
+        "penalty": args.penalty,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "test_fraction": args.test_fraction,
+        "verbose": 0 if args.quiet else 2,
+        "strategy": strategy,
+        "callbacks": callbacks,
+    }
+    if streamed:
+        from keras_cae import streaming
+
+        result = training.train_stream(
+            streaming.open_shards(args.data),
+            steps_per_epoch=args.steps_per_epoch,
+            shuffle_buffer=args.shuffle_buffer,
+            **common,
+        )
+    else:
+        result = training.train(dataset, validation_split=args.validation_split, **common)
+    if not chief:
+        # Only the chief writes --out; the other workers hold the same weights.
+        print(f"worker {distribute.tf_config()['task']['index']}: done, the chief writes {out}")
+        return 0
+    with _io.atomic_directory(out, overwrite=args.overwrite) as staging:
+        result.model.save(os.path.join(staging, "model.keras"))
+        _io.atomic_write_json(os.path.join(staging, "metrics.json"), result.metrics)
+    print(training.format_summary(result.metrics, out))
+    return 0

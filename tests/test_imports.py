@@ -1,0 +1,124 @@
+"""The import graph of `keras_cae` and `export`, read from the source: no cycles, one direction.
+
+Every `import` statement counts, including those inside functions (lazy imports),
+since a lazy import circle is still a circle a reader must untangle. Names loaded by
+`importlib` from strings (the packages' PEP 562 `__getattr__`) are not seen.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("keras_cae", "export")
+
+
+def _modules() -> dict[str, str]:
+    """Module name -> file, for every .py file of the packages."""
+    found = {}
+    for package in PACKAGES:
+        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                    if parts[-1] == "__init__":
+                        parts.pop()
+                    found[".".join(parts)] = path
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the modules of the packages it imports."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        with open(path, encoding="utf-8") as stream:
+            tree = ast.parse(stream.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                # `from package import module` imports the module; otherwise the name's module.
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                ]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:  # `import a.b.c` of a package.
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _layer(module: str) -> str:
+    return "cli" if module.startswith("keras_cae.cli") else module.split(".")[0]
+
+
+def test_the_graph_is_read_from_the_source():
+    graph = _graph()
+    assert "keras_cae.cli.train" in graph["keras_cae.cli"]
+    assert "keras_cae.cli.errors" in graph["keras_cae.cli.train"]
+    assert "keras_cae._io" in graph["export._export"]
+    assert "export.serve" in graph["keras_cae.cli.serve"]  # A lazy import, inside `run`.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_itself_back():
+    assert _cycles(_graph()) == []
+
+
+def test_dependencies_point_one_way_cli_to_export_to_library():
+    """The CLI uses export and the library; export uses the library; nothing points back."""
+    allowed = {("cli", "export"), ("cli", "keras_cae"), ("export", "keras_cae")}
+    wrong = sorted(
+        (source, target)
+        for source, targets in _graph().items()
+        for target in targets
+        if _layer(source) != _layer(target) and (_layer(source), _layer(target)) not in allowed
+    )
+    assert wrong == []
