@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from export.formats import PartExport
+    from export.writer import PartExport
 
 __all__ = ["DEFAULT_OPSET", "ONNX_WRITER", "SUPPORTED_OPSETS", "to_onnx", "check_opset"]
 
