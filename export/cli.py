@@ -24,6 +24,7 @@ __all__ = ["add_export_parser", "add_encode_parser", "run_export", "run_encode"]
 
 def add_export_parser(subparsers: Any) -> None:
     """Adds `keras-cae export MODEL.keras --out DIR ...`."""
+    from export.formats import DEFAULT_FORMATS, FORMATS
     from export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 
     parser = subparsers.add_parser(
@@ -38,10 +39,11 @@ def add_export_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--format",
         nargs="+",
-        choices=["onnx", "saved_model"],
-        default=["onnx", "saved_model"],
-        help="formats to write (default: onnx saved_model)",
+        choices=FORMATS,
+        default=list(DEFAULT_FORMATS),
+        help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)})",
     )
+    parser.add_argument("--name", help="the encoder's model name in the Triton repository")
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -133,6 +135,7 @@ def run_export(args: argparse.Namespace) -> int:
             parts=args.parts,
             metadata=metadata,
             probe=probe,
+            model_name=args.name,
             tolerance=_export.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
         )
     except _export.ExportError as error:

@@ -3,15 +3,15 @@
 `export_encoder` validates its arguments, runs Keras on the probe batch and then,
 for every part and format, asks the format's writer to write the part into the
 staging directory and to load it back for the parity check. A writer knows one
-format and nothing of the others. Adding a format (a Triton model repository, say)
-is one module with a writer plus one entry in `WRITERS`.
+format and nothing of the others. Adding a format is one module with a writer plus
+one entry in `WRITERS` (`export/triton.py` is one).
 
 Example:
 
 >>> from export.formats import FORMATS, WRITERS                      # doctest: +SKIP
 >>> FORMATS
-('onnx', 'saved_model')
->>> WRITERS["onnx"].file_name.format(part="encoder")
+('onnx', 'saved_model', 'triton')
+>>> WRITERS["onnx"].file_name.format(part="encoder", name="encoder")
 'encoder.onnx'
 """
 
@@ -26,8 +26,9 @@ import numpy as np
 
 from export.onnx import ONNX_WRITER
 from export.saved_model import SAVED_MODEL_WRITER
+from export.triton import TRITON_WRITER
 
-__all__ = ["FORMATS", "WRITERS", "FormatWriter", "PartExport"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "WRITERS", "FormatWriter", "PartExport"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class PartExport:
         metadata: string metadata describing the part (keys without prefix).
         description: one line for the artifact's doc string.
         options: the format options, as the writers' `check_options` returned them
-            (``{"opset": 17}``).
+            (``{"opset": 17, "model_name": None}``).
     """
 
     part: str
@@ -62,7 +63,8 @@ class FormatWriter(Protocol):
     """Writes a part in one format and loads it back for the parity check.
 
     Attributes:
-        file_name: the artifact's name in the export directory, with ``{part}``.
+        file_name: the artifact's name in the export directory, with ``{part}`` and
+            optionally ``{name}``, the part's model name in a model repository.
         write_step: names the write in error messages, with ``{part}``.
         load_step: names the load in error messages, with ``{part}``.
         metadata_keys: the keys `metadata` returns (reserved for the export).
@@ -93,10 +95,15 @@ class FormatWriter(Protocol):
         ...
 
 
-#: Format name -> its writer, in the default order of `export_encoder(formats=...)`.
+#: Format name -> its writer, in the order `export_encoder(formats=...)` writes them.
 WRITERS: dict[str, FormatWriter] = {
     "onnx": ONNX_WRITER,
     "saved_model": SAVED_MODEL_WRITER,
+    "triton": TRITON_WRITER,
 }
-#: Export formats: an ONNX file (tf2onnx) and a TensorFlow SavedModel directory.
+#: Export formats: an ONNX file (tf2onnx), a TensorFlow SavedModel directory and a
+#: Triton model repository (ONNX + config.pbtxt).
 FORMATS = tuple(WRITERS)
+#: What `export_encoder` writes unless told: the formats that need no extra package
+#: (the Triton check needs tritonclient).
+DEFAULT_FORMATS = ("onnx", "saved_model")
