@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -27,9 +24,9 @@ import export
 import keras_cae
 from export import triton
 from keras_cae.cli import main
+from tests._loopback import free_port, running_server, v2_infer
 
 FEATURES, CODE = 12, 3
-STARTUP_TIMEOUT = 60.0  # Seconds; the machine is shared with TensorFlow jobs.
 
 
 @pytest.fixture(scope="module")
@@ -208,44 +205,9 @@ def test_cli_export_format_triton(exported, tmp_path, capsys):
 # keras-cae serve answers the v2 requests that Triton answers for this repository.
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(command: list[str], port: int, log_path: str) -> subprocess.Popen:
-    """Starts `command` (a `keras-cae serve ... --port port`) and waits until /v2/health/ready
-    answers; shared with tests/test_service_install.py."""
-    import httpx
-
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited:\n{open(log_path).read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"the server did not start:\n{open(log_path).read()}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def triton_model_metadata(model_dir: str) -> dict[str, Any]:
     """The v2 model metadata Triton reports for a model of the repository: the config's
-    tensors with the batch axis first as -1, types without ``TYPE_``, version "1"."""
+    tensors with the batch axis first as -1, types without ``TYPE_``, the versions."""
     config = _parse_config(model_dir)
 
     def tensors(field: Any) -> list[dict[str, Any]]:
@@ -267,42 +229,26 @@ def triton_model_metadata(model_dir: str) -> dict[str, Any]:
     }
 
 
-def v2_request_matches(url: str, model_dir: str, x: np.ndarray) -> np.ndarray:
-    """Sends `x` with tritonclient.http to `url`, using only names, types and shapes read
-    from ``config.pbtxt``; checks the served metadata; returns the output."""
+def test_keras_cae_serve_answers_what_triton_would(exported, tmp_path, rng):
     import tritonclient.http as httpclient
 
-    expected = triton_model_metadata(model_dir)
-    client = httpclient.InferenceServerClient(url)
-    try:
-        served = client.get_model_metadata(expected["name"])
-        assert served == expected
-        (tensor,) = expected["inputs"]
-        request = httpclient.InferInput(tensor["name"], list(x.shape), tensor["datatype"])
-        request.set_data_from_numpy(x, binary_data=False)
-        (output,) = expected["outputs"]
-        result = client.infer(
-            expected["name"],
-            [request],
-            outputs=[httpclient.InferRequestedOutput(output["name"], binary_data=False)],
-        )
-        return result.as_numpy(output["name"])
-    finally:
-        client.close()
-
-
-def test_keras_cae_serve_answers_what_triton_would(exported, tmp_path, rng):
     _, result = exported
     model_dir = result.path("triton")
     model_path = os.path.join(model_dir, "1", "model.onnx")
-    port = _free_port()
+    expected = triton_model_metadata(model_dir)
+    (tensor,), (output,) = expected["inputs"], expected["outputs"]
+    x = rng.random((5, FEATURES), dtype=np.float32)
+    port = free_port()
     command = [os.path.join(os.path.dirname(sys.executable), "keras-cae"), "serve", model_path]
-    process = start_server(
-        [*command, "--name", "digits", "--port", str(port)], port, str(tmp_path / "log")
-    )
-    try:
-        x = rng.random((5, FEATURES), dtype=np.float32)
-        codes = v2_request_matches(f"127.0.0.1:{port}", model_dir, x)
-    finally:
-        stop_server(process)
+    command += ["--name", expected["name"], "--port", str(port)]
+    with running_server(command, port, str(tmp_path / "log")) as url:
+        client = httpclient.InferenceServerClient(url)
+        try:
+            assert client.get_model_metadata(expected["name"]) == expected
+        finally:
+            client.close()
+        # A request built from config.pbtxt alone.
+        codes = v2_infer(
+            url, expected["name"], tensor["name"], tensor["datatype"], x, output["name"]
+        )
     np.testing.assert_array_equal(codes, export.OnnxEncoder(model_path).encode(x))
