@@ -43,7 +43,9 @@ def add_export_parser(subparsers: Any) -> None:
         default=list(DEFAULT_FORMATS),
         help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)})",
     )
-    parser.add_argument("--name", help="the encoder's model name in the Triton repository")
+    parser.add_argument(
+        "--name", help="with --format triton: the encoder's model name (default: encoder)"
+    )
     parser.add_argument(
         "--parts",
         nargs="+",
