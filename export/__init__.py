@@ -27,6 +27,7 @@ _LAZY = {
     "ExportError": "export.errors",
     "ParityError": "export.errors",
     "FORMATS": "export.formats",
+    "DEFAULT_FORMATS": "export.formats",
     "PARTS": "export._export",
     "DEFAULT_TOLERANCE": "export.parity",
     "DEFAULT_OPSET": "export.onnx",

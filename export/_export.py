@@ -21,7 +21,7 @@ import numpy as np
 from export import manifest as _manifest
 from export.errors import ExportError, ParityError
 from export.errors import step as _step
-from export.formats import FORMATS, WRITERS, FormatWriter, PartExport
+from export.formats import DEFAULT_FORMATS, FORMATS, WRITERS, FormatWriter, PartExport
 from export.parity import (
     DEFAULT_PROBE_SIZE,
     DEFAULT_TOLERANCE,
@@ -37,6 +37,7 @@ from export.result import display_path as _display_path  # noqa: F401 (export/cl
 from keras_cae import _io
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "DEFAULT_PROBE_SIZE",
     "DEFAULT_TOLERANCE",
     "FORMATS",
@@ -72,6 +73,14 @@ def _as_tuple(value: str | Sequence[str], name: str, allowed: Sequence[str]) -> 
                 f"Unrecognized {singular}={item!r}. Supported {name} are: {list(allowed)}"
             )
     return tuple(dict.fromkeys(values))
+
+
+def _model_names(model_name: str | None, parts: Sequence[str]) -> dict[str, str]:
+    """Each part's model name in a model repository: the part's name, or `model_name`
+    for the encoder and ``<model_name>_<part>`` for the others."""
+    if model_name is None:
+        return {part: part for part in parts}
+    return {part: model_name if part == "encoder" else f"{model_name}_{part}" for part in parts}
 
 
 def _built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
@@ -143,7 +152,7 @@ def _write_and_verify(
 def export_encoder(
     model: Any,
     out_dir: str | os.PathLike[str],
-    formats: str | Sequence[str] = FORMATS,
+    formats: str | Sequence[str] = DEFAULT_FORMATS,
     opset: int | None = None,
     overwrite: bool = False,
     parts: str | Sequence[str] = ("encoder",),
@@ -151,6 +160,7 @@ def export_encoder(
     probe: Any = None,
     tolerance: float = DEFAULT_TOLERANCE,
     input_shape: Sequence[int] | None = None,
+    model_name: str | None = None,
 ) -> ExportResult:
     """Exports a trained encoder (and optionally decoder or whole model), verified.
 
@@ -159,7 +169,8 @@ def export_encoder(
     ``encoder_saved_model/`` (signature ``serving_default``, same names), the same
     for ``decoder`` (``"code"`` → ``"reconstruction"``) and ``autoencoder`` (``"x"`` →
     ``"reconstruction"``) when asked, and ``manifest.json`` listing what was written
-    and the parity figures.
+    and the parity figures. The ``"triton"`` format writes a Triton model repository,
+    ``triton/<name>/config.pbtxt`` and ``triton/<name>/1/model.onnx`` (`export.triton`).
 
     Every artifact is loaded back (ONNX by onnxruntime through `OnnxEncoder`, the
     SavedModel by `tf.saved_model.load`) and run on the probe batch at batch size 1 and
@@ -172,7 +183,8 @@ def export_encoder(
             "encoder").
         out_dir: the directory to create. It must not exist or be empty, unless
             `overwrite`.
-        formats: `"onnx"`, `"saved_model"` or both. Defaults to both.
+        formats: any of `"onnx"`, `"saved_model"` and `"triton"` (which needs
+            ``tritonclient``). Defaults to `DEFAULT_FORMATS`, ``("onnx", "saved_model")``.
         opset: the ONNX opset (13 to 18). Defaults to `export.DEFAULT_OPSET` (17).
         overwrite: replace an existing non-empty `out_dir`. Defaults to `False`.
         parts: what to export from a `ContractiveAutoencoder`: any of `"encoder"`,
@@ -185,6 +197,9 @@ def export_encoder(
         input_shape: one sample's shape, for a subclassed model whose input shape
             cannot be read from the model. Defaults to the shape the model was built
             with.
+        model_name: the encoder's model name in the Triton repository (the other
+            parts are ``<model_name>_decoder`` and ``<model_name>_autoencoder``); only
+            with the `"triton"` format. Defaults to the part names (``"encoder"``).
 
     Returns:
         An `ExportResult` with the paths and the parity figures.
@@ -210,7 +225,12 @@ def export_encoder(
         raise ValueError(f"`overwrite` should be True or False. Received: overwrite={overwrite!r}")
     tolerance = check_tolerance(tolerance)
     writers = {format: WRITERS[format] for format in formats}
-    options: dict[str, Any] = {"opset": opset}
+    if model_name is not None and "triton" not in formats:
+        raise ValueError(
+            "`model_name` names the model in a Triton repository; add 'triton' to "
+            f"`formats`. Received: model_name={model_name!r}, formats={list(formats)}"
+        )
+    options: dict[str, Any] = {"opset": opset, "model_name": model_name}
     for writer in writers.values():
         options = writer.check_options(options)
     user_metadata = _manifest.user_metadata(
@@ -264,6 +284,7 @@ def export_encoder(
     for writer in writers.values():
         format_metadata.update(writer.metadata(options))
     base_metadata = _manifest.model_metadata(model, is_cae, codes, format_metadata, user_metadata)
+    model_names = _model_names(model_name, parts)
 
     artifacts: list[Artifact] = []
     with _io.atomic_directory(out_dir, overwrite=overwrite) as staging:
@@ -291,7 +312,7 @@ def export_encoder(
                 options=options,
             )
             for format, writer in writers.items():
-                name = writer.file_name.format(part=part)
+                name = writer.file_name.format(part=part, name=model_names[part])
                 diffs = _write_and_verify(
                     format,
                     writer,

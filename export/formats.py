@@ -3,15 +3,15 @@
 `export_encoder` validates its arguments, runs Keras on the probe batch and then,
 for every part and format, asks the format's writer to write the part into the
 staging directory and to load it back for the parity check. A writer knows one
-format and nothing of the others. Adding a format (a Triton model repository, say)
-is one module with a writer plus one entry in `WRITERS`.
+format and nothing of the others. Adding a format is one module with a writer plus
+one entry in `WRITERS` (`export/triton.py` is one).
 
 Example:
 
 >>> from export.formats import FORMATS, WRITERS                      # doctest: +SKIP
 >>> FORMATS
-('onnx', 'saved_model')
->>> WRITERS["onnx"].file_name.format(part="encoder")
+('onnx', 'saved_model', 'triton')
+>>> WRITERS["onnx"].file_name.format(part="encoder", name="encoder")
 'encoder.onnx'
 """
 
@@ -19,15 +19,21 @@ from __future__ import annotations
 
 from export.onnx import ONNX_WRITER
 from export.saved_model import SAVED_MODEL_WRITER
+from export.triton import TRITON_WRITER
 from export.writer import FormatWriter, PartExport
 
-__all__ = ["FORMATS", "WRITERS", "FormatWriter", "PartExport"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "WRITERS", "FormatWriter", "PartExport"]
 
 
-#: Format name -> its writer, in the default order of `export_encoder(formats=...)`.
+#: Format name -> its writer, in the order `export_encoder(formats=...)` writes them.
 WRITERS: dict[str, FormatWriter] = {
     "onnx": ONNX_WRITER,
     "saved_model": SAVED_MODEL_WRITER,
+    "triton": TRITON_WRITER,
 }
-#: Export formats: an ONNX file (tf2onnx) and a TensorFlow SavedModel directory.
+#: Export formats: an ONNX file (tf2onnx), a TensorFlow SavedModel directory and a
+#: Triton model repository (ONNX + config.pbtxt).
 FORMATS = tuple(WRITERS)
+#: What `export_encoder` writes unless told: the formats that need no extra package
+#: (the Triton check needs tritonclient).
+DEFAULT_FORMATS = ("onnx", "saved_model")

@@ -30,7 +30,7 @@ class PartExport:
         metadata: string metadata describing the part (keys without prefix).
         description: one line for the artifact's doc string.
         options: the format options, as the writers' `check_options` returned them
-            (``{"opset": 17}``).
+            (``{"opset": 17, "model_name": None}``).
     """
 
     part: str
@@ -48,7 +48,8 @@ class FormatWriter(Protocol):
     """Writes a part in one format and loads it back for the parity check.
 
     Attributes:
-        file_name: the artifact's name in the export directory, with ``{part}``.
+        file_name: the artifact's name in the export directory, with ``{part}`` and
+            optionally ``{name}``, the part's model name in a model repository.
         write_step: names the write in error messages, with ``{part}``.
         load_step: names the load in error messages, with ``{part}``.
         metadata_keys: the keys `metadata` returns (reserved for the export).

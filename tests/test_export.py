@@ -424,7 +424,8 @@ def test_subclassed_model_uses_the_shape_it_was_called_with(tmp_path):
     [
         (
             {"formats": ("onnx", "tflite")},
-            r"Unrecognized format='tflite'. Supported formats are: \['onnx', 'saved_model'\]",
+            r"Unrecognized format='tflite'. Supported formats are: "
+            r"\['onnx', 'saved_model', 'triton'\]",
         ),
         ({"formats": ()}, "at least one"),
         ({"parts": ("encoder", "head")}, "Unrecognized part='head'"),

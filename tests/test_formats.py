@@ -46,12 +46,12 @@ class _KerasFileWriter:
         yield lambda x: np.asarray(model(x, training=False)) + self.shift
 
 
-def test_registry_lists_the_formats_in_default_order():
-    assert export.FORMATS == formats.FORMATS == tuple(formats.WRITERS) == ("onnx", "saved_model")
-    assert [w.file_name.format(part="encoder") for w in formats.WRITERS.values()] == [
-        "encoder.onnx",
-        "encoder_saved_model",
-    ]
+def test_registry_lists_the_formats_in_order():
+    assert export.FORMATS == formats.FORMATS == tuple(formats.WRITERS)
+    assert export.FORMATS == ("onnx", "saved_model", "triton")
+    assert export.DEFAULT_FORMATS == ("onnx", "saved_model")
+    names = [w.file_name.format(part="encoder", name="digits") for w in formats.WRITERS.values()]
+    assert names == ["encoder.onnx", "encoder_saved_model", "triton/digits"]
 
 
 def test_a_new_format_is_one_writer_and_one_entry(tmp_path, monkeypatch):
@@ -82,7 +82,8 @@ def test_unknown_format_is_refused_keras_style(tmp_path):
     model = keras_cae.dense_autoencoder(FEATURES, 3, seed=5)
     with pytest.raises(
         ValueError,
-        match=r"^Unrecognized format='triton'. Supported formats are: \['onnx', 'saved_model'\]$",
+        match=r"^Unrecognized format='tflite'. Supported formats are: "
+        r"\['onnx', 'saved_model', 'triton'\]$",
     ):
-        export.export_encoder(model, tmp_path / "out", formats="triton")
+        export.export_encoder(model, tmp_path / "out", formats="tflite")
     assert os.listdir(tmp_path) == []

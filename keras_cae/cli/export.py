@@ -13,7 +13,7 @@ import os
 import zipfile
 from typing import Any
 
-from export import DEFAULT_TOLERANCE, FORMATS, PARTS
+from export import DEFAULT_FORMATS, DEFAULT_TOLERANCE, FORMATS, PARTS
 from export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out
@@ -38,8 +38,9 @@ def add_parser(subparsers: Any) -> None:
     add("model", help="a .keras file saved by `keras-cae train` or `model.save`, or the "
         "run directory of `keras-cae train` (its model.keras is used)")  # fmt: skip
     add("--out", required=True, help="output directory (new or empty unless --overwrite)")
-    add("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
-        help=f"formats to write (default: {' '.join(FORMATS)})")  # fmt: skip
+    add("--format", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS),
+        help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)})")  # fmt: skip
+    add("--name", help="with --format triton: the encoder's model name (default: encoder)")
     add("--parts", nargs="+", choices=PARTS, default=["encoder"],
         help="what to export (default: encoder)")  # fmt: skip
     add("--opset", type=int, choices=list(SUPPORTED_OPSETS), default=None, metavar="N",
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             parts=args.parts,
             metadata=metadata,
             probe=probe,
+            model_name=args.name,
             tolerance=args.tolerance,
         )
     except ExportError as error:
