@@ -46,13 +46,16 @@ import numpy as np
 
 try:
     import anyio.to_thread
+    import fastapi_offline  # Ships Swagger UI 5's files, so /docs works offline.
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.openapi.utils import get_openapi
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.responses import Response
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import FileResponse, HTMLResponse, Response
 except ImportError as error:  # pragma: no cover - depends on the environment.
     raise ImportError(
         "`keras-cae serve` needs FastAPI and uvicorn, which are not installed "
@@ -77,6 +80,14 @@ _VERSION = "1"
 # Triton's binary tensor data extension (also spoken by its Python/C++ clients).
 _BINARY_HEADER = "inference-header-content-length"
 _EXTENSIONS = ["binary_tensor_data"]
+# A byte count in a header: ASCII digits only (`str.isdigit` also accepts "²"), and few
+# enough of them that `int` never meets its 4,300-digit limit.
+_LENGTH = re.compile(r"[0-9]{1,18}")
+# The HTTP methods counted under their own name in /metrics; any other is "other", so
+# that clients cannot grow the label set.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# Counted as nginx does when a client goes away before its request is read.
+_CLIENT_CLOSED = 499
 # Model names appear in URL paths, so they are restricted to URL-safe characters.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -545,9 +556,11 @@ class _MetricsMiddleware:
             # raw path) keeps the label set bounded whatever clients request.
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
             self.metrics.observe_request(
-                endpoint, scope.get("method", ""), status, time.perf_counter() - start
-            )
+                endpoint, method if method in _METHODS else "other", status,
+                time.perf_counter() - start,
+            )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -656,6 +669,18 @@ def _flatten_numbers(data: list[Any], depth: int, where: str) -> list[Any]:
     raise _ClientError(400, f"{where} must hold JSON numbers; found {article} {bad}.")
 
 
+def _flag(parameters: dict[str, Any] | None, key: str, default: bool, where: str) -> bool:
+    """A boolean request parameter; the string "false" is not false, so only JSON
+    booleans are accepted."""
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise _ClientError(
+            400, f"{where}.{key} must be true or false (a JSON boolean); received "
+            f"{_dumps(value)[:40].decode(errors='replace')}.",
+        )  # fmt: skip
+    return value
+
+
 def _to_float64(values: list[Any], where: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
@@ -728,17 +753,21 @@ class _Service:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
-                raise _ClientError(400, f"Invalid Content-Length header {declared!r}.")
+            if not _LENGTH.fullmatch(declared):
+                raise _ClientError(400, f"Invalid Content-Length header {declared[:40]!r}.")
             if int(declared) > limit:
                 raise self._too_large(int(declared))
         chunks, size = [], 0
         # Counted while streaming, so that a chunked body cannot exceed the limit either.
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(size, at_least=True)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(size, at_least=True)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # Nobody is left to answer: the 499 only labels the request in /metrics.
+            raise _ClientError(_CLIENT_CLOSED, "The client closed the connection.") from None
         return b"".join(chunks)
 
     def _too_large(self, size: int, at_least: bool = False) -> _ClientError:
@@ -760,7 +789,37 @@ class _Service:
                 f"{self.max_batch} rows per request (--max-batch). Split the batch.",
             )  # fmt: skip
 
+    def to_input_dtype(self, x: np.ndarray) -> np.ndarray:
+        """Casts a batch to the model's input dtype; a 400 for NaN, infinities or values
+        that overflow it (the server, not the encoder, checks, to say so in HTTP terms)."""
+        narrow = x
+        if x.dtype != self.input_dtype:
+            with np.errstate(over="ignore", invalid="ignore"):
+                narrow = x.astype(self.input_dtype)
+        if narrow.size == 0 or np.isfinite(narrow).all():
+            return narrow
+        return self._raise_non_finite(x, narrow)
+
+    def _raise_non_finite(self, wide: np.ndarray, narrow: np.ndarray) -> np.ndarray:
+        def bad_rows(x: np.ndarray) -> np.ndarray:
+            return np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+
+        rows = bad_rows(wide)
+        if rows.size:
+            what = "NaN or infinite values"
+        else:
+            rows = bad_rows(narrow)
+            what = (
+                f"values that overflow {self.input_datatype} (magnitude above "
+                f"{np.finfo(self.input_dtype).max:.8g})"
+            )
+        raise _ClientError(
+            400, f"The input holds {what} in {len(rows)} of {len(wide)} rows (first: row "
+            f"{rows[0]}). Send finite values within the model's input type.",
+        )  # fmt: skip
+
     async def encode(self, x: np.ndarray, protocol: str) -> np.ndarray:
+        x = self.to_input_dtype(x)
         try:
             if x.shape[0] >= _THREAD_MIN_ROWS:
                 codes = await anyio.to_thread.run_sync(self.encoder.encode, x)
@@ -786,10 +845,11 @@ class _Service:
         header_length = request.headers.get(_BINARY_HEADER)
         binary = b""
         if header_length is not None:
-            if not header_length.isdigit() or int(header_length) > len(body):
+            if not _LENGTH.fullmatch(header_length) or int(header_length) > len(body):
                 raise _ClientError(
-                    400, f"Invalid Inference-Header-Content-Length {header_length!r} for a "
-                    f"body of {len(body)} bytes.",
+                    400, f"Invalid Inference-Header-Content-Length {header_length[:40]!r} "
+                    f"for a body of {len(body)} bytes: expected the JSON part's length, "
+                    "a decimal number of bytes.",
                 )  # fmt: skip
             body, binary = body[: int(header_length)], body[int(header_length) :]
         payload = _validate(V2InferRequest, _parse_json(body, "an inference request"))
@@ -797,7 +857,7 @@ class _Service:
         self.check_batch(x, f"Input {self.encoder.input_name!r}")
         codes = await self.encode(x, "v2")
 
-        binary_output = bool((payload.parameters or {}).get("binary_data_output", False))
+        binary_output = _flag(payload.parameters, "binary_data_output", False, "parameters")
         if payload.outputs:  # An empty list, like no list, asks for every output.
             names = [output.name for output in payload.outputs]
             unknown = [n for n in names if n != self.encoder.output_name]
@@ -807,8 +867,8 @@ class _Service:
                     f"{self.encoder.output_name!r}.",
                 )  # fmt: skip
             binary_output = any(
-                bool((output.parameters or {}).get("binary_data", binary_output))
-                for output in payload.outputs
+                _flag(output.parameters, "binary_data", binary_output, f"outputs[{i}].parameters")
+                for i, output in enumerate(payload.outputs)
             )
         output: dict[str, Any] = {
             "name": self.encoder.output_name,
@@ -887,7 +947,16 @@ class _Service:
                 400, f"{where} has {len(flat)} data elements; shape {list(shape)} needs "
                 f"{count}.",
             )  # fmt: skip
-        return _to_float64(flat, f"{where} data").reshape(shape)
+        if flat is tensor.data:  # Flattened row-major, as the protocol allows.
+            return _to_float64(flat, f"{where} data").reshape(shape)
+        # Nested: the nesting must be the declared shape, not re-split to fit it.
+        x = _to_float64(tensor.data, f"{where} data")
+        if x.shape != shape:
+            raise _ClientError(
+                400, f"{where} data is nested as shape {list(x.shape)}, which contradicts "
+                f"its declared shape {list(shape)}; nest it exactly so, or flatten it.",
+            )  # fmt: skip
+        return x
 
     # -- TensorFlow Serving ----------------------------------------------------------------
 
@@ -1036,7 +1105,8 @@ def create_app(
     >>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
     """
     if not isinstance(encoder, OnnxEncoder):
-        encoder = OnnxEncoder(encoder, intra_op_num_threads=threads)
+        # The service checks for NaN and overflow itself (`_Service.to_input_dtype`).
+        encoder = OnnxEncoder(encoder, intra_op_num_threads=threads, check_finite=False)
     name = _default_name(encoder.path) if name is None else name
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ValueError(
@@ -1078,6 +1148,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # Served by `_add_docs` from local files, not from a CDN.
+        redoc_url=None,
         title="keras-cae serve",
         version=_package_version(),
         summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
@@ -1088,7 +1160,8 @@ def create_app(
     app.state.metrics = metrics
     _add_error_handlers(app)
     _add_routes(app, service)
-    _install_openapi(app)
+    _add_docs(app)
+    _install_openapi(app, service)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     return app
 
@@ -1150,7 +1223,70 @@ def _json_body(schema: type[BaseModel], description: str) -> dict[str, Any]:
     }
 
 
-def _install_openapi(app: FastAPI) -> None:
+def _model_schemas(service: _Service) -> dict[str, dict[str, Any]]:
+    """The parts of the request schemas that depend on the served model: its tensor
+    names, datatype, sample shape and value range, so that the OpenAPI document says
+    what this server accepts (a JSON Schema cannot say that `data` holds as many
+    values as `shape` counts, nor that codes stay finite)."""
+    encoder = service.encoder
+    largest = float(np.finfo(service.input_dtype).max)
+    number: dict[str, Any] = {"type": "number", "minimum": -largest, "maximum": largest}
+
+    def nested(dims: Sequence[int | None], leaf: dict[str, Any]) -> dict[str, Any]:
+        schema = leaf
+        for dim in reversed(dims):
+            schema = {"type": "array", "items": schema}
+            if dim is not None:
+                schema.update(minItems=dim, maxItems=dim)
+        return schema
+
+    sample = nested(service.sample_shape, number)
+    batch = {**nested((None,), sample), "maxItems": service.max_batch}
+    name = encoder.input_name
+    keyed = {"type": "object", "required": [name], "additionalProperties": False}
+    # V2 `data`: flattened, or nested like the tensor (at most `rank` levels deep).
+    element = number
+    for _ in range(service.rank - 1):
+        element = {"anyOf": [number, {"type": "array", "items": element}]}
+    flag = {"type": "boolean"}
+    return {
+        "V2RequestInput": {
+            "name": {"type": "string", "const": name},
+            "datatype": {"type": "string", "enum": [service.input_datatype]},
+            "shape": {
+                "type": "array",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 0, "maximum": service.max_batch},
+                    *({"type": "integer", "minimum": 0} if d is None else {"const": d}
+                      for d in service.sample_shape),
+                ],
+                "items": False,
+                "minItems": service.rank,
+            },
+            "data": {"type": "array", "items": element},
+            "parameters": {"type": "object", "properties": {
+                "binary_data_size": {"type": "integer", "minimum": 0}}},
+        },
+        "V2RequestOutput": {
+            "name": {"type": "string", "const": encoder.output_name},
+            "parameters": {"type": "object", "properties": {"binary_data": flag}},
+        },
+        "V2InferRequest": {
+            "parameters": {"type": "object", "properties": {"binary_data_output": flag}},
+        },
+        "TFPredictRequest": {
+            "signature_name": {"type": "string", "enum": ["serving_default"]},
+            "instances": {"anyOf": [
+                batch,
+                {"type": "array", "maxItems": service.max_batch,
+                 "items": {**keyed, "properties": {name: sample}}},
+            ]},
+            "inputs": {"anyOf": [batch, {**keyed, "properties": {name: batch}}]},
+        },
+    }  # fmt: skip
+
+
+def _install_openapi(app: FastAPI, service: _Service) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = get_openapi(
@@ -1165,10 +1301,51 @@ def _install_openapi(app: FastAPI) -> None:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
+            for model_name, properties in _model_schemas(service).items():
+                for key, schema in properties.items():
+                    old = schemas[model_name]["properties"][key]
+                    schemas[model_name]["properties"][key] = {
+                        **schema,
+                        **{k: old[k] for k in ("title", "description") if k in old},
+                    }
+            schemas["V2InferRequest"]["properties"]["inputs"].update(maxItems=1)
+            # Exactly one of the two formats.
+            schemas["TFPredictRequest"]["oneOf"] = [
+                {"required": ["instances"]}, {"required": ["inputs"]}
+            ]  # fmt: skip
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Swagger UI 5 (OpenAPI 3.1 needs >= 5), as installed with the `serve` extra.
+_DOCS_ASSETS = {
+    name: os.path.join(os.path.dirname(fastapi_offline.__file__), "static", name)
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css")
+}
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Interactive docs at ``/docs`` that load nothing from outside the server (an
+    inference service usually has no internet access)."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="data:,",  # No icon request at all.
+            swagger_ui_parameters={"validatorUrl": None},  # No call to swagger.io.
+        )
+
+    @app.get("/docs/assets/{file}", include_in_schema=False)
+    async def docs_asset(file: str) -> FileResponse:
+        if file not in _DOCS_ASSETS:
+            raise _ClientError(404, f"No docs asset {file!r}; see /docs.")
+        return FileResponse(_DOCS_ASSETS[file], headers={"Cache-Control": "max-age=86400"})
 
 
 def _endpoint(handler: Callable[..., Awaitable[Any]], versioned: bool) -> Callable[..., Any]:

@@ -294,7 +294,9 @@ def _add_serve_parser(subparsers: Any) -> None:
     add("--shutdown-timeout", type=_positive_int, default=30,
         help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
     add("--access-log", action="store_true", help="log every request")
-    add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+        help="the server's log level: startup, shutdown and errors; with --access-log, "
+        "requests at info (default: info)")  # fmt: skip
     parser.set_defaults(run=_run_serve)
 
 

@@ -344,6 +344,22 @@ _BAD_REQUESTS = [
     ("nan", "POST", _INFER, _v2(data=[[*_ROW[:-1], float("nan")]]), 400, "NaN"),
     ("infinity", "POST", _INFER, _v2(data=[[float("inf"), *_ROW[1:]]]), 400, "infinite"),
     ("huge-number", "POST", _INFER, _v2(data=[[10**400, *_ROW[1:]]]), 400, "numeric"),
+    ("float32-overflow", "POST", _INFER, _v2(data=[[1e39, *_ROW[1:]]]), 400, "overflow FP32"),
+    ("tf-float32-overflow", "POST", _PREDICT, json.dumps({"instances": [[*_ROW[1:], -1e39]]}),
+     400, "overflow FP32"),
+    ("nested-ragged-rows", "POST", _INFER,
+     _v2(data=[[0.5] * 7, [0.5] * 9], shape=[2, FEATURES]), 400, "rectangular"),
+    ("nested-contradicts-shape", "POST", _INFER,
+     _v2(data=[[0.5] * 2 * FEATURES], shape=[2, FEATURES]), 400, "contradicts"),
+    ("binary-output-string", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "parameters": {"binary_data_output": "false"}}), 400,
+     "JSON boolean"),
+    ("binary-data-string", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "outputs": [{"name": "code",
+                 "parameters": {"binary_data": "true"}}]}), 400, "JSON boolean"),
+    ("header-length-superscript", "POST", _INFER, ("²", _v2()), 400, "Inference-Header"),
+    ("header-length-5000-digits", "POST", _INFER, ("1" * 5000, _v2()), 400, "Inference-Header"),
+    ("header-length-negative", "POST", _INFER, ("-1", _v2()), 400, "Inference-Header"),
     ("over-max-batch", "POST", _INFER,
      _v2(data=[_ROW] * (MAX_BATCH + 1), shape=[MAX_BATCH + 1, FEATURES]), 400, "--max-batch"),
     ("unknown-output", "POST", _INFER,
@@ -383,7 +399,7 @@ _BAD_REQUESTS = [
 def test_bad_request_is_a_clear_4xx(
     server: Server, client: Any, method: str, path: str, body: Any, status: int, words: str
 ) -> None:
-    headers: dict[str, str] = {}
+    headers: dict[str, Any] = {}
     content: Any = body
     if body == "binary":  # Declares 4 bytes more than it sends.
         raw = np.zeros((1, FEATURES), "<f4").tobytes()
@@ -392,6 +408,8 @@ def test_bad_request_is_a_clear_4xx(
         header = json.dumps({"inputs": [tensor]}).encode()
         content = header + raw
         headers["Inference-Header-Content-Length"] = str(len(header))
+    elif isinstance(body, tuple):  # (Inference-Header-Content-Length, body)
+        headers["Inference-Header-Content-Length"], content = body[0].encode("latin-1"), body[1]
     elif body == "chunked":  # No Content-Length: the limit is enforced while streaming.
         content = (b"x" * 8192 for _ in range(MAX_BODY // 8192 + 2))
     response = client.request(method, path, content=content, headers=headers)
@@ -400,6 +418,8 @@ def test_bad_request_is_a_clear_4xx(
     error = response.json()
     assert list(error) == ["error"] and isinstance(error["error"], str)
     assert words in error["error"], error["error"]
+    # Nothing an HTTP client cannot act on (such as how to construct an OnnxEncoder).
+    assert "check_finite" not in error["error"], error["error"]
     # The server is unharmed: the next request succeeds.
     assert server.process.poll() is None
     assert client.post(_INFER, content=_v2()).status_code == 200
@@ -481,6 +501,40 @@ def test_metrics_count_requests_latency_and_batches(client: Any) -> None:
     assert delta("keras_cae_batch_size_bucket", protocol="v2", le="8.0") == 3
     info = after["keras_cae_model_info"]
     assert [dict(k)["model"] for k in info] == [NAME]
+
+
+def test_metrics_labels_stay_bounded_whatever_the_method(client: Any) -> None:
+    before = _parse_prometheus(client.get("/metrics").text)["keras_cae_requests_total"]
+    methods = [f"M{i}" for i in range(40)] + ["X" * 4000]
+    for method in methods:
+        assert client.request(method, "/v2/health/ready").status_code == 405
+    after = _parse_prometheus(client.get("/metrics").text)["keras_cae_requests_total"]
+    labels = {dict(k)["method"] for k in after}
+    assert labels <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
+    assert len(after) - len(before) <= 1  # At most the one new series for "other".
+    other = {("endpoint", "/v2/health/ready"), ("method", "other"), ("status", "405")}
+    count = sum(v for k, v in after.items() if set(k) == other)
+    assert count - sum(v for k, v in before.items() if set(k) == other) == len(methods)
+
+
+def test_client_gone_mid_body_is_499_and_no_traceback(server: Server, client: Any) -> None:
+    def closed() -> float:
+        samples = _parse_prometheus(client.get("/metrics").text)["keras_cae_requests_total"]
+        want = {("endpoint", _INFER_PATH.replace(NAME, "{name}")), ("method", "POST")}
+        return sum(v for k, v in samples.items() if want <= set(k) and dict(k)["status"] == "499")
+
+    before = closed()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST {_INFER} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+            '{"inputs": ['.encode()
+        )
+    deadline = time.monotonic() + 10
+    while closed() == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # Polls the server's own count; no fixed wait.
+    assert closed() == before + 1
+    assert "Exception in ASGI application" not in server.output(), server.output()
+    assert 'status="500"' not in client.get("/metrics").text
 
 
 # ------------------------------------------------------------------------------------------
@@ -798,3 +852,146 @@ def test_digits_train_export_serve_end_to_end(tmp_path: Any) -> None:
         np.testing.assert_array_equal(_exact(response.json()["predictions"]), expected)
     finally:
         _stop(server)
+
+
+# ------------------------------------------------------------------------------------------
+# Fuzzing: near-valid and arbitrary requests never give a 5xx, and every answer is the
+# documented error object or matches the documented response schema.
+
+
+def _json_values() -> Any:
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    )
+
+
+def test_fuzz_the_http_api(server: Server, client: Any) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    document = client.get("/openapi.json").json()
+    components = document["components"]
+    valid = {
+        _INFER: _v2_body(_batch(2)),
+        _PREDICT: {"instances": _batch(2).tolist()},
+    }
+    paths = [
+        _INFER,
+        _PREDICT,
+        f"/v2/models/{NAME}",
+        f"/v2/models/{NAME}/ready",
+        "/v2",
+        f"/v1/models/{NAME}/metadata",
+        f"/v2/models/{NAME}/versions/1/infer",
+        "/v2/health/live",
+        f"/v1/models/{NAME}:predict",
+        "/v1/models/x%00y:predict",
+    ]
+
+    def mutate(body: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+        """`body` with the node at a path of indices/keys (cut where it ends) replaced."""
+        body = json.loads(json.dumps(body))
+        node = body
+        for step in path[:-1]:
+            children = list(node) if isinstance(node, dict) else range(len(node))
+            if not children or not isinstance(node, (dict, list)):
+                break
+            key = list(children)[step % len(children)]
+            if not isinstance(node[key], (dict, list)):
+                break
+            node = node[key]
+        if isinstance(node, dict) and node:
+            node[list(node)[path[-1] % len(node)]] = value
+        elif isinstance(node, list) and node:
+            node[path[-1] % len(node)] = value
+        return body
+
+    bodies = st.one_of(
+        st.builds(mutate, st.sampled_from(list(valid.values())),
+                  st.lists(st.integers(0, 7), min_size=1, max_size=4), _json_values()),
+        _json_values().map(json.dumps),
+        st.binary(max_size=64),
+    )  # fmt: skip
+    headers = st.fixed_dictionaries(
+        {},
+        optional={"Inference-Header-Content-Length": st.integers(-5, 500).map(str)
+                  | st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=6)
+                  | st.text(st.sampled_from("0123456789¹²³"), min_size=1, max_size=6)},
+    )  # fmt: skip
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(path=st.sampled_from(paths), method=st.sampled_from(["POST", "GET", "PUT"]),
+           body=bodies, extra=headers)  # fmt: skip
+    def check(path: str, method: str, body: Any, extra: dict[str, str]) -> None:
+        content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        raw = {key: value.encode("latin-1") for key, value in extra.items()}
+        try:
+            response = client.request(method, path, content=content, headers=raw)
+        except httpx.LocalProtocolError:  # A header h11 itself refuses to send.
+            return
+        assert response.status_code < 500, response.text
+        if response.status_code >= 400:
+            error = response.json()
+            assert list(error) == ["error"] and isinstance(error["error"], str), error
+            return
+        if response.headers["content-type"] != "application/json":
+            return  # The binary extension's answer; its JSON part is checked elsewhere.
+        template = path.replace(f"/{NAME}", "/{name}").replace("/versions/1", "/versions/{version}")
+        operation = document["paths"][template][method.lower()]
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(response.json(), {**schema, "components": components})
+
+    check()
+    assert server.process.poll() is None
+
+
+# ------------------------------------------------------------------------------------------
+# The interactive docs, in a real browser, without internet access.
+
+
+@pytest.mark.slow
+def test_docs_render_every_operation_offline_in_chromium(server: Server, tmp_path: Any) -> None:
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    net_log = tmp_path / "net-log.json"
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-features=NetworkTimeServiceQuerying",
+         f"--user-data-dir={tmp_path / 'profile'}",
+         f"--log-net-log={net_log}", "--virtual-time-budget=20000", "--dump-dom",
+         server.url + "/docs"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    document = httpx.get(server.url + "/openapi.json", timeout=10).json()
+    operations = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(operations) >= 13
+    for operation in operations:  # Swagger UI's element id for each rendered operation.
+        assert re.search(rf'id="operations-[^"]*-{re.escape(operation)}"', dom), operation
+    assert "Unable to render this definition" not in dom
+    # Every URL the page asked for was on this server. (Requests Chromium makes for
+    # itself, such as its update and time checks, have no origin as initiator.)
+    log = json.loads(net_log.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    urls = {
+        event["params"]["url"]
+        for event in log["events"]
+        if event["type"] == start_job
+        and "url" in event.get("params", {})
+        and event["params"].get("initiator") != "not an origin"
+    }
+    assert server.url + "/docs/assets/swagger-ui-bundle.js" in urls, urls
+    assert server.url + "/openapi.json" in urls, urls
+    outside = {url for url in urls if not url.startswith(server.url + "/")}
+    assert not outside, outside
