@@ -26,6 +26,7 @@ import jsonschema
 import numpy as np
 import pytest
 from openapi_spec_validator import validate as validate_openapi
+from prometheus_client.parser import text_string_to_metric_families
 
 from export.runtime import OnnxEncoder
 
@@ -81,10 +82,10 @@ class Server:
             return file.read()
 
 
-def _start(model: str, log: str, *extra: str) -> Server:
+def _start(model: str, log: str, *extra: str, env: dict[str, str] | None = None) -> Server:
     port = _free_port()
     command = [sys.executable, "-m", "keras_cae.cli", "serve", model, "--port", str(port), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(process, f"http://127.0.0.1:{port}", port, OnnxEncoder(model), log)
@@ -428,45 +429,13 @@ def test_bad_request_is_a_clear_4xx(
 # ------------------------------------------------------------------------------------------
 # Metrics.
 
-_SAMPLE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
-)
-
 
 def _parse_prometheus(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """A strict reader of the Prometheus text format 0.0.4, written for this test."""
-    assert text.endswith("\n")
-    types: dict[str, str] = {}
+    """Samples by name, then by sorted label pairs, read by prometheus_client's parser."""
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in {"counter", "gauge", "histogram", "summary", "untyped"}
-            assert name not in types, f"duplicate TYPE for {name}"
-            types[name] = kind
-            continue
-        if line.startswith("# HELP ") or not line:
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"not a valid sample line: {line!r}"
-        name, labels, value = match.group(1), match.group(2) or "", match.group(3)
-        family = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in types or family in types, f"sample {name} has no TYPE line"
-        pairs = tuple(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels))
-        samples.setdefault(name, {})[pairs] = float(value)
-    # Histograms: cumulative buckets, ending at +Inf, equal to _count.
-    for name, kind in types.items():
-        if kind != "histogram":
-            continue
-        series: dict[tuple, list[tuple[float, float]]] = {}
-        for labels, value in samples.get(name + "_bucket", {}).items():
-            rest = tuple(p for p in labels if p[0] != "le")
-            series.setdefault(rest, []).append((float(dict(labels)["le"]), value))
-        for rest, buckets in series.items():
-            counts = [count for _, count in sorted(buckets)]
-            assert counts == sorted(counts), f"{name}{rest} buckets are not cumulative"
-            assert sorted(buckets)[-1][0] == math.inf
-            assert counts[-1] == samples[name + "_count"][rest]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return samples
 
 
@@ -712,7 +681,7 @@ def test_cli_errors_are_one_line_exit_2(
 def test_serving_never_imports_tensorflow(model_path: str) -> None:
     code = (
         "import sys\n"
-        "from export.serve import create_app\n"
+        "from export.serving import create_app\n"
         "from keras_cae import cli\n"
         "cli._build_parser()\n"
         f"create_app({model_path!r})\n"
@@ -751,39 +720,105 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
     assert "Traceback" not in server.output(), server.output()
 
 
+def _workers(master: int) -> list[int]:
+    """The live uvicorn worker processes of a master (not its resource tracker)."""
+    children = []
+    with open(f"/proc/{master}/task/{master}/children") as file:
+        for pid in map(int, file.read().split()):
+            if _alive(pid) and b"spawn_main" in _read(f"/proc/{pid}/cmdline"):
+                children.append(pid)
+    return children
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (in a container nobody may reap an orphan)."""
+    status = _read(f"/proc/{pid}/status")
+    return bool(status) and b"State:\tZ" not in status
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_their_master_and_totals_survive_a_worker(
+    model_path: str, tmp_path: Any
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = _start(model_path, str(tmp_path / "log"), "--name", NAME, "--workers", "2",
+                    env={"TMPDIR": str(temp)})  # fmt: skip
+    try:
+        workers = _wait_for(lambda: len(w := _workers(server.process.pid)) == 2 and w, "workers")
+        assert len(list(temp.glob("keras-cae-serve-metrics-*"))) == 1
+        for _ in range(30):  # A new connection each time, so both workers take requests.
+            assert httpx.post(server.url + _INFER, json=_v2_body(_batch(1)), timeout=10).is_success
+
+        def scrape() -> tuple[float, float, float]:
+            samples = _parse_prometheus(httpx.get(server.url + "/metrics", timeout=10).text)
+            ok = (("endpoint", "/v2/models/{name}/infer"), ("method", "POST"), ("status", "200"))
+            return (
+                samples["keras_cae_requests_total"][ok],
+                samples["keras_cae_worker_processes"][()],
+                samples["keras_cae_requests_in_flight"][()],  # The scrape itself: 1.
+            )
+
+        assert scrape() == (30, 2, 1)
+        os.kill(workers[0], signal.SIGKILL)
+        _wait_for(lambda: not _alive(workers[0]), "the killed worker to go")
+        workers = _wait_for(
+            lambda: len(w := _workers(server.process.pid)) == 2 and w, "a replacement worker"
+        )
+        # The dead worker's counts stay; the gauges count the live workers only.
+        _wait_for(lambda: scrape()[1] == 2, "the replacement to load the model")
+        for _ in range(5):  # Whichever worker answers.
+            assert scrape() == (30, 2, 1)
+        server.process.kill()  # SIGKILL: the master cannot clean up; the workers must.
+        server.process.wait(timeout=10)
+        _wait_for(lambda: not any(map(_alive, workers)), "the workers to die with the master")
+        with socket.socket() as probe:  # Nobody holds the port any more.
+            probe.bind(("127.0.0.1", server.port))
+        _wait_for(lambda: not list(temp.glob("keras-cae-serve-metrics-*")), "no metrics dir")
+    finally:
+        _stop(server)
+        for pid in _workers(server.process.pid) if server.process.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+
+
 # ------------------------------------------------------------------------------------------
 # In-process checks of the pieces the server is made of.
 
 
-def _has_orjson() -> bool:
-    import export.serve as serve
+def test_json_codec_is_exact_and_lenient_like_the_stdlib() -> None:
+    from export.serving import codec
 
-    return serve._orjson is not None
-
-
-# orjson is an optional accelerator: both codecs are checked where it is installed.
-@pytest.mark.parametrize("use_orjson", [True, False] if _has_orjson() else [False])
-def test_json_codec_is_exact_and_lenient_like_the_stdlib(
-    monkeypatch: pytest.MonkeyPatch, use_orjson: bool
-) -> None:
-    import export.serve as serve
-
-    if not use_orjson:
-        monkeypatch.setattr(serve, "_orjson", None)
     codes = np.random.default_rng(5).normal(size=(16, 7)).astype(np.float32)
     codes[0, :4] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45, -0.0]
-    text = serve._dumps({"data": codes.reshape(-1).tolist()})
+    text = codec.dumps({"data": codes.reshape(-1).tolist()})
     back = json.loads(text)["data"]  # The standard library as the independent reader.
     np.testing.assert_array_equal(_exact(back).reshape(codes.shape), codes)
-    assert serve._loads(text) == json.loads(text)
-    # What Python's parser accepts, the server accepts, orjson or not.
-    nan = serve._loads(b'{"x": [NaN, Infinity, -Infinity, 1]}')["x"]
+    assert codec.loads(text) == json.loads(text)
+    # What Python's parser accepts, the server accepts.
+    nan = codec.loads(b'{"x": [NaN, Infinity, -Infinity, 1]}')["x"]
     assert math.isnan(nan[0]) and nan[1:] == [math.inf, -math.inf, 1]
     # Beyond 64 bits orjson reads a float, Python an int: the same float64 either way.
-    assert [float(v) for v in serve._loads(b"[" + b"9" * 30 + b"]")] == [float("9" * 30)]
+    assert [float(v) for v in codec.loads(b"[" + b"9" * 30 + b"]")] == [float("9" * 30)]
     for invalid in [b'{"inputs": [', b"\xff{", b"[" * 60_000, b"{'a': 1}"]:
         with pytest.raises((ValueError, RecursionError)):
-            serve._loads(invalid)
+            codec.loads(invalid)
 
 
 def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
@@ -792,7 +827,7 @@ def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.serve import create_app
+    from export.serving import create_app
 
     # code = x @ W with W = 2: a finite input near float32's maximum overflows to inf.
     weights = numpy_helper.from_array(np.full((2, 1), 2.0, np.float32), "W")
