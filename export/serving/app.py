@@ -172,7 +172,7 @@ class _InferenceFastPath:
         self, scope: dict[str, Any], receive: Any, send: Any, handler: Handler,
         params: dict[str, str],
     ) -> None:  # fmt: skip
-        headers = scope["headers"]
+        headers = dict(scope["headers"])
 
         async def chunks() -> AsyncIterator[bytes]:
             while True:
@@ -185,7 +185,7 @@ class _InferenceFastPath:
 
         try:
             body = await self.service.read_body(headers, chunks())
-            reply = await handler(dict(headers), body, params["name"], params.get("version"))
+            reply = await handler(headers, body, params["name"], params.get("version"))
         except ClientError as error:
             reply = Reply(error_body(error.message), error.status)
         raw_headers = [

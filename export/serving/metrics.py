@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE", "MULTIPROCESS_ENV"]
+__all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE", "MULTIPROCESS_ENV", "process_alive"]
 
 #: The text format `generate_latest` writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -96,16 +96,13 @@ class Metrics:
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Counts one finished request and its latency."""
-        key = (endpoint, method, status)
+        key = (endpoint, method if method in _METHODS else "other", status)
         children = self._children.get(key)
         if children is None:
-            method = method if method in _METHODS else "other"
             children = self._children[key] = (
-                self._requests.labels(endpoint, method, str(status)),
+                self._requests.labels(key[0], key[1], str(status)),
                 self._latency.labels(endpoint),
             )
-            if len(self._children) > 10_000:  # Raw methods as keys; the labels stay bounded.
-                self._children.clear()
         children[0].inc()
         children[1].observe(seconds)
 
@@ -120,14 +117,14 @@ class Metrics:
             return generate_latest(self.registry)
         for path in glob.glob(os.path.join(self.directory, "gauge_live*.db")):
             match = _LIVE_FILE.search(os.path.basename(path))
-            if match and not _alive(int(match.group(1))):
+            if match and not process_alive(int(match.group(1))):
                 mark_process_dead(int(match.group(1)), self.directory)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, self.directory)
         return generate_latest(registry)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether `pid` runs (a killed worker stays a zombie until uvicorn reaps it)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from export.serving.app import DEFAULT_MAX_BATCH, create_app
 from export.serving.codec import shape_text
-from export.serving.metrics import MULTIPROCESS_ENV
+from export.serving.metrics import MULTIPROCESS_ENV, process_alive
 from export.serving.service import ModelService
 
 __all__ = ["serve"]
@@ -79,18 +79,8 @@ def _remove_stale_metrics_dirs() -> None:
     """Removes metrics directories whose master process no longer exists."""
     for path in glob.glob(os.path.join(tempfile.gettempdir(), _METRICS_PREFIX + "*")):
         pid = os.path.basename(path)[len(_METRICS_PREFIX) :].split("-")[0]
-        if pid.isascii() and pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isascii() and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -188,11 +178,18 @@ def serve(
     directory = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
     config.update(name=service.name)
     # Read by the workers, which uvicorn spawns as fresh interpreters.
-    os.environ.update({
+    environment = {
         _CONFIG_ENV: json.dumps(config), _MASTER_ENV: str(os.getpid()),
         MULTIPROCESS_ENV: directory,
-    })  # fmt: skip
+    }  # fmt: skip
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
     try:
         uvicorn.run("export.serving.server:_worker_app", factory=True, workers=workers, **options)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        for key, value in saved.items():  # The caller's environment, as it was.
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,15 +107,15 @@ class ModelService:
                 f"is {VERSION!r}.",
             )  # fmt: skip
 
-    async def read_body(self, headers: Iterable[tuple[bytes, bytes]], chunks: Any) -> bytes:
+    async def read_body(self, headers: dict[bytes, bytes], chunks: Any) -> bytes:
         """The request body, within `max_body_bytes` (also when sent chunked).
 
         Args:
-            headers: the raw request headers.
+            headers: the request headers, names in lower case.
             chunks: an async iterator of body chunks; `ClientDisconnect` ends it early.
         """
         limit = self.max_body_bytes
-        declared = parse_length(dict(headers).get(b"content-length"), "Content-Length header")
+        declared = parse_length(headers.get(b"content-length"), "Content-Length header")
         if declared is not None and declared > limit:
             raise self._too_large(declared)
         parts, size = [], 0
@@ -218,9 +218,9 @@ def endpoint(
     async def call(request: Request, name: str, version: str | None) -> Any:
         if not body:
             return await handler(name, version)
-        headers = request.headers.raw
+        headers = dict(request.headers.raw)
         data = await service.read_body(headers, request.stream())
-        reply = await handler(dict(headers), data, name, version)
+        reply = await handler(headers, data, name, version)
         return reply.response()
 
     if versioned:
