@@ -953,6 +953,7 @@ def _json_values() -> Any:
     )
 
 
+@pytest.mark.slow  # ~10 s: 300 requests over loopback.
 def test_fuzz_the_http_api(server: Server, client: Any) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

@@ -169,7 +169,7 @@ class V2Handlers:
                     f"{list(shape)} of {service.input_datatype} needs {count * itemsize} bytes "
                     f"and the body holds {len(binary)} bytes after the JSON header.",
                 )  # fmt: skip
-            return np.frombuffer(binary, dtype=service.input_dtype).reshape(shape)
+            return np.frombuffer(binary, dtype=service.wire_dtype).reshape(shape)
         if binary:
             raise ClientError(400, "The body has binary data but no input declares it.")
         if tensor.data is None:

@@ -91,7 +91,11 @@ class ModelService:
                 f"Unsupported encoder input dtype {dtype}; expected one of {list(_NUMPY_TO_V2)}."
             )
         self.input_datatype = _NUMPY_TO_V2[dtype]
-        self.input_dtype = np.dtype(encoder.input_dtype).newbyteorder("<")
+        # The encoder's own dtype object: `OnnxEncoder.encode` takes its no-copy path
+        # only for arrays of exactly it.
+        self.input_dtype = np.dtype(encoder.input_dtype)
+        #: The dtype of binary tensor data: little-endian, as the protocol says.
+        self.wire_dtype = np.dtype("<" + self.input_dtype.str[1:])
         self.sample_shape = tuple(encoder.input_shape[1:])
         self.rank = len(encoder.input_shape)
 
