@@ -555,6 +555,21 @@ def test_openapi_document_matches_the_server(client: Any) -> None:
         response = client.post(_PREDICT, json=body)
         assert response.status_code == 200
         check(tf_response, response.json())
+    # The schema is the served model's: what it rejects, the server rejects too
+    # (`{"inputs": {}}` was schema-valid and a 400 before).
+    tf_error = predict["responses"]["400"]["content"]["application/json"]["schema"]
+    for bad in [{"inputs": {}}, {"instances": [_ROW[:-1]]}, {}, {"instances": [[1e39] * 8]},
+                {"instances": [_ROW], "inputs": [_ROW]}, {"instances": [{"y": _ROW}]}]:  # fmt: skip
+        with pytest.raises(jsonschema.ValidationError):
+            check(tf_request, bad)
+        rejected = client.post(_PREDICT, json=bad)
+        assert rejected.status_code == 400, (bad, rejected.text)
+        check(tf_error, rejected.json())
+    for bad in [json.loads(_v2(name="y")), json.loads(_v2(shape=[1, 7])),
+                {**json.loads(_v2()), "parameters": {"binary_data_output": "false"}}]:  # fmt: skip
+        with pytest.raises(jsonschema.ValidationError):
+            check(request_schema, bad)
+        assert client.post(_INFER, json=bad).status_code == 400
     metadata = paths["/v2/models/{name}"]["get"]["responses"]["200"]["content"]
     check(metadata["application/json"]["schema"], client.get(f"/v2/models/{NAME}").json())
 
