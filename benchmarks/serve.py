@@ -16,6 +16,11 @@ A reference row times `OnnxEncoder.encode` itself (no HTTP) on one row.
 The encoder: ``--model ENCODER.onnx``, or by default the digits encoder made here by
 ``keras-cae train --epochs 2`` and ``keras-cae export`` (TensorFlow, ~20 s, once).
 
+After the first answers are checked, a load check sends ``--load-check`` requests
+(default 2,000) of 1-8 rows at concurrency 16, v2 and TF Serving alternately, and
+requires every answer to equal `OnnxEncoder.encode` bit for bit (the test suite sends
+200 the same way).
+
 Usage::
 
     python benchmarks/serve.py                       # digits encoder, writes JSON
@@ -177,31 +182,64 @@ def check_answer(port: int, protocol: str, x: np.ndarray, expected: np.ndarray) 
 
 
 def codec_times(encoder: Any, x: np.ndarray, repeats: int = 200) -> dict[str, dict[str, float]]:
-    """Median ms to parse a v2 request and write its response, with and without orjson."""
-    import export.serve as serve
+    """Median ms to parse a v2 request and write its response: the server's codec
+    (orjson) and the standard library's json, which it replaced."""
+    from export.serving import codec
 
     request = request_bytes("v2", x).split(b"\r\n\r\n", 1)[1]
     response = {"outputs": [{"data": encoder.encode(x).reshape(-1).tolist()}]}
-    fast = serve._orjson
+    stdlib = (json.loads, lambda value: json.dumps(value, separators=(",", ":")).encode())
     out = {}
-    for name, module in (("orjson", fast), ("stdlib", None)):
-        if name == "orjson" and fast is None:
-            continue
-        serve._orjson = module
-        try:
-            timings = {}
-            for key, call in (("loads_ms", lambda: serve._loads(request)),
-                              ("dumps_ms", lambda: serve._dumps(response))):  # fmt: skip
-                samples = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    call()
-                    samples.append(time.perf_counter() - start)
-                timings[key] = statistics.median(samples) * 1e3
-            out[name] = timings
-        finally:
-            serve._orjson = fast
+    for name, (loads, dumps) in (("orjson", (codec.loads, codec.dumps)), ("stdlib", stdlib)):
+        timings = {}
+        for key, call, argument in (("loads_ms", loads, request),
+                                    ("dumps_ms", dumps, response)):  # fmt: skip
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                call(argument)
+                samples.append(time.perf_counter() - start)
+            timings[key] = statistics.median(samples) * 1e3
+        out[name] = timings
     return out
+
+
+def load_check(
+    port: int, encoder: Any, digits: np.ndarray, count: int = 2000, concurrency: int = 16
+) -> float:
+    """`count` requests of 1-8 rows, v2 and TF Serving alternately, over `concurrency`
+    connections; every answer must equal `OnnxEncoder.encode` bit for bit. Returns s."""
+    rng = np.random.default_rng(42)
+    batches = [digits[rng.integers(0, len(digits), size=int(n))] for n in rng.integers(1, 9, count)]
+    expected = [encoder.encode(x) for x in batches]
+    failures: list[str] = []
+
+    async def client(indices: range) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in indices:
+                protocol = "v2" if i % 2 else "tfserving"
+                writer.write(request_bytes(protocol, batches[i]))
+                status, body, _ = await read_response(reader)
+                if status != 200:
+                    failures.append(f"{i}: HTTP {status} {body[:200]!r}")
+                    continue
+                answer = json.loads(body)
+                got = answer["outputs"][0]["data"] if protocol == "v2" else answer["predictions"]
+                got = np.asarray(got, dtype=np.float64).reshape(expected[i].shape)
+                if not np.array_equal(got, expected[i].astype(np.float64)):
+                    failures.append(f"{i}: codes differ")
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(client(range(k, count, concurrency)) for k in range(concurrency)))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    if failures:
+        raise AssertionError(f"{len(failures)} of {count} requests failed, e.g. {failures[:5]}")
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -214,6 +252,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="per configuration and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200 requests, 2 rounds")
+    parser.add_argument(
+        "--load-check",
+        type=int,
+        default=2000,
+        help="requests of the exactness check at concurrency 16 (default: 2000)",
+    )
     parser.add_argument("--out", default=os.path.join(RESULTS, "serve.json"))
     args = parser.parse_args()
     if args.quick:
@@ -254,6 +298,9 @@ def main() -> None:
             }
             for protocol, rows in requests:
                 check_answer(port, protocol, digits[:rows], encoder.encode(digits[:rows]))
+            load_seconds = load_check(port, encoder, digits, args.load_check)
+            print(f"load check, {workers} worker(s): {args.load_check} requests at concurrency "
+                  f"16, all equal to OnnxEncoder.encode ({load_seconds:.2f} s)")  # fmt: skip
             for request in requests.values():  # Warm-up: connections, caches, JIT paths.
                 asyncio.run(drive(port, request, 4, 200))
             rates: dict[tuple, list[float]] = {c: [] for c in configs}
@@ -289,7 +336,7 @@ def main() -> None:
               f"{r['requests_per_s']:>8.0f} {r['rows_per_s']:>9.0f} {r['p50_ms']:>7.2f} "
               f"{r['p99_ms']:>7.2f}")  # fmt: skip
     print(f"reference: OnnxEncoder.encode, 1 row, no HTTP: p50 {reference_p50 * 1e3:.3f} ms")
-    print("JSON codec, 64-row request and response, median ms (orjson is optional):")
+    print("JSON codec, 64-row request and response, median ms (the server uses orjson):")
     for name, times_ms in codec.items():
         print(f"  {name:>7}: parse request {times_ms['loads_ms']:.3f}, "
               f"write response {times_ms['dumps_ms']:.3f}")  # fmt: skip

@@ -34,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     add("--shutdown-timeout", type=POSITIVE_INT, default=30,
         help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
     add("--access-log", action="store_true", help="log every request")
-    add("--log-level", default="info", choices=LOG_LEVELS)
+    add("--log-level", default="info", choices=LOG_LEVELS,
+        help="the server's log level: startup, shutdown and errors; with --access-log, "
+        "requests at info (default: info)")  # fmt: skip
     parser.set_defaults(run=run)
 
 

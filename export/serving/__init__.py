@@ -1,0 +1,40 @@
+"""`keras-cae serve`: an HTTP inference service for an exported encoder.
+
+The service runs an `OnnxEncoder` (onnxruntime, no TensorFlow) behind an ASGI app
+(FastAPI on uvicorn) and speaks the protocols that existing inference clients use,
+one module each: the Open Inference Protocol (KServe v2, `kserve_v2`) and TensorFlow
+Serving's REST API (`tf_serving`); ``GET /metrics`` in the Prometheus text format
+(`metrics`), and the OpenAPI document at ``/openapi.json``, interactive at ``/docs``
+(`docs`). `app` assembles them, `server` runs them. Every client error is a 4xx
+response whose JSON body is ``{"error": "<what was wrong>"}``.
+
+This package needs the `serve` extra: ``pip install 'keras-cae[serve]'``.
+
+Example:
+
+>>> from export.serving import create_app                     # doctest: +SKIP
+>>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
+>>> # uvicorn.run(app, port=8000), or from the shell:
+>>> # keras-cae serve exported/encoder.onnx --name digits --port 8000
+"""
+
+from __future__ import annotations
+
+try:
+    import fastapi  # noqa: F401
+    import fastapi_offline  # noqa: F401
+    import orjson  # noqa: F401
+    import prometheus_client  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the environment.
+    raise ImportError(
+        "`keras-cae serve` needs FastAPI, uvicorn, orjson, prometheus-client and "
+        f"fastapi-offline, which are not all installed ({error}). Install them with: "
+        "pip install 'keras-cae[serve]'"
+    ) from error
+
+from export.serving.app import DEFAULT_MAX_BATCH, create_app
+from export.serving.kserve_v2 import SERVER_NAME
+from export.serving.server import serve
+
+__all__ = ["create_app", "serve", "DEFAULT_MAX_BATCH", "SERVER_NAME"]

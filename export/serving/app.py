@@ -1,0 +1,212 @@
+"""The ASGI app: FastAPI routers for both protocols, and a raw ASGI fast path for
+inference in front of them.
+
+The two inference routes (``.../infer`` and ``...:predict``) are answered by
+`_InferenceFastPath`, a pure ASGI layer that reads the body, calls the protocol's
+handler and sends its reply, without FastAPI's request, dependency and response
+machinery; the same handlers sit behind the routers too, which document them in the
+OpenAPI document and answer them wherever the routers are mounted without the fast
+path. Metadata, health, docs, metrics and errors go through FastAPI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from export.runtime import OnnxEncoder
+from export.serving import kserve_v2, tf_serving
+from export.serving.codec import shape_text
+from export.serving.docs import add_docs, install_openapi
+from export.serving.errors import ClientError, add_error_handlers, error_body
+from export.serving.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from export.serving.service import VERSION, ModelService, Reply
+
+__all__ = ["create_app", "DEFAULT_MAX_BATCH"]
+
+#: The most rows one request may carry unless `max_batch` says otherwise.
+DEFAULT_MAX_BATCH = 1024
+# Model names appear in URL paths, so they are restricted to URL-safe characters.
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+Handler = Callable[[dict[bytes, bytes], bytes, str, "str | None"], Awaitable[Reply]]
+
+
+def create_app(
+    encoder: OnnxEncoder | str | os.PathLike[str],
+    name: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_body_bytes: int | None = None,
+    threads: int | None = 1,
+) -> FastAPI:
+    """Creates the ASGI app that serves one encoder.
+
+    Args:
+        encoder: an `OnnxEncoder`, or the path of an `.onnx` encoder to load.
+        name: the model name in URLs (``/v2/models/{name}/infer``). Defaults to the
+            file name without its extension (``encoder`` for ``encoder.onnx``).
+        max_batch: the most rows one request may carry. Defaults to `1024`.
+        max_body_bytes: the largest request body accepted. Defaults to a size that fits
+            any batch of `max_batch` rows as JSON (32 bytes per value + 64 KiB).
+        threads: onnxruntime intra-op threads, when `encoder` is a path. Defaults to
+            `1`: per-request batches are small, and parallelism comes from workers.
+
+    Returns:
+        A FastAPI app; run it with any ASGI server, e.g. ``uvicorn.run(app)``.
+
+    Raises:
+        FileNotFoundError: the `.onnx` file does not exist.
+        ValueError: the model cannot be loaded, or an argument is invalid.
+
+    Example:
+
+    >>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
+    """
+    if not isinstance(encoder, OnnxEncoder):
+        # The service checks for NaN and overflow itself (`ModelService.to_input_dtype`).
+        encoder = OnnxEncoder(encoder, intra_op_num_threads=threads, check_finite=False)
+    name = _default_name(encoder.path) if name is None else name
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            f"Invalid model name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit."
+        )
+    for argument, value in (("max_batch", max_batch), ("max_body_bytes", max_body_bytes)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"`{argument}` should be a positive integer. Received: {value!r}")
+    if max_body_bytes is None:
+        # A float32 value needs at most ~16 characters in JSON ("-1.2345678e-05,");
+        # allow 32 bytes per element plus 64 KiB for the envelope, so that every batch
+        # within max_batch fits, with room for pretty-printed JSON.
+        elements = math.prod(d or 1 for d in encoder.input_shape[1:])
+        max_body_bytes = 64 * 1024 + 32 * elements * max_batch
+    metrics = Metrics(
+        max_batch,
+        info={
+            "model": name,
+            "version": VERSION,
+            "path": encoder.path,
+            "input_shape": shape_text(encoder.input_shape),
+            "output_shape": shape_text(encoder.output_shape),
+        },
+    )
+    service = ModelService(encoder, name, max_batch, max_body_bytes, metrics)
+    app = FastAPI(
+        title="keras-cae serve",
+        version=_package_version(),
+        summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
+        description="Open Inference Protocol (KServe v2) and TensorFlow Serving REST "
+        'endpoints for one exported encoder. Errors are `{"error": message}`.',
+        docs_url=None,  # Served by `add_docs` from local files, not from a CDN.
+        redoc_url=None,
+    )
+    app.state.service = service
+    v2 = kserve_v2.V2Handlers(service, app.version)
+    tf = tf_serving.TFHandlers(service)
+    routers = [kserve_v2.router(v2), tf_serving.router(tf)]
+    for router in routers:
+        app.include_router(router)
+
+    @app.get(
+        "/metrics",
+        tags=["Monitoring"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
+    )
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics: requests by route and status, latency, batch sizes."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    add_error_handlers(app)
+    add_docs(app)
+    install_openapi(app, service)
+    routes = {r.path: r for router in routers for r in router.routes if isinstance(r, APIRoute)}
+    fast: list[tuple[re.Pattern[str], APIRoute, Handler]] = []
+    for base, suffix, handler in (
+        ("/v2/models/{name}", "/infer", v2.infer),
+        ("/v1/models/{name}", ":predict", tf.predict),
+    ):
+        for versioned in (False, True):
+            path = base + ("/versions/{version}" if versioned else "") + suffix
+            fast.append((routes[path].path_regex, routes[path], handler))
+    app.add_middleware(_InferenceFastPath, service=service, routes=fast)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # Outermost: counts all.
+    return app
+
+
+class _InferenceFastPath:
+    """Pure ASGI: answers ``POST`` to the inference routes, passes the rest on."""
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        service: ModelService,
+        routes: list[tuple[re.Pattern[str], APIRoute, Handler]],
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.routes = routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for pattern, route, handler in self.routes:
+                match = pattern.match(path)
+                if match is not None:
+                    scope["route"] = route  # For the metrics' endpoint label.
+                    await self._answer(scope, receive, send, handler, match.groupdict())
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self, scope: dict[str, Any], receive: Any, send: Any, handler: Handler,
+        params: dict[str, str],
+    ) -> None:  # fmt: skip
+        headers = dict(scope["headers"])
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            body = await self.service.read_body(headers, chunks())
+            reply = await handler(headers, body, params["name"], params.get("version"))
+        except ClientError as error:
+            reply = Reply(error_body(error.message), error.status)
+        raw_headers = [
+            (b"content-type", reply.media_type.encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in reply.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+def _default_name(path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-") or "encoder"
+    return name[:128]
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("keras-cae")
+    except Exception:  # Not installed (source checkout): still serve.
+        return "0+unknown"
