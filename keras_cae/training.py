@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -16,8 +16,10 @@ from keras_cae.builders import dense_autoencoder
 from keras_cae.data import Dataset
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
+from keras_cae.train_config import TrainConfig
 
 __all__ = [
+    "TrainConfig",
     "TrainResult",
     "train",
     "train_stream",
@@ -28,7 +30,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainResult:
     """The trained model and the figures written to `metrics.json`."""
 
@@ -69,10 +71,17 @@ def probe_accuracy(
     return float(probe.score(test_features.reshape(len(test_features), -1), y_test))
 
 
-def _build_model(input_dim: int, strategy: Any, settings: dict[str, Any]) -> ContractiveAutoencoder:
-    """`dense_autoencoder(input_dim, **settings)`, in the strategy's scope if one is given."""
+def _build_model(config: TrainConfig, input_dim: int, strategy: Any) -> ContractiveAutoencoder:
+    """`dense_autoencoder` for `config`, in the strategy's scope if one is given."""
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        return dense_autoencoder(input_dim, **settings)
+        return dense_autoencoder(input_dim, **config.model_kwargs())
+
+
+def _timed_fit(model: ContractiveAutoencoder, data: Any, **fit_kwargs: Any) -> tuple[Any, float]:
+    """`model.fit(data, **fit_kwargs)`; returns the history and the seconds it took."""
+    started = time.perf_counter()
+    history = model.fit(data, **fit_kwargs)
+    return history, time.perf_counter() - started
 
 
 def _exact_method(model: ContractiveAutoencoder) -> str:
@@ -80,83 +89,105 @@ def _exact_method(model: ContractiveAutoencoder) -> str:
     return "closed_form" if model.penalty_method == "closed_form" else "batch_jacobian"
 
 
+def _metrics(
+    config: TrainConfig,
+    model: ContractiveAutoencoder,
+    history: Any,
+    train_seconds: float,
+    data: dict[str, Any],
+    held_out: dict[str, float],
+) -> dict[str, Any]:
+    """The figures of `metrics.json`: `data` describes the data, `held_out` the summary.
+
+    ``"config"`` is ``dataclasses.asdict(config)`` with what the run resolved added:
+    the exact `penalty_method` behind `"auto"` and the number of `replicas`.
+    """
+    return {
+        "keras_cae_version": keras_cae.__version__,
+        **data,
+        "config": {
+            **dataclasses.asdict(config),
+            "penalty_method": model.penalty_method,
+            "replicas": model.distribute_strategy.num_replicas_in_sync,
+        },
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "train_seconds": round(train_seconds, 3),
+        **held_out,
+    }
+
+
 def train(
+    config: TrainConfig,
     dataset: Dataset,
-    hidden_units: list[int],
-    activation: str = "sigmoid",
-    output_activation: str = "sigmoid",
-    tied_weights: bool = False,
-    epochs: int = 60,
-    batch_size: int = 32,
-    contractive_weight: float = 0.1,
-    penalty: str = "auto",
-    learning_rate: float = 3e-3,
-    seed: int = 0,
-    validation_split: float = 0.1,
-    test_fraction: float = 0.2,
+    *,
     verbose: int = 2,
     strategy: Any = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Trains a Dense CAE on `dataset` and measures it on a held-out split.
+    """Trains a Dense CAE on in-memory `dataset` and measures it on a held-out split.
 
     With a `tf.distribute.Strategy` the model is built and compiled in its scope;
     `callbacks` (e.g. `keras.callbacks.BackupAndRestore`) are passed to `fit`.
+
+    Args:
+        config: the job's settings; `shuffle_buffer` is not used (the data is shuffled
+            whole) and `steps_per_epoch` must be `None`.
+        dataset: the data (`keras_cae.data.Dataset`), split by `config.test_fraction`.
+        verbose: Keras's progress output (0, 1 or 2). Defaults to `2`.
+        strategy: a `tf.distribute.Strategy`, or `None` for the default one.
+            Defaults to `None`.
+        callbacks: passed to `fit`. Defaults to `None`.
 
     Returns:
         A `TrainResult`; `metrics` holds the configuration, the training history, the
         held-out reconstruction error (MSE), the held-out mean ``‖J_f(x)‖²_F``, and,
         when labels exist, logistic-regression probe accuracy on codes and raw inputs.
+
+    Raises:
+        ValueError: if `config.steps_per_epoch` is set (in-memory data makes one pass
+            per epoch).
+
+    Example:
+
+    >>> from keras_cae.data import load_digits
+    >>> config = TrainConfig(hidden_units=16, epochs=1)
+    >>> result = train(config, load_digits(), verbose=0)
+    >>> result.metrics["config"]["hidden_units"], result.metrics["config"]["penalty_method"]
+    ((16,), 'closed_form')
     """
-    keras.utils.set_random_seed(seed)
-    x_train, x_test, y_train, y_test = split(dataset, test_fraction, seed)
+    if config.steps_per_epoch is not None:
+        raise ValueError(
+            "`steps_per_epoch` applies to streamed training (`train_stream`); in-memory "
+            f"data makes one pass per epoch. Received: steps_per_epoch={config.steps_per_epoch}"
+        )
+    keras.utils.set_random_seed(config.seed)
+    x_train, x_test, y_train, y_test = split(dataset, config.test_fraction, config.seed)
     flat_train = x_train.reshape(len(x_train), -1)
     flat_test = x_test.reshape(len(x_test), -1)
-    settings = {
-        "hidden_units": list(hidden_units),
-        "activation": activation,
-        "output_activation": output_activation,
-        "tied_weights": tied_weights,
-        "contractive_weight": contractive_weight,
-        "penalty": penalty,
-        "learning_rate": learning_rate,
-        "seed": seed,
-    }
-    model = _build_model(flat_train.shape[1], strategy, settings)
-    started = time.perf_counter()
-    history = model.fit(
+    model = _build_model(config, flat_train.shape[1], strategy)
+    history, train_seconds = _timed_fit(
+        model,
         flat_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_split=validation_split,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
         verbose=verbose,
         callbacks=callbacks,
     )
-    train_seconds = time.perf_counter() - started
     reconstruction = model.predict(flat_test, batch_size=256, verbose=0)
-    test_mse = float(np.mean((reconstruction - flat_test) ** 2))
-    exact = _exact_method(model)
-    jacobian_norm = contractive_penalty(model.encoder, flat_test, method=exact).numpy()
-    metrics: dict[str, Any] = {
-        "keras_cae_version": keras_cae.__version__,
+    jacobian_norm = contractive_penalty(model.encoder, flat_test, method=_exact_method(model))
+    data = {
         "data": dataset.name,
         "scaling": dataset.scaling,
         "input_dim": int(flat_train.shape[1]),
         "num_train": int(len(flat_train)),
         "num_test": int(len(flat_test)),
-        "config": {
-            **settings,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "penalty_method": model.penalty_method,
-            "validation_split": validation_split,
-            "test_fraction": test_fraction,
-        },
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-        "train_seconds": round(train_seconds, 3),
-        "test_reconstruction_mse": test_mse,
-        "test_mean_jacobian_frobenius_sq": float(np.mean(jacobian_norm)),
     }
+    held_out = {
+        "test_reconstruction_mse": float(np.mean((reconstruction - flat_test) ** 2)),
+        "test_mean_jacobian_frobenius_sq": float(np.mean(jacobian_norm.numpy())),
+    }
+    metrics = _metrics(config, model, history, train_seconds, data, held_out)
     if y_train is not None and y_test is not None:
         codes_train = model.encoder.predict(flat_train, batch_size=256, verbose=0)
         codes_test = model.encoder.predict(flat_test, batch_size=256, verbose=0)
@@ -185,20 +216,9 @@ def format_summary(metrics: dict[str, Any], out: str) -> str:
 
 
 def train_stream(
+    config: TrainConfig,
     source: Any,
-    hidden_units: list[int],
-    activation: str = "sigmoid",
-    output_activation: str = "sigmoid",
-    tied_weights: bool = False,
-    epochs: int = 60,
-    batch_size: int = 32,
-    contractive_weight: float = 0.1,
-    penalty: str = "auto",
-    learning_rate: float = 3e-3,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-    steps_per_epoch: int | None = None,
-    shuffle_buffer: int = 10_000,
+    *,
     verbose: int = 2,
     strategy: Any = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
@@ -206,16 +226,19 @@ def train_stream(
     """Trains a Dense CAE on sharded data streamed from disk (`keras_cae.streaming`).
 
     The data never has to fit in memory: whole shards are held out for the summary
-    (``round(test_fraction * shards)``, at least one, so at least two shards are
-    needed), and the held-out figures are accumulated batch by batch. There is no
-    validation split and no probe accuracy (streamed shards carry no labels).
+    (``round(config.test_fraction * shards)``, at least one, so at least two shards
+    are needed), and the held-out figures are accumulated batch by batch. There is no
+    validation split (`config.validation_split` is not used) and no probe accuracy
+    (streamed shards carry no labels).
 
     Args:
+        config: the job's settings, including `steps_per_epoch` (`None`: one pass over
+            the training shards) and `shuffle_buffer`.
         source: a `keras_cae.streaming.ShardSource`.
-        steps_per_epoch: batches per epoch; defaults to one pass over the training
-            shards.
-        shuffle_buffer: rows in the shuffle buffer.
-        (The other arguments are those of :func:`train`.)
+        verbose: Keras's progress output (0, 1 or 2). Defaults to `2`.
+        strategy: a `tf.distribute.Strategy`, or `None` for the default one.
+            Defaults to `None`.
+        callbacks: passed to `fit`. Defaults to `None`.
 
     Returns:
         A `TrainResult` with the same figures as :func:`train`, less the probe
@@ -231,42 +254,36 @@ def train_stream(
             f"Streamed data needs at least 2 shards, as whole shards are held out for the "
             f"summary. Received: {len(source.paths)} shard in {source.name!r}"
         )
-    keras.utils.set_random_seed(seed)
-    num_test = min(len(source.paths) - 1, max(1, round(test_fraction * len(source.paths))))
+    keras.utils.set_random_seed(config.seed)
+    num_shards = len(source.paths)
+    num_test = min(num_shards - 1, max(1, round(config.test_fraction * num_shards)))
     # The held-out shards are chosen by a seeded permutation, not by name order.
-    order = np.random.default_rng(seed).permutation(len(source.paths))
+    order = np.random.default_rng(config.seed).permutation(num_shards)
     test_paths = tuple(source.paths[i] for i in sorted(order[:num_test]))
     train_paths = tuple(p for p in source.paths if p not in test_paths)
     train_source = streaming.open_shards_from(source, train_paths)
     test_source = streaming.open_shards_from(source, test_paths)
     input_dim = int(np.prod(source.row_shape))
     train_data = streaming.shard_dataset(
-        train_source, batch_size, seed=seed, shuffle_buffer=shuffle_buffer, flatten=True
+        train_source,
+        config.batch_size,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+        flatten=True,
     )
-    if steps_per_epoch is not None:
+    if config.steps_per_epoch is not None:
         train_data = train_data.repeat()
-    settings = {
-        "hidden_units": list(hidden_units),
-        "activation": activation,
-        "output_activation": output_activation,
-        "tied_weights": tied_weights,
-        "contractive_weight": contractive_weight,
-        "penalty": penalty,
-        "learning_rate": learning_rate,
-        "seed": seed,
-    }
-    model = _build_model(input_dim, strategy, settings)
-    started = time.perf_counter()
+    model = _build_model(config, input_dim, strategy)
     with streaming.data_errors():
-        history = model.fit(
+        history, train_seconds = _timed_fit(
+            model,
             train_data,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
             shuffle=False,  # The stream shuffles itself.
             verbose=verbose,
             callbacks=callbacks,
         )
-    train_seconds = time.perf_counter() - started
     exact = _exact_method(model)
     squared_error = jacobian_sum = 0.0
     num_rows = 0
@@ -276,8 +293,7 @@ def train_stream(
             squared_error += float(np.sum((np.asarray(reconstruction) - batch.numpy()) ** 2))
             jacobian_sum += float(np.sum(contractive_penalty(model.encoder, batch, method=exact)))
             num_rows += int(batch.shape[0])
-    metrics: dict[str, Any] = {
-        "keras_cae_version": keras_cae.__version__,
+    data = {
         "data": source.name,
         "data_format": f"{source.kind} shards (streamed)",
         "scaling": "none",
@@ -286,19 +302,11 @@ def train_stream(
         "num_test": num_rows,
         "train_shards": len(train_paths),
         "test_shards": [os.path.basename(p) for p in test_paths],
-        "config": {
-            **settings,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "steps_per_epoch": steps_per_epoch,
-            "shuffle_buffer": shuffle_buffer,
-            "penalty_method": model.penalty_method,
-            "test_fraction": test_fraction,
-            "replicas": model.distribute_strategy.num_replicas_in_sync,
-        },
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-        "train_seconds": round(train_seconds, 3),
+    }
+    held_out = {
         "test_reconstruction_mse": squared_error / (num_rows * input_dim),
         "test_mean_jacobian_frobenius_sq": jacobian_sum / num_rows,
     }
-    return TrainResult(model=model, metrics=metrics)
+    return TrainResult(
+        model=model, metrics=_metrics(config, model, history, train_seconds, data, held_out)
+    )

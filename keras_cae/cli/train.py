@@ -17,6 +17,7 @@ from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
 from keras_cae.cli.sizes import load_data
 from keras_cae.cli.types import FRACTION, NON_NEGATIVE, POSITIVE_INT, UNITS
+from keras_cae.train_config import TrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -72,14 +73,33 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The job's settings from the options (checked here, before TensorFlow is imported)."""
+    return TrainConfig(
+        hidden_units=args.hidden_units,
+        activation=args.activation,
+        output_activation=args.output_activation,
+        tied_weights=args.tied_weights,
+        contractive_weight=args.contractive_weight,
+        penalty=args.penalty,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        test_fraction=args.test_fraction,
+        validation_split=args.validation_split,
+        steps_per_epoch=args.steps_per_epoch,
+        shuffle_buffer=args.shuffle_buffer,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae train`; prints the summary."""
     out = args.out or default_out("train")
     check_out(out, args.overwrite)
     if args.cpu_devices is not None and args.strategy != "mirrored":
         raise CliError("--cpu-devices only applies to --strategy mirrored")
-    if args.test_fraction <= 0:
-        raise CliError("--test-fraction must be > 0: the summary is measured on held-out data")
+    config = _config(args)
     streamed = args.data is not None and (
         os.path.isdir(args.data) or any(char in args.data for char in "*?[")
     )
@@ -120,18 +140,7 @@ def run(args: argparse.Namespace) -> int:
             # file system is needed and no two processes write one file.
             backup = os.path.join(backup, f"worker-{distribute.tf_config()['task']['index']}")
         callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
-    common = {
-        "hidden_units": args.hidden_units,
-        "activation": args.activation,
-        "output_activation": args.output_activation,
-        "tied_weights": args.tied_weights,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "contractive_weight": args.contractive_weight,
-        "penalty": args.penalty,
-        "learning_rate": args.learning_rate,
-        "seed": args.seed,
-        "test_fraction": args.test_fraction,
+    run_options = {
         "verbose": 0 if args.quiet else 2,
         "strategy": strategy,
         "callbacks": callbacks,
@@ -139,14 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if streamed:
         from keras_cae import streaming
 
-        result = training.train_stream(
-            streaming.open_shards(args.data),
-            steps_per_epoch=args.steps_per_epoch,
-            shuffle_buffer=args.shuffle_buffer,
-            **common,
-        )
+        result = training.train_stream(config, streaming.open_shards(args.data), **run_options)
     else:
-        result = training.train(dataset, validation_split=args.validation_split, **common)
+        result = training.train(config, dataset, **run_options)
     if not chief:
         # Only the chief writes --out; the other workers hold the same weights.
         print(f"worker {distribute.tf_config()['task']['index']}: done, the chief writes {out}")
