@@ -42,6 +42,11 @@ PARTS = ("encoder", "decoder", "autoencoder")
 #: float32 kernels that reorder sums differ by a few ulps (measured ~1e-7 on
 #: sigmoid codes), far below this; a wrong graph differs by orders of magnitude more.
 DEFAULT_TOLERANCE = 1e-4
+#: The default for models that compute in 16-bit floats (mixed precision): TensorFlow
+#: and onnxruntime round each float16 layer output on their own, so they differ by an
+#: ulp or two, 2**-11 to 2**-10 near 1 (measured 4.9e-4 on sigmoid codes); 8 bits for
+#: bfloat16. Twice the ulp at 1 still tells a wrong graph apart.
+HALF_PRECISION_TOLERANCE = {"float16": 2 * 2.0**-10, "bfloat16": 2 * 2.0**-7}
 #: Rows in the default probe batch (uniform in [0, 1), like the scaled inputs).
 DEFAULT_PROBE_SIZE = 32
 MANIFEST = "manifest.json"
@@ -235,6 +240,20 @@ def _built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
     return None
 
 
+def _default_tolerance(model: Any) -> float:
+    """`DEFAULT_TOLERANCE`, or the half-precision one if any layer computes in 16 bits."""
+    dtypes, pending = set(), [model]
+    while pending:
+        layer = pending.pop()
+        dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
+        pending.extend(getattr(layer, "layers", []))
+        pending.extend(
+            getattr(layer, name) for name in ("encoder", "decoder") if hasattr(layer, name)
+        )
+    half = [HALF_PRECISION_TOLERANCE[d] for d in dtypes if d in HALF_PRECISION_TOLERANCE]
+    return max(half, default=DEFAULT_TOLERANCE)
+
+
 def _check_input_shape(input_shape: Any) -> tuple[int | None, ...]:
     shape = tuple(input_shape)
     if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
@@ -308,7 +327,7 @@ def export_encoder(
     parts: str | Sequence[str] = ("encoder",),
     metadata: Mapping[str, Any] | None = None,
     probe: Any = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     input_shape: Sequence[int] | None = None,
 ) -> ExportResult:
     """Exports a trained encoder (and optionally decoder or whole model), verified.
@@ -340,7 +359,9 @@ def export_encoder(
             ``{"training_data": "sklearn-digits", "input_scaling": "x / 16"}``.
         probe: the inputs the parity check runs on, shape ``(n, *features)`` with
             n ≥ 2; real data is best. Defaults to 32 seeded uniform samples in [0, 1).
-        tolerance: see above. Defaults to `DEFAULT_TOLERANCE` (1e-4).
+        tolerance: see above. Defaults to `DEFAULT_TOLERANCE` (1e-4), or for a model
+            that computes in float16 / bfloat16 (mixed precision) to
+            `HALF_PRECISION_TOLERANCE` (2**-9 / 2**-6).
         input_shape: one sample's shape, for a subclassed model whose input shape
             cannot be read from the model. Defaults to the shape the model was built
             with.
@@ -367,7 +388,7 @@ def export_encoder(
     parts = _as_tuple(parts, "parts", PARTS)
     if not isinstance(overwrite, bool):
         raise ValueError(f"`overwrite` should be True or False. Received: overwrite={overwrite!r}")
-    if (
+    if tolerance is not None and (
         isinstance(tolerance, bool)
         or not isinstance(tolerance, (int, float))
         or not (math.isfinite(tolerance) and tolerance > 0)
@@ -406,6 +427,8 @@ def export_encoder(
             "only the model itself is exported, as parts=('encoder',)."
         )
     encoder = model.encoder if is_cae else model
+    if tolerance is None:
+        tolerance = _default_tolerance(model)
     if input_shape is not None:
         full_input_shape = _check_input_shape(input_shape)
     else:

@@ -62,7 +62,8 @@ def add_export_parser(subparsers: Any) -> None:
         "--tolerance",
         type=_positive_float,
         default=None,
-        help="largest allowed max |keras - exported|, times max(1, max |keras|) (default: 1e-4)",
+        help="largest allowed max |keras - exported|, times max(1, max |keras|) "
+        "(default: 1e-4; 2**-9 for float16 models)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.set_defaults(run=run_export)
@@ -133,7 +134,7 @@ def run_export(args: argparse.Namespace) -> int:
             parts=args.parts,
             metadata=metadata,
             probe=probe,
-            tolerance=_export.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            tolerance=args.tolerance,
         )
     except _export.ExportError as error:
         raise CliError(f"keras-cae export: {error}") from error
@@ -172,7 +173,7 @@ def run_encode(args: argparse.Namespace) -> int:
     from export.runtime import OnnxEncoder
     from keras_cae import _io
     from keras_cae.cli import CliError
-    from keras_cae.data import load_array
+    from keras_cae.data import load_array, to_model_input
 
     out = args.out
     if not out.endswith(".npy"):
@@ -190,7 +191,7 @@ def run_encode(args: argparse.Namespace) -> int:
     )
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(dataset.x)
+        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, args.input))
     except ValueError as error:
         raise CliError(f"keras-cae encode: {args.input}: {error}") from None
     _io.atomic_save_npy(out, codes)

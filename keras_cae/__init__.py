@@ -42,8 +42,10 @@ _EXPORTS = {
     "jacobian_norm": "keras_cae.analysis",
     "contraction_curve": "keras_cae.analysis",
     "tangent_directions": "keras_cae.analysis",
+    "load_model": "keras_cae.saving",
 }
 _TRAINING_MODULES = (
+    "keras_cae.saving",
     "keras_cae.penalties",
     "keras_cae.model",
     "keras_cae.layers",

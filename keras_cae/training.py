@@ -13,7 +13,7 @@ import numpy as np
 
 import keras_cae
 from keras_cae.builders import dense_autoencoder
-from keras_cae.data import Dataset
+from keras_cae.data import Dataset, check_output_range, to_model_input
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
 
@@ -108,10 +108,12 @@ def train(
         held-out reconstruction error (MSE), the held-out mean ``‖J_f(x)‖²_F``, and,
         when labels exist, logistic-regression probe accuracy on codes and raw inputs.
     """
+    input_shape = (None, int(np.prod(dataset.x.shape[1:])))
+    check_output_range(dataset.x, output_activation, dataset.name)
     keras.utils.set_random_seed(seed)
     x_train, x_test, y_train, y_test = split(dataset, test_fraction, seed)
-    flat_train = x_train.reshape(len(x_train), -1)
-    flat_test = x_test.reshape(len(x_test), -1)
+    flat_train = to_model_input(x_train, input_shape, dataset.name)
+    flat_test = to_model_input(x_test, input_shape, dataset.name)
     settings = {
         "hidden_units": list(hidden_units),
         "activation": activation,
