@@ -6,7 +6,8 @@ keras_cae``, as sorted imports put it), it is loaded at once, which registers th
 serializable classes for `keras.models.load_model`; otherwise it is loaded on first
 use of any public name, so that the TensorFlow-free parts of the package
 (`keras-cae encode`, `keras-cae serve`, the onnxruntime runtime in `export`) start
-fast without it.
+fast without it. `keras_cae.load_model(path)` reloads a saved model in any import
+order (see docs/pipeline.md).
 
 Example:
 

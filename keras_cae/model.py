@@ -583,6 +583,15 @@ class ContractiveAutoencoder(keras.Model):
         self._build_for(_data_input_shape(x))
         return super().evaluate(x, y, *args, **kwargs)
 
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Returns reconstructions, as `keras.Model.predict`; `x` builds the model.
+
+        Built here rather than on the first call, the model records a dynamic batch
+        axis (`(None, ...)`), as after `fit`.
+        """
+        self._build_for(_data_input_shape(x))
+        return super().predict(x, *args, **kwargs)
+
     # ----------------------------------------------------------------------------------
     # Serialization.
 

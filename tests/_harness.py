@@ -51,28 +51,6 @@ def assert_config_round_trip(model: keras.Model) -> None:
     assert after == before, "\n".join(difflib.unified_diff(before, after, lineterm=""))
 
 
-def assert_saved_model_round_trip(
-    model: keras.Model, x: np.ndarray, directory: str, continue_training: bool = True
-) -> keras.Model:
-    """`.keras` save → load gives identical outputs, codes and penalty settings."""
-    path = os.path.join(directory, "model.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(
-        np.asarray(model.predict(x, verbose=0)), np.asarray(loaded.predict(x, verbose=0))
-    )
-    np.testing.assert_array_equal(np.asarray(model.encode(x)), np.asarray(loaded.encode(x)))
-    for key in ("contractive_weight", "penalty", "hessian_weight", "corruption"):
-        assert getattr(loaded, key) == getattr(model, key)
-    if continue_training:
-        before = [np.array(w) for w in loaded.get_weights()]
-        history = loaded.fit(x, epochs=1, batch_size=len(x), verbose=0)
-        assert np.isfinite(history.history["loss"][0])
-        after = loaded.get_weights()
-        assert any(not np.array_equal(a, b) for a, b in zip(before, after))
-    return loaded
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

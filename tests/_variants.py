@@ -154,7 +154,7 @@ VARIANTS: list[ModelVariant] = [
     ModelVariant("functional-skip", user_functional_skip),
     ModelVariant("subclassed", user_subclassed),
     ModelVariant("dense", lambda: dense_autoencoder(FEATURES, 5, seed=0)),
-    ModelVariant("tied", lambda: dense_autoencoder(FEATURES, [6, 3], tied_weights=True, seed=0)),
+    ModelVariant("tied", lambda: dense_autoencoder(FEATURES, [8, 4], tied_weights=True, seed=0)),
     ModelVariant("conv", lambda: user_conv(contractive_weight=0.1, seed=0), IMAGE_SHAPE),
     ModelVariant(
         "dae",

@@ -64,6 +64,8 @@ def test_pipeline(variant: ModelVariant, tmp_path: Any) -> None:
         model.save(path)
         loaded = keras_cae.load_model(path)
     assert type(loaded) is type(model) and loaded.built
+    assert type(loaded.encoder) is type(model.encoder)
+    assert type(loaded.decoder) is type(model.decoder)
     for key in ("contractive_weight", "penalty", "hessian_weight", "corruption"):
         assert getattr(loaded, key) == getattr(model, key)
     # Shared (tied) kernels stay shared: the same number of variables, not copies.
@@ -107,8 +109,11 @@ def test_pipeline(variant: ModelVariant, tmp_path: Any) -> None:
     np.testing.assert_array_equal(served, runtime.encode(request))
 
     # ---- training resumes after the reload where it stopped.
+    before = model.get_weights()
     model.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0)
-    loaded.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    history = loaded.fit(x, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
