@@ -281,13 +281,15 @@ class ContractiveAutoencoder(keras.Model):
             loss="mean_squared_error" if loss is None else loss,
             **kwargs,
         )
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            # A built model saved before training then holds its optimizer's slots, and
+            # reloads (whose optimizer is built at compile) find every variable.
+            self.optimizer.build(self.trainable_variables)
         self._check_jit_compile()
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Restores the compile state saved in a `.keras` file (our `compile` is Keras's)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def compute_loss(
         self,

@@ -13,12 +13,11 @@ __all__ = ["load_model"]
 def load_model(path: str | os.PathLike[str], **kwargs: Any) -> keras.Model:
     """Loads a `.keras` file saved from a keras-cae model, as `keras.models.load_model`.
 
-    `keras.models.load_model` finds `ContractiveAutoencoder` and `TiedDecoder` only
-    once their modules have registered them with Keras. ``import keras_cae`` does that
-    at once when Keras is imported already, and otherwise waits for the first use of
-    the training API, so that the TensorFlow-free commands (`keras-cae encode`,
-    `keras-cae serve`) start without TensorFlow. This function registers them first,
-    so it works in every import order.
+    `keras.models.load_model` finds `ContractiveAutoencoder` and `TiedDecoder` once
+    their modules have registered them with Keras; ``import keras_cae`` arranges that
+    for when Keras is imported, without importing TensorFlow itself. This function
+    registers them first, explicitly, so it needs no import hook and works in every
+    import order.
 
     Args:
         path: the `.keras` file.
