@@ -77,20 +77,32 @@ def __dir__() -> list[str]:
 
 
 # Keras's own import chain: `import keras` imports TensorFlow, and `import tensorflow`
-# imports Keras half-way through its own initialisation. Our classes are registered
-# when the outer of the two has finished, never while either is half-initialised.
+# imports Keras half-way through its own initialisation; and our own modules import
+# each other. Our classes are registered when the last of these imports has finished,
+# never while any of them is half-initialised (importing the training modules then
+# would meet a partial module).
 _KERAS_ROOTS = ("keras", "tensorflow")
 
 
-def _initialised(name: str, finishing: str) -> bool:
-    module = sys.modules.get(name)
-    if module is None:
-        return False
-    return name == finishing or not getattr(module.__spec__, "_initializing", False)
+def _initializing(module: Any) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _register_if_ready(finishing: str) -> None:
+    """Loads the training modules if Keras and TensorFlow are in and nothing is half-done."""
+    for root in _KERAS_ROOTS:
+        module = sys.modules.get(root)
+        if module is None or (root != finishing and _initializing(module)):
+            return
+    for name, module in list(sys.modules.items()):
+        if name.startswith("keras_cae.") and name != finishing and _initializing(module):
+            return  # Its completion calls this again.
+    _HOOK.remove()
+    _load_training_modules()
 
 
 class _RegisteringLoader(importlib.abc.Loader):
-    """Runs a Keras root module's loader, then registers our classes once both are in."""
+    """Runs a module's own loader, then registers our classes if the time has come."""
 
     def __init__(self, loader: Any, name: str) -> None:
         self._loader = loader
@@ -101,9 +113,7 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module: Any) -> None:
         self._loader.exec_module(module)
-        if all(_initialised(root, self._name) for root in _KERAS_ROOTS):
-            _HOOK.remove()
-            _load_training_modules()
+        _register_if_ready(self._name)
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, get_source, ...
         return getattr(self._loader, name)
@@ -114,11 +124,13 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
 
     Without it, `import keras_cae` before `import keras` (which does not load
     TensorFlow, to keep `keras-cae encode`/`serve` TensorFlow-free) would leave
-    `ContractiveAutoencoder` unknown to `keras.models.load_model`.
+    `ContractiveAutoencoder` unknown to `keras.models.load_model`. It watches the
+    imports of `keras`, `tensorflow` and our own submodules, and removes itself once
+    the classes are registered.
     """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in _KERAS_ROOTS:
+        if fullname not in _KERAS_ROOTS and not fullname.startswith("keras_cae."):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

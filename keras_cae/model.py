@@ -116,6 +116,10 @@ class ContractiveAutoencoder(keras.Model):
     denoising auto-encoder, Vincent et al., 2008); with every weight 0 and no
     corruption it is a plain auto-encoder, trained exactly as one.
 
+    Like a Functional model, it is built when made if its encoder is built (e.g. it
+    starts with a `keras.Input`; the input shape is the encoder's); otherwise `fit`,
+    `evaluate`, `predict` or the first train step builds it from the data.
+
     The reconstruction loss is the one given to `compile(loss=...)`; without one it
     is the mean squared error. Sample weights weight every term. Logs: `loss` (the
     total), `reconstruction_loss`, `contractive_loss` (the batch mean of

@@ -265,6 +265,11 @@ def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
         "import keras\nimport keras_cae",
         pytest.param("import tensorflow\nimport keras_cae\nimport keras", marks=pytest.mark.slow),
         pytest.param("import keras_cae\nimport tensorflow\nimport keras", marks=pytest.mark.slow),
+        # A submodule that imports TensorFlow first, while the training modules import it.
+        pytest.param(
+            "from keras_cae import distribute\nimport keras\nimport keras_cae",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_load_model_works_in_every_import_order(imports, tmp_path):
