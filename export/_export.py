@@ -28,6 +28,7 @@ from export.parity import (
     allowed_difference,
     check_parity,
     check_tolerance,
+    default_tolerance,
     keras_outputs,
     probe_batch,
     to_numpy,
@@ -158,7 +159,7 @@ def export_encoder(
     parts: str | Sequence[str] = ("encoder",),
     metadata: Mapping[str, Any] | None = None,
     probe: Any = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     input_shape: Sequence[int] | None = None,
     model_name: str | None = None,
 ) -> ExportResult:
@@ -193,7 +194,9 @@ def export_encoder(
             ``{"training_data": "sklearn-digits", "input_scaling": "x / 16"}``.
         probe: the inputs the parity check runs on, shape ``(n, *features)`` with
             n ≥ 2; real data is best. Defaults to 32 seeded uniform samples in [0, 1).
-        tolerance: see above. Defaults to `DEFAULT_TOLERANCE` (1e-4).
+        tolerance: see above. Defaults to `DEFAULT_TOLERANCE` (1e-4), or for a model
+            that computes in float16 / bfloat16 (mixed precision) to
+            `HALF_PRECISION_TOLERANCE` (2**-9 / 2**-6).
         input_shape: one sample's shape, for a subclassed model whose input shape
             cannot be read from the model. Defaults to the shape the model was built
             with.
@@ -223,7 +226,8 @@ def export_encoder(
     parts = _as_tuple(parts, "parts", PARTS)
     if not isinstance(overwrite, bool):
         raise ValueError(f"`overwrite` should be True or False. Received: overwrite={overwrite!r}")
-    tolerance = check_tolerance(tolerance)
+    if tolerance is not None:
+        tolerance = check_tolerance(tolerance)
     writers = {format: WRITERS[format] for format in formats}
     if model_name is not None and "triton" not in formats:
         raise ValueError(
@@ -260,6 +264,8 @@ def export_encoder(
             "only the model itself is exported, as parts=('encoder',)."
         )
     encoder = model.encoder if is_cae else model
+    if tolerance is None:
+        tolerance = default_tolerance(model)
     if input_shape is not None:
         full_input_shape = _check_input_shape(input_shape)
     else:

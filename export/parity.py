@@ -18,6 +18,8 @@ from export.errors import ParityError
 __all__ = [
     "DEFAULT_PROBE_SIZE",
     "DEFAULT_TOLERANCE",
+    "HALF_PRECISION_TOLERANCE",
+    "default_tolerance",
     "allowed_difference",
     "check_parity",
     "check_tolerance",
@@ -30,8 +32,27 @@ __all__ = [
 #: float32 kernels that reorder sums differ by a few ulps (measured ~1e-7 on
 #: sigmoid codes), far below this; a wrong graph differs by orders of magnitude more.
 DEFAULT_TOLERANCE = 1e-4
+#: The default for models that compute in 16-bit floats (mixed precision): TensorFlow
+#: and onnxruntime round each float16 layer output on their own, so they differ by an
+#: ulp or two, 2**-11 to 2**-10 near 1 (measured 4.9e-4 on sigmoid codes); 8 bits for
+#: bfloat16. Twice the ulp at 1 still tells a wrong graph apart.
+HALF_PRECISION_TOLERANCE = {"float16": 2 * 2.0**-10, "bfloat16": 2 * 2.0**-7}
 #: Rows in the default probe batch (uniform in [0, 1), like the scaled inputs).
 DEFAULT_PROBE_SIZE = 32
+
+
+def default_tolerance(model: Any) -> float:
+    """`DEFAULT_TOLERANCE`, or the half-precision one if any layer computes in 16 bits."""
+    dtypes, pending = set(), [model]
+    while pending:
+        layer = pending.pop()
+        dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
+        pending.extend(getattr(layer, "layers", []))
+        pending.extend(
+            getattr(layer, name) for name in ("encoder", "decoder") if hasattr(layer, name)
+        )
+    half = [HALF_PRECISION_TOLERANCE[d] for d in dtypes if d in HALF_PRECISION_TOLERANCE]
+    return max(half, default=DEFAULT_TOLERANCE)
 
 
 def check_tolerance(tolerance: Any) -> float:

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Dataset", "load_digits", "load_array", "check_finite"]
+__all__ = [
+    "Dataset",
+    "load_digits",
+    "load_array",
+    "check_finite",
+    "to_model_input",
+    "check_output_range",
+]
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
 
@@ -60,6 +67,100 @@ def check_finite(x: np.ndarray, name: str = "x") -> None:
             f"`{name}` contains NaN or infinite values in {bad} of {x.shape[0]} rows "
             f"(first bad row: {first}). Remove or impute them first."
         )
+
+
+def to_model_input(
+    x: np.ndarray, input_shape: tuple[int | None, ...], name: str = "x"
+) -> np.ndarray:
+    """Gives data to a model whose input has `input_shape`: the one data contract.
+
+    The data's sample shape is used as it is when it matches the model's (images in,
+    images out: a conv encoder gets its ``(n, 28, 28, 1)`` images untouched). A model
+    with a flat input ``(None, features)`` gets each sample flattened when the sample
+    holds exactly `features` values (``(n, 28, 28)`` into ``(None, 784)``). Anything
+    else is refused; nothing is padded, cropped or given a new axis. `keras-cae train`
+    (a flat Dense model) and `keras-cae encode` both go through this function.
+
+    Args:
+        x: the data, shape ``(n, *sample_shape)``.
+        input_shape: the model's input shape, ``(None, *features)``.
+        name: what `x` is called in the error. Defaults to `"x"`.
+
+    Returns:
+        `x`, or a flattened view of it.
+
+    Raises:
+        ValueError: the sample shape neither matches nor flattens to the model's.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cae.data import to_model_input
+    >>> to_model_input(np.zeros((5, 28, 28)), (None, 784)).shape
+    (5, 784)
+    >>> to_model_input(np.zeros((5, 28, 28, 1)), (None, 28, 28, 1)).shape
+    (5, 28, 28, 1)
+    """
+    sample, expected = tuple(x.shape[1:]), tuple(input_shape[1:])
+    if len(sample) == len(expected) and all(e is None or e == s for e, s in zip(expected, sample)):
+        return x
+    if len(expected) == 1 and expected[0] == int(np.prod(sample)):
+        return x.reshape(x.shape[0], -1)
+    wanted = ", ".join(str(d) for d in expected)
+    raise ValueError(
+        f"`{name}` should have samples of shape ({wanted}), or of any shape with "
+        f"{wanted} values when the model's input is flat. Received: {name}.shape={x.shape} "
+        f"for a model with input shape {tuple(input_shape)}."
+    )
+
+
+# The values each output activation can produce; inputs far outside them cannot be
+# reconstructed, so training on them only fits the bias (MSE 21,495 on raw uint8).
+_OUTPUT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}
+
+
+def check_output_range(x: np.ndarray, output_activation: str, name: str = "x") -> None:
+    """Raises `ValueError` when `x` lies outside what the decoder's activation produces.
+
+    A sigmoid decoder outputs values in (0, 1) and a tanh decoder in (-1, 1); inputs
+    beyond that range (raw 0–255 pixels, say) cannot be reconstructed, and training on
+    them quietly ends with a huge error and a vanishing penalty. The message gives the
+    fix. A margin of 1 % of the range allows for rounding in stored data.
+
+    Args:
+        x: the training inputs.
+        output_activation: the decoder's output activation; only `"sigmoid"`,
+            `"softmax"` and `"tanh"` are bounded, so other names pass.
+        name: what `x` is called in the error. Defaults to `"x"`.
+
+    Raises:
+        ValueError: `x` has values outside the activation's range.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cae.data import check_output_range
+    >>> check_output_range(np.array([[0.0, 0.5, 1.0]]), "sigmoid")
+    >>> check_output_range(np.array([[0.0, 255.0]]), "linear")
+    """
+    bounds = _OUTPUT_RANGES.get(output_activation)
+    if bounds is None or x.size == 0:
+        return
+    low, high = bounds
+    margin = 0.01 * (high - low)
+    found_low, found_high = float(np.min(x)), float(np.max(x))
+    if found_low >= low - margin and found_high <= high + margin:
+        return
+    if found_low >= 0 and found_high <= 255 and found_high > 1:
+        fix = f"for 8-bit pixels divide by 255 (x / 255), else rescale to [{low:g}, {high:g}]"
+    else:
+        fix = f"rescale it to [{low:g}, {high:g}], e.g. (x - x.min()) / (x.max() - x.min())"
+    raise ValueError(
+        f"`{name}` has values in [{found_low:g}, {found_high:g}], but the decoder's output "
+        f"activation {output_activation!r} only produces values in [{low:g}, {high:g}], so "
+        f"it cannot reconstruct them: {fix}; or use output_activation='linear' "
+        "(--output-activation linear)."
+    )
 
 
 def _read_csv(path: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -54,6 +55,46 @@ def _replica_share(batch_size: tf.Tensor) -> tf.Tensor | None:
     return local / tf.distribute.get_replica_context().all_reduce("sum", local)
 
 
+def _built_input_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
+    """The input shape of a built single-input layer, batch axis None; None if unknown.
+
+    Read from the model's `Input` (Sequential, Functional), else from the shape it was
+    built with (`get_build_config`, a subclassed model or a plain layer).
+    """
+    if not layer.built:
+        return None
+    try:
+        inputs = layer.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+        shape = tuple(inputs[0].shape)
+    else:
+        shape = (layer.get_build_config() or {}).get("input_shape")
+    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
+        return None
+    shape = (None, *tuple(shape)[1:])
+    if all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape):
+        return shape
+    return None
+
+
+def _data_input_shape(x: Any) -> tuple[int | None, ...] | None:
+    """The input shape, batch axis None, of array or `tf.data` inputs; None if unknown."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        shape = getattr(spec, "shape", None)
+        shape = None if shape is None or shape.rank is None else tuple(shape)
+    elif isinstance(x, (np.ndarray, tf.Tensor)) and x.ndim > 1:
+        shape = tuple(x.shape)
+    else:
+        return None
+    if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
+        return None
+    return (None, *(int(d) for d in shape[1:]))
+
+
 def _weighted_mean(values: tf.Tensor, sample_weight: Any) -> tf.Tensor:
     """Keras's `sum_over_batch_size` reduction: ``Σ w_b v_b / batch``."""
     if sample_weight is not None:
@@ -74,6 +115,10 @@ class ContractiveAutoencoder(keras.Model):
     2011). With `corruption` it trains on corrupted inputs against clean targets (a
     denoising auto-encoder, Vincent et al., 2008); with every weight 0 and no
     corruption it is a plain auto-encoder, trained exactly as one.
+
+    Like a Functional model, it is built when made if its encoder is built (e.g. it
+    starts with a `keras.Input`; the input shape is the encoder's); otherwise `fit`,
+    `evaluate`, `predict` or the first train step builds it from the data.
 
     The reconstruction loss is the one given to `compile(loss=...)`; without one it
     is the mean squared error. Sample weights weight every term. Logs: `loss` (the
@@ -168,6 +213,12 @@ class ContractiveAutoencoder(keras.Model):
         tie = getattr(decoder, "tie", None)
         if callable(tie):
             tie(encoder)
+        input_shape = _built_input_shape(encoder)
+        if input_shape is not None:
+            # Like a Functional model, a model made of built parts is built at once, so
+            # it can be saved, exported or reloaded (with its optimizer state) without
+            # ever being called.
+            self.build(input_shape)
 
     # ----------------------------------------------------------------------------------
     # Forward pass.
@@ -185,6 +236,17 @@ class ContractiveAutoencoder(keras.Model):
             )
         self.built = True
         self._check_jit_compile()
+
+    def _build_for(self, input_shape: tuple[int | None, ...] | None) -> None:
+        """Builds the model for inputs of this shape, as `fit` builds any Keras model.
+
+        Keras builds a subclassed model when it is first called; the train and test
+        steps call the encoder and decoder through the penalty, never the model, so
+        they build it here instead (from the data before training when its shape is
+        known, else from the first batch when the step is traced).
+        """
+        if not self.built and input_shape is not None:
+            self.build(input_shape)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.decoder(self.encoder(inputs, training=training), training=training)
@@ -223,13 +285,15 @@ class ContractiveAutoencoder(keras.Model):
             loss="mean_squared_error" if loss is None else loss,
             **kwargs,
         )
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            # A built model saved before training then holds its optimizer's slots, and
+            # reloads (whose optimizer is built at compile) find every variable.
+            self.optimizer.build(self.trainable_variables)
         self._check_jit_compile()
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Restores the compile state saved in a `.keras` file (our `compile` is Keras's)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def compute_loss(
         self,
@@ -410,6 +474,7 @@ class ContractiveAutoencoder(keras.Model):
 
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._build_for((None, *x.shape[1:]))
         with tf.GradientTape() as tape:
             total, reconstruction, terms = self._compute_terms(x, y, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(total)
@@ -421,6 +486,7 @@ class ContractiveAutoencoder(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._build_for((None, *x.shape[1:]))
         total, reconstruction, terms = self._compute_terms(x, y, sample_weight, training=False)
         self._update_trackers(total, terms, tf.shape(x)[0])
         logs = self.compute_metrics(x, x if y is None else y, reconstruction, sample_weight)
@@ -500,6 +566,7 @@ class ContractiveAutoencoder(keras.Model):
         """
         self._check_data(x, y, kwargs.get("validation_data"))
         self._check_batch_size(x, args[0] if args else kwargs.get("batch_size"))
+        self._build_for(_data_input_shape(x))
         return super().fit(x, y, *args, **kwargs)
 
     def _check_batch_size(self, x: Any, batch_size: int | None) -> None:
@@ -519,7 +586,17 @@ class ContractiveAutoencoder(keras.Model):
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Evaluates the model, as `keras.Model.evaluate`; `y` defaults to `x`."""
         self._check_data(x, y)
+        self._build_for(_data_input_shape(x))
         return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Returns reconstructions, as `keras.Model.predict`; `x` builds the model.
+
+        Built here rather than on the first call, the model records a dynamic batch
+        axis (`(None, ...)`), as after `fit`.
+        """
+        self._build_for(_data_input_shape(x))
+        return super().predict(x, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------
     # Serialization.
@@ -532,7 +609,7 @@ class ContractiveAutoencoder(keras.Model):
         probes, CAE+H) of its first epochs and differ from an uninterrupted run.
         """
         super().save_own_variables(store)
-        store[_SEED_STATE_KEY] = self.seed_generator.state
+        store[_SEED_STATE_KEY] = self.seed_generator.state.value.numpy()
 
     def load_own_variables(self, store: Any) -> None:
         """Loads what `save_own_variables` saved (files without the seed state load too)."""
@@ -563,7 +640,8 @@ class ContractiveAutoencoder(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ContractiveAutoencoder:
-        config = dict(config)
+        # A deep copy: deserializing a Functional model empties its config in place.
+        config = copy.deepcopy(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
         return cls(**config)

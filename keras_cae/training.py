@@ -13,7 +13,7 @@ import numpy as np
 
 import keras_cae
 from keras_cae.builders import dense_autoencoder
-from keras_cae.data import Dataset
+from keras_cae.data import Dataset, check_output_range, to_model_input
 from keras_cae.model import ContractiveAutoencoder
 from keras_cae.penalties import contractive_penalty
 from keras_cae.train_config import TrainConfig
@@ -160,10 +160,12 @@ def train(
             "`steps_per_epoch` applies to streamed training (`train_stream`); in-memory "
             f"data makes one pass per epoch. Received: steps_per_epoch={config.steps_per_epoch}"
         )
+    input_shape = (None, int(np.prod(dataset.x.shape[1:])))
+    check_output_range(dataset.x, config.output_activation, dataset.name)
     keras.utils.set_random_seed(config.seed)
     x_train, x_test, y_train, y_test = split(dataset, config.test_fraction, config.seed)
-    flat_train = x_train.reshape(len(x_train), -1)
-    flat_test = x_test.reshape(len(x_test), -1)
+    flat_train = to_model_input(x_train, input_shape, dataset.name)
+    flat_test = to_model_input(x_test, input_shape, dataset.name)
     model = _build_model(config, flat_train.shape[1], strategy)
     history, train_seconds = _timed_fit(
         model,

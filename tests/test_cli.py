@@ -359,3 +359,67 @@ def test_tensorflow_logs_are_silent_unless_verbose(tmp_path):
     # The control: the same commands with --verbose do print TensorFlow's lines.
     verbose = _fresh_python(cli.format([*train, "--out", str(tmp_path / "v"), "--verbose"]))
     assert verbose.returncode == 0 and verbose.stderr.count("\n") > 1, verbose.stderr
+
+
+def test_unscaled_pixels_are_refused_with_the_fix(tmp_path, capsys):
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8))
+    code, _, stderr = run(
+        capsys, "train", "--data", str(path), "--out", str(tmp_path / "out"), "--quiet"
+    )
+    assert code == 2
+    assert "divide by 255" in stderr and "'sigmoid'" in stderr and "[0, 255]" in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _onnx_encoder(path, input_dims: list[int]) -> None:
+    """A TensorFlow-free encoder: code = x summed over its last axis (flattened first
+    for a flat input of 12 as a (3, 4) sum)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["grid"])]
+    nodes.append(helper.make_node("ReduceSum", ["grid", "axes"], ["code"], keepdims=0))
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *input_dims])],
+        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", 3])],
+        [
+            numpy_helper.from_array(np.array([-1, 3, 4], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_train_and_encode_share_one_data_contract(tmp_path, capsys):
+    images = np.random.default_rng(1).random((40, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "flat.npy", images.reshape(40, 12))
+    # train: a flat Dense model, so each (3, 4) image is flattened to 12 inputs.
+    out = tmp_path / "run"
+    code, _, stderr = run(
+        capsys, "train", "--data", str(tmp_path / "images.npy"), "--out", str(out),
+        "--epochs", "1", "--hidden-units", "3", "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads((out / "metrics.json").read_text())["input_dim"] == 12
+    # encode: the same file into a flat encoder (flattened) and an image encoder (as is).
+    expected = images.sum(axis=2)
+    for dims in ([12], [3, 4]):
+        model = tmp_path / f"encoder{len(dims)}.onnx"
+        _onnx_encoder(str(model), dims)
+        codes = tmp_path / f"codes{len(dims)}.npy"
+        argv = ["encode", str(model), str(tmp_path / "images.npy"), "--out", str(codes)]
+        code, _, stderr = run(capsys, *argv)
+        assert code == 0, stderr
+        np.testing.assert_allclose(np.load(codes), expected, rtol=1e-6)
+    # Flat rows do not become images: refused, one line, exit 2.
+    argv = ["encode", str(tmp_path / "encoder2.onnx"), str(tmp_path / "flat.npy")]
+    code, _, stderr = run(capsys, *argv, "--out", str(tmp_path / "bad.npy"))
+    assert code == 2 and "shape (3, 4)" in stderr and "(40, 12)" in stderr
+    assert stderr.count("\n") == 1 and not (tmp_path / "bad.npy").exists()

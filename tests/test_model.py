@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_cae import ContractiveAutoencoder, TiedDecoder, contractive_penalty, dense_autoencoder
+from keras_cae import ContractiveAutoencoder, contractive_penalty, dense_autoencoder
 
-from ._harness import assert_config_round_trip, assert_saved_model_round_trip, tiny_conv_autoencoder
+from ._variants import user_conv
 
 
 @pytest.fixture
@@ -141,34 +141,6 @@ def test_compiled_metrics_are_reported(x):
     np.testing.assert_allclose(logs["mae"], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "variant",
-    ["dense", "tied", "hutchinson-cae+h", "dae", "conv"],
-)
-def test_serialization_round_trips(variant, x, rng, tmp_path):
-    if variant == "conv":
-        model = tiny_conv_autoencoder(contractive_weight=0.1)
-        model.compile()
-        data = rng.random((16, 8, 8, 1)).astype("float32")
-    else:
-        kwargs = {
-            "dense": {},
-            "tied": {"tied_weights": True, "hidden_units": [6, 3]},
-            "hutchinson-cae+h": {"penalty": "hutchinson", "hessian_weight": 0.1},
-            "dae": {"corruption": "masking", "corruption_level": 0.2, "contractive_weight": 0.0},
-        }[variant]
-        model = small_model(**kwargs)
-        data = x
-    model.fit(data, epochs=1, verbose=0)
-    assert_config_round_trip(model)
-    loaded = assert_saved_model_round_trip(model, data, str(tmp_path))
-    if variant == "tied":
-        assert isinstance(loaded.decoder, TiedDecoder)
-        # The decoder reads the encoder's kernel: one variable, not a copy.
-        kernels = [w for w in loaded.trainable_weights if len(w.shape) == 2]
-        assert len(kernels) == 2
-
-
 def test_tied_decoder_uses_transposed_encoder_kernels(x):
     model = small_model(tied_weights=True, hidden_units=4, activation="sigmoid")
     kernel, bias = model.encoder.layers[-1].get_weights()
@@ -180,7 +152,7 @@ def test_tied_decoder_uses_transposed_encoder_kernels(x):
 
 
 def test_conv_autoencoder_trains_with_auto_penalty(rng):
-    model = tiny_conv_autoencoder(contractive_weight=0.1)
+    model = user_conv(contractive_weight=0.1)
     model.compile()
     assert model.penalty_method == "batch_jacobian"
     data = rng.random((16, 8, 8, 1)).astype("float32")
@@ -221,11 +193,44 @@ def test_bad_arguments_are_rejected(kwargs, match):
 
 
 def test_decoder_output_shape_mismatch_is_reported_at_build():
+    # Built parts: the model is built, and checked, when it is made.
     encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     decoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
-    model = ContractiveAutoencoder(encoder, decoder)
     with pytest.raises(ValueError, match=r"\(None, 6\).*\(None, 5\)"):
-        model.build((None, 6))
+        ContractiveAutoencoder(encoder, decoder)
+    # Parts without an Input: when the first batch builds it.
+    model = ContractiveAutoencoder(keras.layers.Dense(3), keras.layers.Dense(5))
+    model.compile()
+    with pytest.raises(ValueError, match=r"\(None, 6\).*\(None, 5\)"):
+        model.fit(np.zeros((4, 6), "float32"), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("parts", ["built", "unbuilt"])
+def test_model_is_built_from_its_parts_or_by_fit_evaluate_and_train_on_batch(parts, x):
+    def make() -> ContractiveAutoencoder:
+        inputs = [keras.Input((12,))] if parts == "built" else []
+        encoder = keras.Sequential([*inputs, keras.layers.Dense(4, "sigmoid")])
+        decoder = keras.Sequential([keras.layers.Dense(12, "sigmoid")])
+        model = ContractiveAutoencoder(encoder, decoder, contractive_weight=0.1)
+        model.compile()
+        return model
+
+    assert make().built is (parts == "built")
+    if parts == "built":
+        return
+    for run in (
+        lambda m: m.fit(x, epochs=1, verbose=0),
+        lambda m: m.fit(
+            tf.data.Dataset.from_tensor_slices(x).batch(16), epochs=1, shuffle=False, verbose=0
+        ),
+        lambda m: m.evaluate(x, verbose=0),
+        lambda m: m.train_on_batch(x),
+        lambda m: m.predict(x, verbose=0),
+    ):
+        model = make()
+        run(model)
+        assert model.built
+        assert model.get_build_config() == {"input_shape": (None, 12)}
 
 
 def test_non_finite_rows_are_rejected_before_training(x):
@@ -253,20 +258,38 @@ def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
     assert small_model(penalty="hutchinson").penalty_method == "hutchinson"
 
 
-def test_plain_import_then_load_model_works_in_a_fresh_process(tmp_path):
-    # `import keras` then `import keras_cae` must be enough for keras.models.load_model.
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import keras_cae\nimport keras",
+        "import keras\nimport keras_cae",
+        pytest.param("import tensorflow\nimport keras_cae\nimport keras", marks=pytest.mark.slow),
+        pytest.param("import keras_cae\nimport tensorflow\nimport keras", marks=pytest.mark.slow),
+        # A submodule that imports TensorFlow first, while the training modules import it.
+        pytest.param(
+            "from keras_cae import distribute\nimport keras\nimport keras_cae",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_load_model_works_in_every_import_order(imports, tmp_path):
+    # A fresh process each: `keras.models.load_model` and `keras_cae.load_model` both
+    # find the classes, whichever of keras_cae, keras and tensorflow comes first.
     import subprocess
     import sys
 
-    path = tmp_path / "model.keras"
-    small_model().save(path)
+    path = str(tmp_path / "model.keras")
+    small_model(tied_weights=True, hidden_units=[6, 3]).save(path)
     code = (
-        "import keras\nimport keras_cae\n"
-        f"model = keras.models.load_model({str(path)!r})\n"
-        "print(type(model).__name__)\n"
+        f"{imports}\n"
+        f"print(type(keras.models.load_model({path!r})).__name__)\n"
+        f"print(type(keras_cae.load_model({path!r})).__name__)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "ContractiveAutoencoder"
+    assert result.stdout.split() == ["ContractiveAutoencoder"] * 2

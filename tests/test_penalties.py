@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras_cae import contractive_penalty, hessian_penalty
 from keras_cae.penalties import _functional_chain, resolve_method
 
-from ._harness import tiny_conv_autoencoder
+from ._variants import user_conv
 
 
 def dense_encoder(sizes, activation="sigmoid", dtype="float32", seed=0):
@@ -187,7 +187,7 @@ def test_private_keras_api_for_functional_graphs():
 @pytest.mark.parametrize(
     "encoder, reason",
     [
-        (lambda: tiny_conv_autoencoder().encoder, "Conv2D"),
+        (lambda: user_conv().encoder, "Conv2D"),
         (
             lambda: keras.Sequential(
                 [keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()]
@@ -237,7 +237,7 @@ def test_hutchinson_is_unbiased_with_the_predicted_variance(kind, rng):
         encoder = dense_encoder([10, 6, 4], "tanh")
         x = rng.normal(size=(3, 10)).astype("float32")
     else:
-        encoder = tiny_conv_autoencoder().encoder
+        encoder = user_conv().encoder
         x = rng.random((3, 8, 8, 1)).astype("float32")
     flat_shape = [x.shape[0], -1, int(np.prod(x.shape[1:]))]
     code_jacobian = tf.reshape(_jacobian(encoder, x), flat_shape).numpy().astype(np.float64)
@@ -268,7 +268,7 @@ def test_hutchinson_in_a_graph_equals_eager_for_the_same_probes(kind, rng):
     if kind == "dense":
         encoder, x = dense_encoder([10, 6, 4], "tanh"), rng.normal(size=(3, 10))
     else:
-        encoder, x = tiny_conv_autoencoder().encoder, rng.random((3, 8, 8, 1))
+        encoder, x = user_conv().encoder, rng.random((3, 8, 8, 1))
     x = tf.constant(x.astype("float32"))
     for method in ("contractive", "hessian"):
         function = contractive_penalty if method == "contractive" else hessian_penalty
@@ -281,7 +281,7 @@ def test_hutchinson_in_a_graph_equals_eager_for_the_same_probes(kind, rng):
 
 def _jvp_cases():
     dense = dense_encoder([10, 6, 4], "tanh")
-    conv = tiny_conv_autoencoder().encoder
+    conv = user_conv().encoder
     inputs = keras.Input((6, 6, 2))
     h = keras.layers.Conv1D(3, 2, activation="softplus")(keras.layers.Reshape((12, 6))(inputs))
     h = keras.layers.Activation("sigmoid")(keras.layers.Flatten()(h))

@@ -51,7 +51,7 @@ def _check_out(out: str, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae encode`; imports no TensorFlow."""
     from export.runtime import OnnxEncoder
-    from keras_cae.data import load_array
+    from keras_cae.data import load_array, to_model_input
 
     _check_out(args.out, args.overwrite)
     encoder = OnnxEncoder(
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     )
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(dataset.x)
+        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, args.input))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
     _io.atomic_save_npy(args.out, codes)

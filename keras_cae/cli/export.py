@@ -46,9 +46,9 @@ def add_parser(subparsers: Any) -> None:
     add("--opset", type=int, choices=list(SUPPORTED_OPSETS), default=None, metavar="N",
         help=f"ONNX opset, {SUPPORTED_OPSETS[0]} to {SUPPORTED_OPSETS[-1]} "
         f"(default: {DEFAULT_OPSET})")  # fmt: skip
-    add("--tolerance", type=number(0, inclusive=False), default=DEFAULT_TOLERANCE,
+    add("--tolerance", type=number(0, inclusive=False), default=None,
         help="largest allowed max |keras - exported|, times max(1, max |keras|) "
-        f"(default: {DEFAULT_TOLERANCE:g})")  # fmt: skip
+        f"(default: {DEFAULT_TOLERANCE:g}; 2**-9 for float16 models)")  # fmt: skip
     add("--overwrite", action="store_true", help="replace a non-empty --out")
     add("--verbose", action="store_true", help="show TensorFlow's own log lines")
     parser.set_defaults(run=run)
