@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
+    from keras_cae.export import OnnxEncoder
 
-    import export
     import keras_cae
-    from export import OnnxEncoder
+    from keras_cae import export
 
     model = keras_cae.dense_autoencoder(args.input_dim, args.hidden, seed=0)
     workdir = tempfile.mkdtemp(prefix="keras-cae-inference-")
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     encoder = OnnxEncoder(onnx_path, intra_op_num_threads=args.threads)
     # Two breakdown rows: without the NaN/inf check, and through the public
-    # `InferenceSession.run` instead of the C++ session (see export.runtime).
+    # `InferenceSession.run` instead of the C++ session (see keras_cae.export.runtime).
     unchecked = OnnxEncoder(onnx_path, intra_op_num_threads=args.threads, check_finite=False)
     public = OnnxEncoder(onnx_path, intra_op_num_threads=args.threads)
     public._run = public.session.run

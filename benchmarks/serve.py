@@ -184,7 +184,7 @@ def check_answer(port: int, protocol: str, x: np.ndarray, expected: np.ndarray) 
 def codec_times(encoder: Any, x: np.ndarray, repeats: int = 200) -> dict[str, dict[str, float]]:
     """Median ms to parse a v2 request and write its response: the server's codec
     (orjson) and the standard library's json, which it replaced."""
-    from export.serving import codec
+    from keras_cae.export.serving import codec
 
     request = request_bytes("v2", x).split(b"\r\n\r\n", 1)[1]
     response = {"outputs": [{"data": encoder.encode(x).reshape(-1).tolist()}]}
@@ -263,7 +263,8 @@ def main() -> None:
     if args.quick:
         args.requests, args.rounds = 200, 2
 
-    from export.runtime import OnnxEncoder
+    from keras_cae.export.runtime import OnnxEncoder
+
     from keras_cae.data import load_digits
 
     workdir = tempfile.mkdtemp(prefix="bench-serve-")

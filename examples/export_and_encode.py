@@ -15,8 +15,8 @@ import tempfile
 import keras
 import numpy as np
 
-import export
 import keras_cae
+from keras_cae import export
 from keras_cae.data import load_digits
 
 

@@ -2,11 +2,11 @@
 
 `OnnxEncoder` (the onnxruntime runtime) imports no TensorFlow. The export functions
 import TensorFlow, Keras and tf2onnx; they are loaded on first use (PEP 562), so
-``from export import OnnxEncoder`` stays TensorFlow-free.
+``from keras_cae.export import OnnxEncoder`` stays TensorFlow-free.
 
 Example:
 
->>> import export                                                    # doctest: +SKIP
+>>> from keras_cae import export                                                    # doctest: +SKIP
 >>> result = export.export_encoder(model, "exported/")               # doctest: +SKIP
 >>> export.OnnxEncoder(result.path("onnx")).encode(x)                 # doctest: +SKIP
 """
@@ -16,23 +16,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Public name -> module that defines it. `export.runtime` imports onnxruntime only;
-# `export._export` imports TensorFlow when its function runs; the others import
+# Public name -> module that defines it. `keras_cae.export.runtime` imports onnxruntime only;
+# `keras_cae.export._export` imports TensorFlow when its function runs; the others import
 # numpy at most.
 _LAZY = {
-    "OnnxEncoder": "export.runtime",
-    "METADATA_PREFIX": "export.runtime",
-    "export_encoder": "export._export",
-    "ExportResult": "export.result",
-    "ExportError": "export.errors",
-    "ParityError": "export.errors",
-    "FORMATS": "export.formats",
-    "DEFAULT_FORMATS": "export.formats",
-    "PARTS": "export._export",
-    "DEFAULT_TOLERANCE": "export.parity",
-    "DEFAULT_OPSET": "export.onnx",
-    "to_onnx": "export.onnx",
-    "to_saved_model": "export.saved_model",
+    "OnnxEncoder": "keras_cae.export.runtime",
+    "METADATA_PREFIX": "keras_cae.export.runtime",
+    "export_encoder": "keras_cae.export._export",
+    "ExportResult": "keras_cae.export.result",
+    "ExportError": "keras_cae.export.errors",
+    "ParityError": "keras_cae.export.errors",
+    "FORMATS": "keras_cae.export.formats",
+    "DEFAULT_FORMATS": "keras_cae.export.formats",
+    "PARTS": "keras_cae.export._export",
+    "DEFAULT_TOLERANCE": "keras_cae.export.parity",
+    "DEFAULT_OPSET": "keras_cae.export.onnx",
+    "to_onnx": "keras_cae.export.onnx",
+    "to_saved_model": "keras_cae.export.saved_model",
 }
 
 __all__ = list(_LAZY)
@@ -41,7 +41,7 @@ __all__ = list(_LAZY)
 def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
-        raise AttributeError(f"module 'export' has no attribute {name!r}")
+        raise AttributeError(f"module 'keras_cae.export' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value

@@ -3,10 +3,10 @@
 Every artifact is loaded back and run on a probe batch at batch size 1 and at a
 larger batch (which also proves the batch axis is dynamic); its outputs are
 compared with the Keras model's, and the export fails if they differ by more than
-the tolerance (`export.parity`). All files are written into a temporary directory
+the tolerance (`keras_cae.export.parity`). All files are written into a temporary directory
 beside the target and renamed into place at the end, so a failure at any step
-leaves nothing behind. The formats are writers in a registry (`export.formats`);
-the manifest is `export.manifest`'s.
+leaves nothing behind. The formats are writers in a registry (`keras_cae.export.formats`);
+the manifest is `keras_cae.export.manifest`'s.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from export import manifest as _manifest
-from export.errors import ExportError, ParityError
-from export.errors import step as _step
-from export.formats import DEFAULT_FORMATS, FORMATS, WRITERS, FormatWriter, PartExport
-from export.parity import (
+from keras_cae.export import manifest as _manifest
+from keras_cae.export.errors import ExportError, ParityError
+from keras_cae.export.errors import step as _step
+from keras_cae.export.formats import DEFAULT_FORMATS, FORMATS, WRITERS, FormatWriter, PartExport
+from keras_cae.export.parity import (
     DEFAULT_PROBE_SIZE,
     DEFAULT_TOLERANCE,
     allowed_difference,
@@ -33,8 +32,9 @@ from export.parity import (
     probe_batch,
     to_numpy,
 )
-from export.result import Artifact, ExportResult
-from export.result import display_path as _display_path  # noqa: F401 (export/cli.py)
+from keras_cae.export.result import Artifact, ExportResult
+from keras_cae.export.result import display_path as _display_path  # noqa: F401 (export/cli.py)
+
 from keras_cae import _io
 
 __all__ = [
@@ -171,7 +171,7 @@ def export_encoder(
     for ``decoder`` (``"code"`` → ``"reconstruction"``) and ``autoencoder`` (``"x"`` →
     ``"reconstruction"``) when asked, and ``manifest.json`` listing what was written
     and the parity figures. The ``"triton"`` format writes a Triton model repository,
-    ``triton/<name>/config.pbtxt`` and ``triton/<name>/1/model.onnx`` (`export.triton`).
+    ``triton/<name>/config.pbtxt`` and ``triton/<name>/1/model.onnx`` (`keras_cae.export.triton`).
 
     Every artifact is loaded back (ONNX by onnxruntime through `OnnxEncoder`, the
     SavedModel by `tf.saved_model.load`) and run on the probe batch at batch size 1 and

@@ -8,7 +8,7 @@ one entry in `WRITERS` (`export/triton.py` is one).
 
 Example:
 
->>> from export.formats import FORMATS, WRITERS                      # doctest: +SKIP
+>>> from keras_cae.export.formats import FORMATS, WRITERS                      # doctest: +SKIP
 >>> FORMATS
 ('onnx', 'saved_model', 'triton')
 >>> WRITERS["onnx"].file_name.format(part="encoder", name="encoder")
@@ -17,10 +17,10 @@ Example:
 
 from __future__ import annotations
 
-from export.onnx import ONNX_WRITER
-from export.saved_model import SAVED_MODEL_WRITER
-from export.triton import TRITON_WRITER
-from export.writer import FormatWriter, PartExport
+from keras_cae.export.onnx import ONNX_WRITER
+from keras_cae.export.saved_model import SAVED_MODEL_WRITER
+from keras_cae.export.triton import TRITON_WRITER
+from keras_cae.export.writer import FormatWriter, PartExport
 
 __all__ = ["DEFAULT_FORMATS", "FORMATS", "WRITERS", "FormatWriter", "PartExport"]
 

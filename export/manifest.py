@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from keras_cae.export.runtime import METADATA_PREFIX
 
-from export.runtime import METADATA_PREFIX
 from keras_cae import _io
 
 if TYPE_CHECKING:
-    from export.result import Artifact
+    from keras_cae.export.result import Artifact
 
 __all__ = [
     "MANIFEST",

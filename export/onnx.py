@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from export.writer import PartExport
+    from keras_cae.export.writer import PartExport
 
 __all__ = ["DEFAULT_OPSET", "ONNX_WRITER", "SUPPORTED_OPSETS", "to_onnx", "check_opset"]
 
@@ -157,8 +157,7 @@ class _OnnxWriter:
 
     def write(self, job: PartExport, path: str) -> None:
         import tensorflow as tf
-
-        from export.runtime import METADATA_PREFIX
+        from keras_cae.export.runtime import METADATA_PREFIX
 
         to_onnx(
             tf.function(job.function, input_signature=job.input_signature, autograph=False),
@@ -171,10 +170,10 @@ class _OnnxWriter:
 
     @contextlib.contextmanager
     def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
-        from export.runtime import OnnxEncoder
+        from keras_cae.export.runtime import OnnxEncoder
 
         yield OnnxEncoder(path, check_finite=False).encode
 
 
-#: The writer `export.formats.WRITERS` maps `"onnx"` to.
+#: The writer `keras_cae.export.formats.WRITERS` maps `"onnx"` to.
 ONNX_WRITER = _OnnxWriter()

@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from export.errors import ParityError
+from keras_cae.export.errors import ParityError
 
 __all__ = [
     "DEFAULT_PROBE_SIZE",

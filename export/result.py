@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from export.parity import DEFAULT_TOLERANCE
+from keras_cae.export.parity import DEFAULT_TOLERANCE
 
 __all__ = ["Artifact", "ExportResult"]
 

@@ -6,7 +6,7 @@ TensorFlow or Keras (a test checks `sys.modules` in a fresh process).
 
 Example:
 
->>> from export import OnnxEncoder                         # doctest: +SKIP
+>>> from keras_cae.export import OnnxEncoder                         # doctest: +SKIP
 >>> encoder = OnnxEncoder("exported/encoder.onnx")         # doctest: +SKIP
 >>> encoder.input_shape, encoder.output_shape              # doctest: +SKIP
 ((None, 64), (None, 32))

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from export.writer import PartExport
+    from keras_cae.export.writer import PartExport
 
 __all__ = ["SAVED_MODEL_WRITER", "SIGNATURE_KEY", "to_saved_model", "load_signature"]
 
@@ -96,5 +95,5 @@ class _SavedModelWriter:
         yield run  # `loaded` owns the variables: keep it alive until the check is done.
 
 
-#: The writer `export.formats.WRITERS` maps `"saved_model"` to.
+#: The writer `keras_cae.export.formats.WRITERS` maps `"saved_model"` to.
 SAVED_MODEL_WRITER = _SavedModelWriter()

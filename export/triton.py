@@ -37,12 +37,11 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from export.onnx import ONNX_WRITER
+from keras_cae.export.onnx import ONNX_WRITER
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from export.writer import PartExport
+    from keras_cae.export.writer import PartExport
 
 __all__ = [
     "CONFIG_FILE",
@@ -283,10 +282,10 @@ class _TritonWriter:
 
     @contextlib.contextmanager
     def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
-        from export.runtime import OnnxEncoder
+        from keras_cae.export.runtime import OnnxEncoder
 
         yield OnnxEncoder(verify_model(path), check_finite=False).encode
 
 
-#: The writer `export.formats.WRITERS` maps `"triton"` to.
+#: The writer `keras_cae.export.formats.WRITERS` maps `"triton"` to.
 TRITON_WRITER = _TritonWriter()

@@ -1,6 +1,6 @@
 """What a format writer is given (`PartExport`) and what it provides (`FormatWriter`).
 
-The registry of formats is `export.formats`; each format's writer lives in its own
+The registry of formats is `keras_cae.export.formats`; each format's writer lives in its own
 module and imports only this one, so the writers never import the registry back.
 """
 

@@ -26,11 +26,11 @@ NP_NAMESPACE_BEFORE = {name: id(value) for name, value in vars(np).items()}
 import keras  # noqa: E402
 import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from keras_cae.export import OnnxEncoder, _export  # noqa: E402
+from keras_cae.export import saved_model as saved_model_module  # noqa: E402
 
-import export  # noqa: E402
 import keras_cae  # noqa: E402
-from export import OnnxEncoder, _export  # noqa: E402
-from export import saved_model as saved_model_module  # noqa: E402
+from keras_cae import export  # noqa: E402
 from keras_cae.cli import main  # noqa: E402
 
 from ._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
@@ -552,7 +552,7 @@ def test_model_still_trains_saves_and_reexports_after_an_export(tmp_path):
 
 def test_tf2onnx_older_than_1_17_is_refused_with_the_fix(monkeypatch):
     """tf2onnx 1.16 calls `np.cast` and `np.product`, which numpy 2 removed."""
-    from export import onnx as onnx_module
+    from keras_cae.export import onnx as onnx_module
 
     old = type(sys)("tf2onnx")
     old.__version__ = "1.16.1"

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from keras_cae.export import formats
 
-import export
 import keras_cae
-from export import formats
+from keras_cae import export
 
 FEATURES = 12
 

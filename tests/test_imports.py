@@ -1,4 +1,5 @@
-"""The import graph of `keras_cae` and `export`, read from the source: no cycles, one direction.
+"""The import graph of `keras_cae` (with `keras_cae.export`, from the `export/` folder), read
+from the source: no cycles, one direction.
 
 Every `import` statement counts, including those inside functions (lazy imports),
 since a lazy import circle is still a circle a reader must untangle. Names loaded by
@@ -11,21 +12,22 @@ import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("keras_cae", "export")
+# Source folder -> the package it installs as (pyproject.toml's package-dir).
+PACKAGES = {"keras_cae": "keras_cae", "export": "keras_cae.export"}
 
 
 def _modules() -> dict[str, str]:
     """Module name -> file, for every .py file of the packages."""
     found = {}
-    for package in PACKAGES:
-        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+    for source, package in PACKAGES.items():
+        for folder, _, files in os.walk(os.path.join(ROOT, source)):
             for name in files:
                 if name.endswith(".py"):
                     path = os.path.join(folder, name)
-                    parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                    parts = os.path.relpath(path, os.path.join(ROOT, source))[:-3].split(os.sep)
                     if parts[-1] == "__init__":
                         parts.pop()
-                    found[".".join(parts)] = path
+                    found[".".join([package, *parts])] = path
     return found
 
 
@@ -96,15 +98,20 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _layer(module: str) -> str:
-    return "cli" if module.startswith("keras_cae.cli") else module.split(".")[0]
+    for layer in ("cli", "export"):
+        if module == f"keras_cae.{layer}" or module.startswith(f"keras_cae.{layer}."):
+            return layer
+    return "keras_cae"
 
 
 def test_the_graph_is_read_from_the_source():
     graph = _graph()
     assert "keras_cae.cli.train" in graph["keras_cae.cli"]
     assert "keras_cae.cli.errors" in graph["keras_cae.cli.train"]
-    assert "keras_cae._io" in graph["export._export"]
-    assert "export.serve" in graph["keras_cae.cli.serve"]  # A lazy import, inside `run`.
+    assert "keras_cae._io" in graph["keras_cae.export._export"]
+    assert (
+        "keras_cae.export.serving" in graph["keras_cae.cli.serve"]
+    )  # A lazy import, inside `run`.
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

@@ -15,9 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from keras_cae.export.runtime import OnnxEncoder, _session_runner
 from onnx import TensorProto, helper, numpy_helper
-
-from export.runtime import OnnxEncoder, _session_runner
 
 FEATURES, CODE = 6, 3
 
@@ -344,8 +343,8 @@ def test_imports_no_tensorflow(model_path):
     """The runtime and `keras-cae encode` in a fresh process: no TF, Keras or tf2onnx."""
     code = f"""
 import sys, numpy as np
-from export import OnnxEncoder
-from export.runtime import OnnxEncoder as Same
+from keras_cae.export import OnnxEncoder
+from keras_cae.export.runtime import OnnxEncoder as Same
 assert OnnxEncoder is Same
 codes = OnnxEncoder({model_path!r}).encode(np.zeros((2, {FEATURES})))
 assert codes.shape == (2, {CODE})
@@ -365,11 +364,11 @@ print("HEAVY", heavy)
 
 def test_private_onnxruntime_api_for_the_fast_path(model_path):
     """onnxruntime has no public name for the C++ session's `run`; the one function
-    that reads it is `export.runtime._session_runner`. If this test fails after an
+    that reads it is `keras_cae.export.runtime._session_runner`. If this test fails after an
     onnxruntime upgrade, rerun benchmarks/inference.py and update that function."""
     where = (
         f"onnxruntime {ort.__version__} changed the private `InferenceSession._sess` that "
-        "export.runtime._session_runner calls for speed; update that function:"
+        "keras_cae.export.runtime._session_runner calls for speed; update that function:"
     )
     encoder = OnnxEncoder(model_path)
     native = getattr(encoder.session, "_sess", None)

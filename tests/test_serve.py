@@ -25,10 +25,9 @@ import httpx  # The `test` extra holds httpx, jsonschema, openapi-spec-validator
 import jsonschema
 import numpy as np
 import pytest
+from keras_cae.export.runtime import OnnxEncoder
 from openapi_spec_validator import validate as validate_openapi
 from prometheus_client.parser import text_string_to_metric_families
-
-from export.runtime import OnnxEncoder
 
 FEATURES, CODE = 8, 3
 _INFER_PATH = "/v2/models/enc/infer"
@@ -708,7 +707,7 @@ def test_cli_errors_are_one_line_exit_2(
 def test_serving_never_imports_tensorflow(model_path: str) -> None:
     code = (
         "import sys\n"
-        "from export.serving import create_app\n"
+        "from keras_cae.export.serving import create_app\n"
         "from keras_cae import cli\n"
         "cli._build_parser()\n"
         f"create_app({model_path!r})\n"
@@ -830,7 +829,7 @@ def test_workers_die_with_their_master_and_totals_survive_a_worker(
 
 
 def test_json_codec_is_exact_and_lenient_like_the_stdlib() -> None:
-    from export.serving import codec
+    from keras_cae.export.serving import codec
 
     codes = np.random.default_rng(5).normal(size=(16, 7)).astype(np.float32)
     codes[0, :4] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-45, -0.0]
@@ -854,9 +853,8 @@ def test_routers_answer_without_the_fast_path(model_path: str) -> None:
     import asyncio
 
     from fastapi import FastAPI
-
-    from export.serving import create_app, kserve_v2, tf_serving
-    from export.serving.errors import add_error_handlers
+    from keras_cae.export.serving import create_app, kserve_v2, tf_serving
+    from keras_cae.export.serving.errors import add_error_handlers
 
     fast = create_app(model_path, name=NAME)
     service = fast.state.service
@@ -888,9 +886,8 @@ def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
     import asyncio
 
     import onnx
+    from keras_cae.export.serving import create_app
     from onnx import TensorProto, helper, numpy_helper
-
-    from export.serving import create_app
 
     # code = x @ W with W = 2: a finite input near float32's maximum overflows to inf.
     weights = numpy_helper.from_array(np.full((2, 1), 2.0, np.float32), "W")

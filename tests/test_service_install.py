@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tomllib
 
-import export
 import keras_cae
+from keras_cae import export
 from tests._loopback import free_port, running_server, v2_infer
 
 ROOT = Path(__file__).resolve().parents[1]

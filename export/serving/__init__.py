@@ -12,7 +12,7 @@ This package needs the `serve` extra: ``pip install 'keras-cae[serve]'``.
 
 Example:
 
->>> from export.serving import create_app                     # doctest: +SKIP
+>>> from keras_cae.export.serving import create_app                     # doctest: +SKIP
 >>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
 >>> # uvicorn.run(app, port=8000), or from the shell:
 >>> # keras-cae serve exported/encoder.onnx --name digits --port 8000
@@ -33,8 +33,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment.
         "pip install 'keras-cae[serve]'"
     ) from error
 
-from export.serving.app import DEFAULT_MAX_BATCH, create_app
-from export.serving.kserve_v2 import SERVER_NAME
-from export.serving.server import serve
+from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
+from keras_cae.export.serving.kserve_v2 import SERVER_NAME
+from keras_cae.export.serving.server import serve
 
 __all__ = ["create_app", "serve", "DEFAULT_MAX_BATCH", "SERVER_NAME"]

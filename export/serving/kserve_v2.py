@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-
-from export.serving import schemas
-from export.serving.codec import (
+from keras_cae.export.serving import schemas
+from keras_cae.export.serving.codec import (
     dumps,
     flag,
     flatten_numbers,
@@ -24,8 +23,8 @@ from export.serving.codec import (
     to_float64,
     validate,
 )
-from export.serving.errors import ClientError
-from export.serving.service import (
+from keras_cae.export.serving.errors import ClientError
+from keras_cae.export.serving.service import (
     VERSION,
     ModelRoute,
     ModelService,

@@ -2,7 +2,7 @@
 
 One process: the metrics live in a registry of the app's own. Several worker
 processes (``--workers N``): `prometheus_client`'s multiprocess mode, switched on by
-the environment variable ``PROMETHEUS_MULTIPROC_DIR`` that `export.serving.server`
+the environment variable ``PROMETHEUS_MULTIPROC_DIR`` that `keras_cae.export.serving.server`
 sets before the workers start. Each worker then writes its values to files in that
 directory, and a scrape (answered by any worker) sums the files of all of them, so
 counters and histograms keep what a worker counted after it dies; the in-flight and

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from export.serving.service import ModelService
+    from keras_cae.export.serving.service import ModelService
 
 __all__ = [
     "ErrorResponse", "TFPredictRequest", "TFPredictResponse", "V2InferRequest",
@@ -230,7 +230,7 @@ def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
 
 def request_body(schema: type[BaseModel], description: str) -> dict[str, Any]:
     """An OpenAPI requestBody for a handler that parses its body itself (see
-    `export.serving.service.endpoint`); `export.serving.docs` adds the schemas."""
+    `keras_cae.export.serving.service.endpoint`); `keras_cae.export.serving.docs` adds the schemas."""
     return {
         "requestBody": {
             "required": True,

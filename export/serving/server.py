@@ -27,11 +27,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-
-from export.serving.app import DEFAULT_MAX_BATCH, create_app
-from export.serving.codec import shape_text
-from export.serving.metrics import MULTIPROCESS_ENV, process_alive
-from export.serving.service import ModelService
+from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
+from keras_cae.export.serving.codec import shape_text
+from keras_cae.export.serving.metrics import MULTIPROCESS_ENV, process_alive
+from keras_cae.export.serving.service import ModelService
 
 __all__ = ["serve"]
 
@@ -185,7 +184,9 @@ def serve(
     saved = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)
     try:
-        uvicorn.run("export.serving.server:_worker_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "keras_cae.export.serving.server:_worker_app", factory=True, workers=workers, **options
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         for key, value in saved.items():  # The caller's environment, as it was.

@@ -12,13 +12,12 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Request
+from keras_cae.export.runtime import OnnxEncoder
+from keras_cae.export.serving.codec import shape_text
+from keras_cae.export.serving.errors import CLIENT_CLOSED, ClientError
+from keras_cae.export.serving.metrics import Metrics
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-
-from export.runtime import OnnxEncoder
-from export.serving.codec import shape_text
-from export.serving.errors import CLIENT_CLOSED, ClientError
-from export.serving.metrics import Metrics
 
 __all__ = ["ModelService", "Reply", "VERSION", "ModelRoute", "add_model_routes", "parse_length"]
 

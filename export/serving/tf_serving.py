@@ -13,11 +13,16 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-
-from export.serving import schemas
-from export.serving.codec import dumps, flatten_numbers, parse_json, to_float64, validate
-from export.serving.errors import ClientError
-from export.serving.service import VERSION, ModelRoute, ModelService, Reply, add_model_routes
+from keras_cae.export.serving import schemas
+from keras_cae.export.serving.codec import dumps, flatten_numbers, parse_json, to_float64, validate
+from keras_cae.export.serving.errors import ClientError
+from keras_cae.export.serving.service import (
+    VERSION,
+    ModelRoute,
+    ModelService,
+    Reply,
+    add_model_routes,
+)
 
 __all__ = ["TFHandlers", "router", "TAG"]
 

@@ -50,8 +50,8 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae encode`; imports no TensorFlow."""
-    from export.runtime import OnnxEncoder
     from keras_cae.data import load_array, to_model_input
+    from keras_cae.export.runtime import OnnxEncoder
 
     _check_out(args.out, args.overwrite)
     encoder = OnnxEncoder(

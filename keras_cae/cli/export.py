@@ -13,12 +13,12 @@ import os
 import zipfile
 from typing import Any
 
-from export import DEFAULT_FORMATS, DEFAULT_TOLERANCE, FORMATS, PARTS
-from export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out
 from keras_cae.cli.quiet import import_tensorflow
 from keras_cae.cli.types import number
+from keras_cae.export import DEFAULT_FORMATS, DEFAULT_TOLERANCE, FORMATS, PARTS
+from keras_cae.export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 
 __all__ = ["add_parser", "run", "resolve_model_path"]
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     import keras_cae
-    from export import ExportError, export_encoder
+    from keras_cae.export import ExportError, export_encoder
 
     keras_cae.ContractiveAutoencoder  # noqa: B018 - registers the serializable classes.
     try:

@@ -1,4 +1,4 @@
-"""`keras-cae serve`: the HTTP inference service of `export.serve`, without TensorFlow."""
+"""`keras-cae serve`: the HTTP inference service of `keras_cae.export.serving`, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae serve` until the server stops."""
     try:
-        from export.serve import serve  # FastAPI, uvicorn, onnxruntime; never TensorFlow.
+        from keras_cae.export.serving import (
+            serve,  # FastAPI, uvicorn, onnxruntime; never TensorFlow.
+        )
     except ImportError as error:
         raise CliError(str(error)) from None
 
