@@ -230,7 +230,8 @@ def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
 
 def request_body(schema: type[BaseModel], description: str) -> dict[str, Any]:
     """An OpenAPI requestBody for a handler that parses its body itself (see
-    `keras_cae.export.serving.service.endpoint`); `keras_cae.export.serving.docs` adds the schemas."""
+    `keras_cae.export.serving.service.endpoint`); `keras_cae.export.serving.docs` adds
+    the schemas."""
     return {
         "requestBody": {
             "required": True,

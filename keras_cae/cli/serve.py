@@ -1,4 +1,4 @@
-"""`keras-cae serve`: the HTTP inference service of `keras_cae.export.serving`, without TensorFlow."""
+"""`keras-cae serve`: the HTTP service of `keras_cae.export.serving`, without TensorFlow."""
 
 from __future__ import annotations
 
