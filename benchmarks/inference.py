@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    from keras_cae.export import OnnxEncoder
 
     import keras_cae
     from keras_cae import export
+    from keras_cae.export import OnnxEncoder
 
     model = keras_cae.dense_autoencoder(args.input_dim, args.hidden, seed=0)
     workdir = tempfile.mkdtemp(prefix="keras-cae-inference-")

@@ -263,9 +263,8 @@ def main() -> None:
     if args.quick:
         args.requests, args.rounds = 200, 2
 
-    from keras_cae.export.runtime import OnnxEncoder
-
     from keras_cae.data import load_digits
+    from keras_cae.export.runtime import OnnxEncoder
 
     workdir = tempfile.mkdtemp(prefix="bench-serve-")
     model = args.model or make_digits_encoder(workdir)

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from keras_cae import _io
 from keras_cae.export import manifest as _manifest
 from keras_cae.export.errors import ExportError, ParityError
 from keras_cae.export.errors import step as _step
@@ -34,8 +36,6 @@ from keras_cae.export.parity import (
 )
 from keras_cae.export.result import Artifact, ExportResult
 from keras_cae.export.result import display_path as _display_path  # noqa: F401 (export/cli.py)
-
-from keras_cae import _io
 
 __all__ = [
     "DEFAULT_FORMATS",

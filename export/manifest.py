@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from keras_cae.export.runtime import METADATA_PREFIX
 
 from keras_cae import _io
+from keras_cae.export.runtime import METADATA_PREFIX
 
 if TYPE_CHECKING:
     from keras_cae.export.result import Artifact

@@ -157,6 +157,7 @@ class _OnnxWriter:
 
     def write(self, job: PartExport, path: str) -> None:
         import tensorflow as tf
+
         from keras_cae.export.runtime import METADATA_PREFIX
 
         to_onnx(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
 from keras_cae.export.errors import ParityError
 
 __all__ = [

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
     from keras_cae.export.writer import PartExport
 
 __all__ = ["SAVED_MODEL_WRITER", "SIGNATURE_KEY", "to_saved_model", "load_signature"]

@@ -41,6 +41,7 @@ from keras_cae.export.onnx import ONNX_WRITER
 
 if TYPE_CHECKING:
     import numpy as np
+
     from keras_cae.export.writer import PartExport
 
 __all__ = [

@@ -26,12 +26,12 @@ NP_NAMESPACE_BEFORE = {name: id(value) for name, value in vars(np).items()}
 import keras  # noqa: E402
 import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras_cae.export import OnnxEncoder, _export  # noqa: E402
-from keras_cae.export import saved_model as saved_model_module  # noqa: E402
 
 import keras_cae  # noqa: E402
 from keras_cae import export  # noqa: E402
 from keras_cae.cli import main  # noqa: E402
+from keras_cae.export import OnnxEncoder, _export  # noqa: E402
+from keras_cae.export import saved_model as saved_model_module  # noqa: E402
 
 from ._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
 

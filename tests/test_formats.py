@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from keras_cae.export import formats
 
 import keras_cae
 from keras_cae import export
+from keras_cae.export import formats
 
 FEATURES = 12
 

@@ -20,10 +20,10 @@ import numpy as np
 import onnxruntime
 import pytest
 import tensorflow as tf
-from keras_cae.export import saved_model as saved_model_module
 
 import keras_cae
 from keras_cae import export
+from keras_cae.export import saved_model as saved_model_module
 
 from ._harness import assert_config_round_trip, assert_no_warnings, serve_one_request
 from ._variants import ModelVariant, dtype_policy, variant_params

@@ -15,8 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from keras_cae.export.runtime import OnnxEncoder, _session_runner
 from onnx import TensorProto, helper, numpy_helper
+
+from keras_cae.export.runtime import OnnxEncoder, _session_runner
 
 FEATURES, CODE = 6, 3
 

@@ -25,9 +25,10 @@ import httpx  # The `test` extra holds httpx, jsonschema, openapi-spec-validator
 import jsonschema
 import numpy as np
 import pytest
-from keras_cae.export.runtime import OnnxEncoder
 from openapi_spec_validator import validate as validate_openapi
 from prometheus_client.parser import text_string_to_metric_families
+
+from keras_cae.export.runtime import OnnxEncoder
 
 FEATURES, CODE = 8, 3
 _INFER_PATH = "/v2/models/enc/infer"
@@ -853,6 +854,7 @@ def test_routers_answer_without_the_fast_path(model_path: str) -> None:
     import asyncio
 
     from fastapi import FastAPI
+
     from keras_cae.export.serving import create_app, kserve_v2, tf_serving
     from keras_cae.export.serving.errors import add_error_handlers
 
@@ -886,8 +888,9 @@ def test_non_finite_codes_are_a_clear_400(tmp_path: Any) -> None:
     import asyncio
 
     import onnx
-    from keras_cae.export.serving import create_app
     from onnx import TensorProto, helper, numpy_helper
+
+    from keras_cae.export.serving import create_app
 
     # code = x @ W with W = 2: a finite input near float32's maximum overflows to inf.
     weights = numpy_helper.from_array(np.full((2, 1), 2.0, np.float32), "W")

@@ -18,12 +18,12 @@ import numpy as np
 import onnx
 import pytest
 from google.protobuf import text_format
-from keras_cae.export import triton
 from tritonclient.grpc import model_config_pb2 as pb2  # The test extra has tritonclient.
 
 import keras_cae
 from keras_cae import export
 from keras_cae.cli import main
+from keras_cae.export import triton
 from tests._loopback import free_port, running_server, v2_infer
 
 FEATURES, CODE = 12, 3

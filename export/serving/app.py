@@ -19,6 +19,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.serving import kserve_v2, tf_serving
 from keras_cae.export.serving.codec import shape_text
@@ -26,8 +29,6 @@ from keras_cae.export.serving.docs import add_docs, install_openapi
 from keras_cae.export.serving.errors import ClientError, add_error_handlers, error_body
 from keras_cae.export.serving.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from keras_cae.export.serving.service import VERSION, ModelService, Reply
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 
 __all__ = ["create_app", "DEFAULT_MAX_BATCH"]
 

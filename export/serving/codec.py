@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
-from keras_cae.export.serving.errors import ClientError, describe_validation_error
 from pydantic import BaseModel, ValidationError
+
+from keras_cae.export.serving.errors import ClientError, describe_validation_error
 
 __all__ = [
     "dumps", "loads", "parse_json", "validate", "flatten_numbers", "to_float64", "flag",

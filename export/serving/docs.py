@@ -14,10 +14,11 @@ import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import FileResponse, HTMLResponse
+
 from keras_cae.export.serving import schemas
 from keras_cae.export.serving.errors import ClientError
 from keras_cae.export.serving.service import ModelService
-from starlette.responses import FileResponse, HTMLResponse
 
 __all__ = ["install_openapi", "add_docs"]
 

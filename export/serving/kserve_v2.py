@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
+
 from keras_cae.export.serving import schemas
 from keras_cae.export.serving.codec import (
     dumps,

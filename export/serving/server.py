@@ -27,6 +27,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
 from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
 from keras_cae.export.serving.codec import shape_text
 from keras_cae.export.serving.metrics import MULTIPROCESS_ENV, process_alive

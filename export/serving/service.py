@@ -12,12 +12,13 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.serving.codec import shape_text
 from keras_cae.export.serving.errors import CLIENT_CLOSED, ClientError
 from keras_cae.export.serving.metrics import Metrics
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 
 __all__ = ["ModelService", "Reply", "VERSION", "ModelRoute", "add_model_routes", "parse_length"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
+
 from keras_cae.export.serving import schemas
 from keras_cae.export.serving.codec import dumps, flatten_numbers, parse_json, to_float64, validate
 from keras_cae.export.serving.errors import ClientError
