@@ -53,8 +53,9 @@ def require_matplotlib() -> None:
 
     >>> require_matplotlib()  # Returns None when matplotlib is installed.
     """
-    try:
-        import matplotlib  # noqa: F401
+    try:  # The parts `_new_figure` uses, not only the top-level package.
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
     except ImportError as error:
         raise ImportError(
             f"keras_cae.plots needs matplotlib, which is not installed: {_INSTALL_HINT}"
