@@ -826,7 +826,14 @@ def add_parser(subparsers: Any) -> None:
     add("--out", help="output directory (new or empty unless --overwrite); "
         "default: runs/compare-<timestamp>")  # fmt: skip
     add("--overwrite", action="store_true", help="replace a non-empty --out")
-    add("--seeds", type=_positive_int, default=3, help="final runs per model (default: 3)")
+    add(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="models",
+        help="models: AE/DAE/CAE/CAE+H codes and probes; finetune: pre-train, then fine-tune "
+        "with --label-budgets labels per class (docs/results-finetune.md) (default: models)",
+    )
+    add("--seeds", type=_positive_int, help="final runs per model (default: 3; finetune: 5)")
     add("--epochs", type=_positive_int, default=60, help="epochs of every run (default: 60)")
     add("--batch-size", type=_positive_int, default=32, help="default: 32")
     add("--hidden-units", type=_units, default=[32], help="code size(s) (default: 32)")
@@ -854,8 +861,42 @@ def add_parser(subparsers: Any) -> None:
         metavar="V,V,...",
         help="CAE+H γ values to search, λ from the CAE (default: 0.01,0.1,1)",
     )
+    add(
+        "--label-budgets",
+        type=_budgets,
+        default=[10, 30, 100, None],
+        metavar="K,K,...",
+        help="finetune: labelled images per class, 'all' for every one (default: 10,30,100,all)",
+    )
+    add(
+        "--finetune-steps",
+        type=_positive_int,
+        default=2000,
+        help="finetune: most fine-tuning steps (default: 2000)",
+    )
+    add(
+        "--lambda-grid",
+        type=_floats,
+        metavar="V,V,...",
+        help="finetune: CAE λ values of the λ sweep (default: 0,1e-4,3e-4,1e-3,3e-3,1e-2)",
+    )
     add("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=run_cli)
+
+
+PROTOCOLS = ["models", "finetune"]
+
+
+def _budgets(text: str) -> list[int | None]:
+    try:
+        values = [None if part == "all" else int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v is not None and v < 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers or 'all', such as 10,100,all, got {text!r}"
+        )
+    return values
 
 
 def _floats(text: str) -> list[float]:
@@ -876,6 +917,8 @@ _GRID_OPTIONS = (("DAE", "dae_levels"), ("CAE", "cae_weights"), ("CAE+H", "hessi
 def _command_line(args: argparse.Namespace, out: str) -> str:
     """The canonical command line, every option explicit, for the report."""
     parts = ["keras-cae", "compare"]
+    if args.protocol != "models":
+        parts += ["--protocol", args.protocol]
     if args.data:
         parts += ["--data", args.data]
     parts += [
@@ -891,6 +934,11 @@ def _command_line(args: argparse.Namespace, out: str) -> str:
         if getattr(args, option):
             flag = "--" + option.replace("_", "-")
             parts += [flag, ",".join(f"{v:g}" for v in getattr(args, option))]
+    if args.protocol == "finetune":
+        budgets = ",".join("all" if b is None else str(b) for b in args.label_budgets)
+        parts += ["--label-budgets", budgets, "--finetune-steps", str(args.finetune_steps)]
+        if args.lambda_grid is not None:
+            parts += ["--lambda-grid", ",".join(f"{v:g}" for v in args.lambda_grid)]
     parts += ["--out", out]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -916,9 +964,13 @@ def run_cli(args: argparse.Namespace) -> int:
             "pip install 'keras-cae[plot]'"
         ) from None
     dataset = data.load_digits() if args.data is None else data.load_array(args.data)
+    args.seeds = args.seeds or (5 if args.protocol == "finetune" else 3)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
+
+    if args.protocol == "finetune":
+        return _run_finetune(args, dataset, out, None if args.quiet else progress)
 
     result = compare_models(
         dataset,
@@ -938,6 +990,36 @@ def run_cli(args: argparse.Namespace) -> int:
     command = _command_line(args, out)
     files = write_report(result, out, overwrite=args.overwrite, command=command)
     print(_console_summary(result.report))
+    print(f"wrote {', '.join(files)} into {out}")
+    return 0
+
+
+def _run_finetune(args: argparse.Namespace, dataset: Dataset, out: str, progress: Any) -> int:
+    """`keras-cae compare --protocol finetune`: `keras_cae.finetune.finetune_study`."""
+    from keras_cae import finetune, finetune_report
+    from keras_cae.cli import CliError
+
+    if dataset.y is None:
+        raise CliError(f"--protocol finetune needs labels, and {dataset.name} has none")
+    if len(args.hidden_units) != 1:
+        raise CliError("--protocol finetune takes one --hidden-units size (CAE-2 stacks two)")
+    try:
+        config = finetune.FinetuneConfig(
+            seeds=tuple(range(args.seeds)), label_budgets=tuple(args.label_budgets),
+            epochs=args.epochs, finetune_steps=args.finetune_steps, batch_size=args.batch_size,
+            hidden_units=args.hidden_units[0], learning_rate=args.learning_rate,
+            test_fraction=args.test_fraction, dae_corruption=args.dae_corruption,
+            grids={n: tuple(getattr(args, o)) for n, o in _GRID_OPTIONS if getattr(args, o)},
+            lambda_grid=finetune.LAMBDA_GRID if args.lambda_grid is None
+            else tuple(args.lambda_grid),
+        )  # fmt: skip
+        study = finetune.finetune_study(dataset, config, progress=progress)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    files = finetune_report.write_report(
+        study, out, overwrite=args.overwrite, command=_command_line(args, out)
+    )
+    print(finetune_report.console_summary(study))
     print(f"wrote {', '.join(files)} into {out}")
     return 0
 
