@@ -995,8 +995,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace, dataset: Dataset, out: str, progress: Any) -> int:
-    """`keras-cae compare --protocol finetune`: `keras_cae.finetune.finetune_study`."""
-    from keras_cae import finetune, finetune_report
+    """`keras-cae compare --protocol finetune`: `keras_cae.finetune_protocol.finetune_study`."""
+    from keras_cae import finetune, finetune_protocol, finetune_report
     from keras_cae.cli import CliError
 
     if dataset.y is None:
@@ -1013,7 +1013,7 @@ def _run_finetune(args: argparse.Namespace, dataset: Dataset, out: str, progress
             lambda_grid=finetune.LAMBDA_GRID if args.lambda_grid is None
             else tuple(args.lambda_grid),
         )  # fmt: skip
-        study = finetune.finetune_study(dataset, config, progress=progress)
+        study = finetune_protocol.finetune_study(dataset, config, progress=progress)
     except ValueError as error:
         raise CliError(str(error)) from None
     files = finetune_report.write_report(

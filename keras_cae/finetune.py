@@ -1,6 +1,8 @@
 """Pre-train, then fine-tune with few or many labels: the protocol of Rifai et al. (2011).
 
-`keras-cae compare --protocol finetune` (and `finetune_study`) tests what the CAE paper
+This module holds the protocol's typed results and its building blocks; the study
+itself is `keras_cae.finetune_protocol.finetune_study`, its report
+`keras_cae.finetune_report`. `keras-cae compare --protocol finetune` tests what the CAE paper
 claims: an encoder pre-trained without labels is a better starting point for a
 classifier than random weights, most of all when labels are few. For each seed:
 
@@ -30,14 +32,11 @@ classifier than random weights, most of all when labels are few. For each seed:
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from keras_cae.data import Dataset
 
 __all__ = [
     "PRETRAINED",
@@ -55,7 +54,7 @@ __all__ = [
     "labelled_subset",
     "paired_test",
     "finetune_classifier",
-    "finetune_study",
+    "summary",
 ]
 
 PRETRAINED = ("AE", "DAE", "CAE", "CAE+H", "CAE-2")
@@ -323,69 +322,6 @@ def finetune_classifier(
         steps_per_epoch=period, shuffle=False, verbose=0, callbacks=[stop],
     )  # fmt: skip
     return classifier, (int(stop.best_epoch) + 1) * period
-
-
-class _Measure:
-    """Test inputs (clean, shifted, noisy) shared by every model of one seed."""
-
-    def __init__(self, x_test: np.ndarray, image_shape: Any, levels: Sequence[float], seed: int):
-        rng = np.random.default_rng([seed, 0])
-        self.clean = x_test
-        self.shifted = (
-            {}
-            if image_shape is None
-            else {k: shift_images(x_test, image_shape, *d) for k, d in SHIFTS.items()}
-        )
-        self.noisy = {
-            str(s): (x_test + s * rng.standard_normal(x_test.shape)).astype(np.float32)
-            for s in levels
-        }
-
-    def scores(self, score: Callable[[np.ndarray], float]) -> tuple[float, dict, dict]:
-        return (
-            score(self.clean),
-            {k: score(v) for k, v in self.shifted.items()},
-            {k: score(v) for k, v in self.noisy.items()},
-        )
-
-
-def _predict(model: Any, x: np.ndarray) -> np.ndarray:
-    parts = [np.asarray(model(x[i : i + 1024], training=False)) for i in range(0, len(x), 1024)]
-    return np.concatenate(parts)
-
-
-def finetune_study(
-    dataset: Dataset,
-    config: FinetuneConfig | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> FinetuneStudy:
-    """Runs the pre-train → fine-tune protocol of the module docstring on `dataset`.
-
-    Args:
-        dataset: labelled data (`keras_cae.load_digits()`, `keras_cae.data.load_mnist_npz`).
-        config: the settings. Defaults to `FinetuneConfig()`.
-        progress: called with one line of text per step. Defaults to silence.
-
-    Returns:
-        A `FinetuneStudy`; write it with `keras_cae.finetune_report.write_report`.
-
-    Raises:
-        ValueError: for unlabelled data or an invalid setting.
-
-    Example:
-
-    >>> from keras_cae import finetune, load_digits  # doctest: +SKIP
-    >>> study = finetune.finetune_study(load_digits())  # doctest: +SKIP
-    """
-    from keras_cae import _study
-
-    config = config or FinetuneConfig()
-    if dataset.y is None:
-        raise ValueError(
-            f"The fine-tuning protocol needs labels, and dataset {dataset.name!r} has none."
-        )
-    _study.check_config(config)
-    return _study.run(dataset, config, progress or (lambda line: None), time.perf_counter())
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

@@ -291,7 +291,7 @@ def write_report(
     Built beside `out` and renamed into place when complete (`keras_cae._io`).
 
     Args:
-        study: from `keras_cae.finetune.finetune_study`.
+        study: from `keras_cae.finetune_protocol.finetune_study`.
         out: the output directory.
         overwrite: replace an existing non-empty `out`. Defaults to `False`.
         command: the command line to record.

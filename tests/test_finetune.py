@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_cae import cli, finetune, finetune_report
+from keras_cae import cli, finetune, finetune_protocol, finetune_report
 from keras_cae.data import load_digits
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,12 +58,12 @@ def test_paired_test_against_the_formulas():
 def test_finetune_config_is_checked():
     digits = load_digits()
     with pytest.raises(ValueError, match="label_budgets"):
-        finetune.finetune_study(digits, finetune.FinetuneConfig(label_budgets=(0,)))
+        finetune_protocol.finetune_study(digits, finetune.FinetuneConfig(label_budgets=(0,)))
     with pytest.raises(ValueError, match="finetune_steps"):
-        finetune.finetune_study(digits, finetune.FinetuneConfig(finetune_steps=0))
+        finetune_protocol.finetune_study(digits, finetune.FinetuneConfig(finetune_steps=0))
     unlabelled = type(digits)(digits.x, None, "z", "none")
     with pytest.raises(ValueError, match="needs labels"):
-        finetune.finetune_study(unlabelled)
+        finetune_protocol.finetune_study(unlabelled)
 
 
 def _tiny_run(path, out) -> int:
@@ -100,7 +100,7 @@ def test_smoke_a_tiny_study_through_the_python_api(tmp_path):
         models=("random", "CAE"), grids={"CAE": (1e-3,)}, lambda_grid=(0.0, 0.01),
         lambda_seeds=1,
     )  # fmt: skip
-    study = finetune.finetune_study(dataset, config)
+    study = finetune_protocol.finetune_study(dataset, config)
     assert [(r.model, r.seed) for r in study.finetune] == [
         ("random", 0), ("CAE", 0), ("random", 1), ("CAE", 1),
     ]  # fmt: skip

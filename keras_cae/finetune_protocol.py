@@ -1,9 +1,13 @@
-"""The steps of `keras_cae.finetune.finetune_study` (private; see that module's doc)."""
+"""The pre-train → fine-tune study (`keras-cae compare --protocol finetune`).
+
+The protocol is described in `keras_cae.finetune`, which also holds its typed results;
+`keras_cae.finetune_report` writes them.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,7 @@ from keras_cae.finetune import (
     COMPARISONS,
     FINETUNED,
     PRETRAINED,
+    SHIFTS,
     TOP_SINGULAR_VALUES,
     FinetuneConfig,
     FinetuneRun,
@@ -21,12 +26,13 @@ from keras_cae.finetune import (
     LambdaPoint,
     PairedTest,
     PretrainRun,
-    _Measure,
-    _predict,
     finetune_classifier,
     labelled_subset,
     paired_test,
+    shift_images,
 )
+
+__all__ = ["finetune_study", "seed_runs", "lambda_sweep", "tests", "lambda_budget"]
 
 
 def check_config(config: FinetuneConfig) -> None:
@@ -60,6 +66,35 @@ def check_config(config: FinetuneConfig) -> None:
             f"`models` should be a non-empty subset of {list(FINETUNED)}. "
             f"Received: {config.models!r}"
         )
+
+
+class _Measure:
+    """Test inputs (clean, shifted, noisy) shared by every model of one seed."""
+
+    def __init__(self, x_test: np.ndarray, image_shape: Any, levels: Sequence[float], seed: int):
+        rng = np.random.default_rng([seed, 0])
+        self.clean = x_test
+        self.shifted = (
+            {}
+            if image_shape is None
+            else {k: shift_images(x_test, image_shape, *d) for k, d in SHIFTS.items()}
+        )
+        self.noisy = {
+            str(s): (x_test + s * rng.standard_normal(x_test.shape)).astype(np.float32)
+            for s in levels
+        }
+
+    def scores(self, score: Callable[[np.ndarray], float]) -> tuple[float, dict, dict]:
+        return (
+            score(self.clean),
+            {k: score(v) for k, v in self.shifted.items()},
+            {k: score(v) for k, v in self.noisy.items()},
+        )
+
+
+def _predict(model: Any, x: np.ndarray) -> np.ndarray:
+    parts = [np.asarray(model(x[i : i + 1024], training=False)) for i in range(0, len(x), 1024)]
+    return np.concatenate(parts)
 
 
 @dataclass
@@ -238,7 +273,7 @@ def _finetune_runs(
     return runs
 
 
-def _tests(study: FinetuneStudy) -> list[PairedTest]:
+def tests(study: FinetuneStudy) -> list[PairedTest]:
     tests = []
     for budget in map(study.config.budget_name, study.config.label_budgets):
         for metric in ("test_accuracy", "shift"):
@@ -255,7 +290,7 @@ def _tests(study: FinetuneStudy) -> list[PairedTest]:
     return tests
 
 
-def _lambda_sweep(runner: _Runner, measure_budget: int | None) -> list[LambdaPoint]:
+def lambda_sweep(runner: _Runner, measure_budget: int | None) -> list[LambdaPoint]:
     """The CAE at every λ of the grid (seeds: the first `lambda_seeds`), on the test part."""
     import keras
 
@@ -297,14 +332,77 @@ def _add_penalty_ratios(points: list[LambdaPoint], runner: _Runner) -> None:
                 point.penalty_ratio = point.contractive_weight * squared / ae.reconstruction_mse
 
 
-def run(
-    dataset: Dataset, config: FinetuneConfig, say: Callable[[str], None], started: float
-) -> FinetuneStudy:
-    """Runs the whole protocol (called by `keras_cae.finetune.finetune_study`)."""
+def seed_runs(
+    runner: _Runner, selected: dict[str, dict[str, Any]], seed: int
+) -> tuple[dict[str, Any], list[PretrainRun], list[FinetuneRun]]:
+    """Everything measured with one seed: the raw-pixel probe, pre-training, fine-tuning.
+
+    Depends only on the data, the settings, `selected` and `seed` (every fit sets the
+    global seeds first), so seeds can run in any order or in separate processes.
+    """
     import keras
 
     from keras_cae.training import fit_probe
 
+    data, config = runner.data, runner.config
+    measure = _Measure(data.x_test, data.image_shape, config.noise_levels, seed)
+    probe = fit_probe(data.x_train, data.y_train)
+    clean, shifted, noisy = measure.scores(lambda x: float(probe.score(x, data.y_test)))
+    raw = {"seed": seed, "accuracy": clean, "shift": shifted, "noise": noisy}
+    pretrain_runs, finetune_runs = [], []
+    for name in [n for n in FINETUNED if n in config.models]:
+        if name.startswith("random"):
+            encoder = runner.initial_encoder(name, seed)
+        else:
+            encoder, pre = _measure_pretrained(runner, name, selected[name], seed, measure)
+            pretrain_runs.append(pre)
+        finetune_runs += _finetune_runs(runner, name, encoder, seed, measure)
+        keras.backend.clear_session()
+    return raw, pretrain_runs, finetune_runs
+
+
+def lambda_budget(config: FinetuneConfig) -> int | None:
+    """The label budget of the λ sweep's fine-tuning: the smallest one."""
+    numbered = [b for b in config.label_budgets if b is not None]
+    return min(numbered) if numbered else None
+
+
+def finetune_study(
+    dataset: Dataset,
+    config: FinetuneConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FinetuneStudy:
+    """Runs the pre-train → fine-tune protocol of the module docstring on `dataset`.
+
+    Args:
+        dataset: labelled data (`keras_cae.load_digits()`, `keras_cae.data.load_mnist_npz`).
+        config: the settings. Defaults to `FinetuneConfig()`.
+        progress: called with one line of text per step. Defaults to silence.
+
+    Returns:
+        A `FinetuneStudy`; write it with `keras_cae.finetune_report.write_report`.
+
+    Raises:
+        ValueError: for unlabelled data or an invalid setting.
+
+    Example:
+
+    >>> from keras_cae import finetune_protocol, load_digits  # doctest: +SKIP
+    >>> study = finetune_protocol.finetune_study(load_digits())  # doctest: +SKIP
+    """
+    config = config or FinetuneConfig()
+    if dataset.y is None:
+        raise ValueError(
+            f"The fine-tuning protocol needs labels, and dataset {dataset.name!r} has none."
+        )
+    check_config(config)
+    return run(dataset, config, progress or (lambda line: None), time.perf_counter())
+
+
+def run(
+    dataset: Dataset, config: FinetuneConfig, say: Callable[[str], None], started: float
+) -> FinetuneStudy:
+    """Runs the whole protocol (after `finetune_study` checked its arguments)."""
     data = _split(dataset, config)
     runner = _Runner(data, config, say)
     say(
@@ -312,27 +410,15 @@ def run(
         f"+ {len(data.x_val)} validation) / {len(data.x_test)} test, seeds {list(config.seeds)}"
     )
     selected, search = _search(runner)
-    pretrain_runs, finetune_runs, raw = [], [], []
+    study = FinetuneStudy(config, _data_summary(dataset, data), search, [], [], [], [], [])
     for seed in config.seeds:
-        measure = _Measure(data.x_test, data.image_shape, config.noise_levels, seed)
-        probe = fit_probe(data.x_train, data.y_train)
-        clean, shifted, noisy = measure.scores(lambda x, p=probe: float(p.score(x, data.y_test)))
-        raw.append({"seed": seed, "accuracy": clean, "shift": shifted, "noise": noisy})
-        for name in [n for n in FINETUNED if n in config.models]:
-            if name.startswith("random"):
-                encoder = runner.initial_encoder(name, seed)
-            else:
-                encoder, pre = _measure_pretrained(runner, name, selected[name], seed, measure)
-                pretrain_runs.append(pre)
-            finetune_runs += _finetune_runs(runner, name, encoder, seed, measure)
-            keras.backend.clear_session()
-    study = FinetuneStudy(
-        config, _data_summary(dataset, data), search, pretrain_runs, finetune_runs, raw, [], []
-    )
-    study.tests = _tests(study)
+        raw, pretrain_runs, finetune_runs = seed_runs(runner, selected, seed)
+        study.raw_probe.append(raw)
+        study.pretrain += pretrain_runs
+        study.finetune += finetune_runs
+    study.tests = tests(study)
     if config.lambda_grid and config.lambda_seeds:
-        numbered = [b for b in config.label_budgets if b is not None]
-        study.lambda_sweep = _lambda_sweep(runner, min(numbered) if numbered else None)
+        study.lambda_sweep = lambda_sweep(runner, lambda_budget(config))
     study.total_seconds = time.perf_counter() - started
     return study
 
