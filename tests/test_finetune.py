@@ -10,6 +10,7 @@ from scipy import stats
 
 from keras_cae import cli, finetune, finetune_protocol, finetune_report
 from keras_cae.data import load_digits
+from tests.test_compare import tiny_images  # noqa: F401  (a fixture: 150 8×8 digits)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMING_KEYS = {"train_cpu_seconds", "total_seconds", "command"}
@@ -75,15 +76,6 @@ def _tiny_run(path, out) -> int:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tiny_images(tmp_path_factory):
-    digits = load_digits()
-    index = np.random.default_rng(0).permutation(len(digits.x))[:150]
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x=digits.x[index].reshape(-1, 8, 8), y=digits.y[index])
-    return path
-
-
 def _without_timing(value):
     if isinstance(value, dict):
         return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
@@ -124,7 +116,7 @@ def test_smoke_a_tiny_study_through_the_python_api(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_protocol_end_to_end_and_reproducible(tiny_images, tmp_path, capsys):
+def test_finetune_protocol_end_to_end_and_reproducible(tiny_images, tmp_path, capsys):  # noqa: F811
     assert _tiny_run(tiny_images, tmp_path / "a") == 0, capsys.readouterr().err
     out = tmp_path / "a"
     assert sorted(p.name for p in out.iterdir()) == [
