@@ -26,7 +26,7 @@ classifier than random weights, most of all when labels are few. For each seed:
    exact, two-sided; with 5 seeds its smallest possible p-value is 0.0625).
 5. A λ sweep for the CAE: held-out reconstruction error, mean ‖J_f‖_F, probe and
    fine-tuned accuracy, top Jacobian singular values, and the penalty-to-reconstruction
-   ratio ``λ·E‖J_AE‖²_F / MSE_AE`` measured at the plain AE (λ = 0).
+   ratio ``λ·(mean ‖J_AE‖_F)² / MSE_AE`` measured at the plain AE (λ = 0).
 """
 
 from __future__ import annotations

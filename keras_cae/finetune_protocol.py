@@ -320,7 +320,7 @@ def lambda_sweep(runner: _Runner, measure_budget: int | None) -> list[LambdaPoin
 
 
 def _add_penalty_ratios(points: list[LambdaPoint], runner: _Runner) -> None:
-    """``λ · E‖J_AE(x)‖²_F / MSE_AE`` at each seed's λ = 0 point (the AE), if swept."""
+    """``λ · (mean ‖J_AE(x)‖_F)² / MSE_AE`` at each seed's λ = 0 point (the AE), if swept."""
     for seed in {p.seed for p in points}:
         base = [p for p in points if p.seed == seed and p.contractive_weight == 0.0]
         if not base:

@@ -144,7 +144,8 @@ def _lambda_lines(study: FinetuneStudy) -> list[str]:
     lines = [
         f"Mean over seeds {list(study.config.seeds[: study.config.lambda_seeds])}, on the test "
         f"split; fine-tuned with {study.config.budget_name(budget)} labels per class. "
-        "*ratio*: λ·E‖J_AE‖²_F / MSE_AE, the penalty-to-reconstruction ratio at the plain AE.",
+        "*ratio*: λ·(mean ‖J_AE‖_F)² / MSE_AE, the penalty-to-reconstruction ratio at the "
+        "plain AE (λ = 0).",
         "",
         "| λ | ratio | test MSE | mean ‖J_f‖_F | probe acc. | fine-tuned acc. | s₁ | s₂ | s₄ | s₈ "
         "| s₈/s₁ |",
