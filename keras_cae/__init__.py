@@ -39,6 +39,8 @@ _EXPORTS = {
     "PENALTY_METHODS": "keras_cae.penalties",
     "load_digits": "keras_cae.data",
     "load_array": "keras_cae.data",
+    "load_mnist_npz": "keras_cae.data",
+    "stacked_encoder": "keras_cae.stacked",
     "jacobian_spectrum": "keras_cae.analysis",
     "jacobian_norm": "keras_cae.analysis",
     "contraction_curve": "keras_cae.analysis",

@@ -16,6 +16,8 @@ __all__ = [
     "Dataset",
     "load_digits",
     "load_array",
+    "load_mnist_npz",
+    "MNIST_KEYS",
     "check_finite",
     "to_model_input",
     "check_output_range",
@@ -226,6 +228,8 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
+                if set(MNIST_KEYS) <= set(keys):
+                    return load_mnist_npz(path)
                 if "x" in archive:
                     values = archive["x"]
                 elif len(keys) == 1:
@@ -257,3 +261,73 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
         raise ValueError(f"{path}: 'y' has {labels.shape[0]} rows but 'x' has {x.shape[0]}")
     name = os.path.basename(path)
     return Dataset(x=x, y=labels, name=name, scaling="none")
+
+
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_mnist_npz(path: str | os.PathLike[str]) -> Dataset:
+    """Loads a file in the layout of Keras's ``mnist.npz``, scaled as Rifai et al. did.
+
+    The file holds ``x_train``, ``y_train``, ``x_test`` and ``y_test``; the images are
+    uint8 in 0..255 and are divided by 255 (inputs in [0, 1], as in the CAE paper).
+    Train and test are concatenated in that order: the studies make their own
+    stratified split. `load_array` calls this for any `.npz` with these four keys.
+    Nothing is downloaded: the file must be on disk already.
+
+    Args:
+        path: the `.npz` file.
+
+    Returns:
+        A `Dataset` with ``x`` of shape ``(n_train + n_test, *image_shape)`` (float32),
+        integer labels ``y`` and scaling ``"x / 255"``.
+
+    Raises:
+        ValueError: if a key is missing, the images are not uint8, or the labels do
+            not match the images.
+
+    Example:
+
+    >>> import numpy as np, tempfile, os
+    >>> from keras_cae.data import load_mnist_npz
+    >>> path = os.path.join(tempfile.mkdtemp(), "mnist.npz")
+    >>> images, labels = np.full((3, 4, 4), 255, np.uint8), np.arange(3)
+    >>> np.savez(path, x_train=images, y_train=labels, x_test=images[:1], y_test=labels[:1])
+    >>> data = load_mnist_npz(path)
+    >>> data.x.shape, float(data.x.max()), data.scaling
+    ((4, 4, 4), 1.0, 'x / 255')
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in MNIST_KEYS if key not in archive]
+            if missing:
+                raise ValueError(
+                    f"{path}: the mnist.npz layout needs arrays {list(MNIST_KEYS)}; "
+                    f"missing {missing}"
+                )
+            arrays = {key: archive[key] for key in MNIST_KEYS}
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read the file ({error})") from None
+    for part in ("train", "test"):
+        images, labels = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if images.dtype != np.uint8:
+            raise ValueError(
+                f"{path}: 'x_{part}' should hold uint8 images (0..255) as in mnist.npz. "
+                f"Received: dtype {images.dtype}"
+            )
+        if images.ndim < 2 or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"{path}: 'y_{part}' should have one label per image of 'x_{part}'. "
+                f"Received: shapes {labels.shape} and {images.shape}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{path}: 'y_{part}' should hold integers, found {labels.dtype}")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise ValueError(
+            f"{path}: 'x_train' and 'x_test' images differ in shape: "
+            f"{arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}"
+        )
+    x = np.concatenate([arrays["x_train"], arrays["x_test"]]).astype(np.float32) / 255.0
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64)
+    return Dataset(x=x, y=y, name=os.path.basename(path), scaling="x / 255")

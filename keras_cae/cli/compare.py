@@ -1,7 +1,8 @@
-"""`keras-cae compare`: the command-line wiring of the study in `keras_cae.compare`.
+"""`keras-cae compare`: the command-line wiring of the studies in `keras_cae.compare`
+(``--protocol models``) and `keras_cae.finetune_protocol` (``--protocol finetune``).
 
 Parses the options, checks `--out`, matplotlib and the data before TensorFlow is
-imported, runs `compare_models`, writes the report and prints a short table.
+imported, runs the study, writes the report and prints a short table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from keras_cae.cli.types import FRACTION, POSITIVE_INT, UNITS, number, number_li
 __all__ = ["add_parser", "run"]
 
 GRID = number_list(0, example="0.001,0.01")
+PROTOCOLS = ("models", "finetune")
+_LABELS_PER_CLASS = number(1, integer=True)
+
+
+def _label_budgets(text: str) -> list[int | None]:
+    """``10,30,all`` -> ``[10, 30, None]``: labelled images per class, None for all."""
+    try:
+        return [None if part == "all" else _LABELS_PER_CLASS(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers or 'all', such as 10,100,all, got {text!r}"
+        ) from None
+
+
 # Searched model -> the option that overrides its grid.
 _GRID_OPTIONS = (("DAE", "dae_levels"), ("CAE", "cae_weights"), ("CAE+H", "hessian_weights"))
 
@@ -40,7 +55,11 @@ def add_parser(subparsers: Any) -> None:
     add("--out", help="output directory (new or empty unless --overwrite); "
         "default: runs/compare-<timestamp>")  # fmt: skip
     add("--overwrite", action="store_true", help="replace a non-empty --out")
-    add("--seeds", type=POSITIVE_INT, default=3, help="final runs per model (default: 3)")
+    add("--protocol", choices=PROTOCOLS, default="models",
+        help="models: AE/DAE/CAE/CAE+H codes and probes; finetune: pre-train, then fine-tune "
+        "with --label-budgets labels per class (docs/results-finetune.md) "
+        "(default: models)")  # fmt: skip
+    add("--seeds", type=POSITIVE_INT, help="final runs per model (default: 3; finetune: 5)")
     add("--epochs", type=POSITIVE_INT, default=60, help="epochs of every run (default: 60)")
     add("--batch-size", type=POSITIVE_INT, default=32, help="default: 32")
     add("--hidden-units", type=UNITS, default=[32], help="code size(s) (default: 32)")
@@ -58,6 +77,14 @@ def add_parser(subparsers: Any) -> None:
         help="CAE λ values to search (default: 0.0003,0.001,0.003)")  # fmt: skip
     add("--hessian-weights", type=GRID, metavar="V,V,...",
         help="CAE+H γ values to search, λ from the CAE (default: 0.01,0.1,1)")  # fmt: skip
+    add("--label-budgets", type=_label_budgets, default=[10, 30, 100, None], metavar="K,K,...",
+        help="finetune: labelled images per class, 'all' for every one "
+        "(default: 10,30,100,all)")  # fmt: skip
+    add("--finetune-steps", type=POSITIVE_INT, default=2000,
+        help="finetune: most fine-tuning steps (default: 2000)")  # fmt: skip
+    add("--lambda-grid", type=GRID, metavar="V,V,...",
+        help="finetune: CAE λ values of the λ sweep "
+        "(default: 0,1e-4,3e-4,1e-3,3e-3,1e-2)")  # fmt: skip
     add("--quiet", action="store_true", help="no progress lines")
     add("--verbose", action="store_true", help="show TensorFlow's own log lines")
     parser.set_defaults(run=run)
@@ -66,6 +93,8 @@ def add_parser(subparsers: Any) -> None:
 def _command_line(args: argparse.Namespace, out: str) -> str:
     """The canonical command line, every option explicit, for the report."""
     parts = ["keras-cae", "compare"]
+    if args.protocol != "models":
+        parts += ["--protocol", args.protocol]
     if args.data:
         parts += ["--data", args.data]
     parts += [
@@ -81,6 +110,11 @@ def _command_line(args: argparse.Namespace, out: str) -> str:
         if getattr(args, option):
             flag = "--" + option.replace("_", "-")
             parts += [flag, ",".join(f"{v:g}" for v in getattr(args, option))]
+    if args.protocol == "finetune":
+        budgets = ",".join("all" if b is None else str(b) for b in args.label_budgets)
+        parts += ["--label-budgets", budgets, "--finetune-steps", str(args.finetune_steps)]
+        if args.lambda_grid is not None:
+            parts += ["--lambda-grid", ",".join(f"{v:g}" for v in args.lambda_grid)]
     parts += ["--out", out]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -89,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae compare` with parsed arguments; returns the exit code."""
     out = args.out or default_out("compare")
     check_out(out, args.overwrite)
+    finetuning = args.protocol == "finetune"
+    args.seeds = args.seeds or (5 if finetuning else 3)
+    if finetuning and args.selection:
+        raise CliError("--selection applies to --protocol models; finetune selects by probe")
+    if finetuning and len(args.hidden_units) != 1:
+        raise CliError("--protocol finetune takes one --hidden-units size (CAE-2 stacks two)")
     if args.test_fraction <= 0:
         raise CliError("--test-fraction must be > 0: the comparison is measured on held-out data")
     try:
@@ -106,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if finetuning and dataset.y is None:
+        raise CliError(f"--protocol finetune needs labels, and {dataset.name} has none")
     import_tensorflow(args.verbose)
+    if finetuning:
+        return _run_finetune(args, dataset, out, None if args.quiet else progress)
     result = compare.compare_models(
         dataset,
         seeds=args.seeds,
@@ -125,6 +169,31 @@ def run(args: argparse.Namespace) -> int:
     command = _command_line(args, out)
     files = compare.write_report(result, out, overwrite=args.overwrite, command=command)
     print(_console_summary(result.report))
+    print(f"wrote {', '.join(files)} into {out}")
+    return 0
+
+
+def _run_finetune(args: argparse.Namespace, dataset: Any, out: str, progress: Any) -> int:
+    """`keras-cae compare --protocol finetune`: `keras_cae.finetune_protocol.finetune_study`."""
+    from keras_cae import finetune, finetune_protocol, finetune_report
+
+    try:
+        config = finetune.FinetuneConfig(
+            seeds=tuple(range(args.seeds)), label_budgets=tuple(args.label_budgets),
+            epochs=args.epochs, finetune_steps=args.finetune_steps, batch_size=args.batch_size,
+            hidden_units=args.hidden_units[0], learning_rate=args.learning_rate,
+            test_fraction=args.test_fraction, dae_corruption=args.dae_corruption,
+            grids={n: tuple(getattr(args, o)) for n, o in _GRID_OPTIONS if getattr(args, o)},
+            lambda_grid=finetune.LAMBDA_GRID if args.lambda_grid is None
+            else tuple(args.lambda_grid),
+        )  # fmt: skip
+        study = finetune_protocol.finetune_study(dataset, config, progress=progress)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    files = finetune_report.write_report(
+        study, out, overwrite=args.overwrite, command=_command_line(args, out)
+    )
+    print(finetune_report.console_summary(study))
     print(f"wrote {', '.join(files)} into {out}")
     return 0
 
