@@ -20,8 +20,11 @@ interrupted run therefore leaves whole codes shards and a manifest with
 ``"complete": false``, never a half-written file. `overwrite=True` deletes `out` and
 starts over.
 
-Memory: one block of input rows (`block_rows`) and the codes of one shard, whatever
-the number of shards. Imports no TensorFlow for `.npy` shards.
+Memory: two blocks of input rows (`block_rows`; one read while the other is encoded)
+and the codes of one shard, whatever the number of shards. The reader checks every
+row for NaN and infinities, so the encoder may be built with ``check_finite=False``
+(as `keras-cae encode` does) to check them once. Imports no TensorFlow for `.npy`
+shards.
 
 Example:
 
@@ -38,6 +41,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,9 +152,21 @@ def _read_manifest(out: str, encoder_sha256: str, inputs: set[str]) -> dict[str,
 
 
 def _blocks(source: shards.ShardSource, path: str, block_rows: int) -> Iterator[np.ndarray]:
+    """The shard's blocks, each read in a thread while the previous one is encoded.
+
+    Reading (page faults, copy, finiteness check) and onnxruntime both release the
+    GIL, so the read of block ``i + 1`` overlaps the encoding of block ``i``; at most
+    two blocks are held at once.
+    """
     if source.kind == "npy":
-        return shards.npy_blocks(path, block_rows)
-    return shards.tfrecord_blocks(path, source.row_shape, block_rows)
+        blocks = shards.npy_blocks(path, block_rows)
+    else:
+        blocks = shards.tfrecord_blocks(path, source.row_shape, block_rows)
+    with ThreadPoolExecutor(1, thread_name_prefix="keras-cae-read") as reader:
+        pending = reader.submit(next, blocks, None)
+        while (block := pending.result()) is not None:
+            pending = reader.submit(next, blocks, None)
+            yield block
 
 
 def encode_shards(

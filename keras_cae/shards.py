@@ -181,6 +181,16 @@ def open_shards_from(source: ShardSource, paths: Sequence[str]) -> ShardSource:
     return ShardSource(tuple(paths), source.kind, source.row_shape, num_rows, source.name)
 
 
+def _check_finite(block: np.ndarray, path: str, start: int) -> None:
+    """Raises `ValueError` naming the shard and the first row holding NaN or ±inf."""
+    # One pass over the block; the rows are looked for only when one is bad.
+    if np.logical_and.reduce(np.isfinite(block), axis=None):
+        return
+    finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+    bad = start + int(np.flatnonzero(~finite)[0])
+    raise ValueError(f"{path}: row {bad} contains NaN or infinite values; remove or impute them")
+
+
 def npy_blocks(path: str, block_rows: int, seed: int | None = None) -> Iterator[np.ndarray]:
     """Yields float32 blocks of rows of one `.npy` shard.
 
@@ -225,12 +235,7 @@ def npy_blocks(path: str, block_rows: int, seed: int | None = None) -> Iterator[
                 aligned = -(-first // page) * page
                 if last - aligned >= page:
                     mapped.madvise(mmap.MADV_DONTNEED, aligned, (last - aligned) // page * page)
-                finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-                if not finite.all():
-                    bad = int(start) + int(np.flatnonzero(~finite)[0])
-                    raise ValueError(
-                        f"{path}: row {bad} contains NaN or infinite values; remove or impute them"
-                    )
+                _check_finite(block, path, int(start))
                 if rng is not None:
                     block = block[rng.permutation(len(block))]
                 yield block
@@ -268,12 +273,7 @@ def tfrecord_blocks(path: str, row_shape: Sequence[int], block_rows: int) -> Ite
     try:
         for batch in records:
             block = tf.io.parse_example(batch, features)["x"].numpy()
-            finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-            if not finite.all():
-                bad = start + int(np.flatnonzero(~finite)[0])
-                raise ValueError(
-                    f"{path}: row {bad} contains NaN or infinite values; remove or impute them"
-                )
+            _check_finite(block, path, start)
             start += len(block)
             yield block
     except tf.errors.OpError as error:
