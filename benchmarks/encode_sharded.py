@@ -7,8 +7,8 @@ ONNX graph (`onnx.helper`; the graph `keras-cae export` writes for a Dense CAE h
 same MatMul, Add and Sigmoid), then:
 
 * **memory**: runs ``keras-cae encode ENCODER DIR --out CODES`` on each data size in a
-  fresh process, which reports its own peak RSS (``ru_maxrss``), as
-  `streaming_memory.py` does. Target: flat in the data size.
+  fresh process, which reports its own peak RSS (``VmHWM``; `streaming_memory.py`'s
+  ``ru_maxrss`` also counts the parent's RSS at fork). Target: flat in the data size.
 * **throughput**: on the small set, times `export.sharded.encode_shards` (memory-mapped
   blocks, codes written to disk) and `OnnxEncoder.encode` on the same rows as one
   in-memory array, alternately, `--rounds` times each; reports the median of the
@@ -42,9 +42,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from streaming_memory import CHILD, write_shards  # noqa: E402
+from streaming_memory import write_shards  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "encode_sharded.json")
+# The child's own peak, VmHWM of its address space: `getrusage`'s ru_maxrss survives
+# fork and exec on Linux, so it would report the parent's RSS when that is larger.
+CHILD = (
+    "import sys\n"
+    "from keras_cae import cli\n"
+    "code = cli.main(sys.argv[1:])\n"
+    "with open('/proc/self/status') as status:\n"
+    "    peak = next(line.split()[1] for line in status if line.startswith('VmHWM:'))\n"
+    "print('PEAK_RSS_KB', peak, flush=True)\n"
+    "sys.exit(code)\n"
+)
 
 
 def write_encoder(path: str, features: int, code: int, seed: int = 0) -> None:
@@ -160,11 +171,12 @@ def main() -> None:
             memory.append({"size_gb": size, "shards": shards, **result})
             assert result["rows"] == count
             print(memory[-1], flush=True)
-            if size == min(sizes):
-                speed = throughput(encoder, folder, root, args.rounds)
-                print(speed, flush=True)
-            shutil.rmtree(folder)
             shutil.rmtree(os.path.join(root, f"codes-{size:g}"))
+            if size != min(sizes):
+                shutil.rmtree(folder)
+        # Last, so that no child above is forked from a parent holding the array.
+        speed = throughput(encoder, os.path.join(root, f"data-{min(sizes):g}"), root, args.rounds)
+        print(speed, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

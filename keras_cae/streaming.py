@@ -1,15 +1,10 @@
 """Data larger than memory: sharded `.npy` files or TFRecords streamed through `tf.data`.
 
-Finding and reading the shards is `keras_cae.shards` (no TensorFlow); this module
-turns them into a shuffled `tf.data` pipeline for `model.fit`. A data set is a
-directory or a glob of shards, all `.npy` or all `.tfrecord`:
-
-* ``.npy`` shards (one array of shape ``(rows, *features)`` each) are memory-mapped
-  and read in blocks of contiguous rows. After a block is copied out, its pages are
-  released from the process (``madvise(MADV_DONTNEED)``; the kernel keeps them in
-  its page cache), so resident memory does not grow with the size of a shard.
-* ``.tfrecord`` shards hold one `tf.train.Example` per row with a float feature
-  ``"x"`` (the flattened row); :func:`write_tfrecord` writes them.
+A data set is a directory or a glob of shards, all `.npy` (memory-mapped, read in
+blocks whose pages are then released) or all `.tfrecord` (one `tf.train.Example` per
+row with a float feature ``"x"``; :func:`write_tfrecord` writes them). Finding and
+reading the shards is `keras_cae.shards` (no TensorFlow, shared with batch encoding);
+this module turns them into a shuffled `tf.data` pipeline for `model.fit`.
 
 Shuffling is two-level, as for any stream: the shard order and the block order in
 each shard are reshuffled every epoch, and a shuffle buffer of `shuffle_buffer` rows
