@@ -20,11 +20,11 @@ interrupted run therefore leaves whole codes shards and a manifest with
 ``"complete": false``, never a half-written file. `overwrite=True` deletes `out` and
 starts over.
 
-Memory: two blocks of input rows (`block_rows`; one read while the other is encoded)
-and the codes of one shard, whatever the number of shards. The reader checks every
-row for NaN and infinities, so the encoder may be built with ``check_finite=False``
-(as `keras-cae encode` does) to check them once. Imports no TensorFlow for `.npy`
-shards.
+Memory: up to three blocks of input rows (`block_rows`; mapped pages of the file, one
+read while another is encoded) and the codes of one shard, whatever the number of
+shards. The reader checks every row for NaN and infinities, so the encoder may be
+built with ``check_finite=False`` (as `keras-cae encode` does) to check them once.
+Imports no TensorFlow for `.npy` shards.
 
 Example:
 
@@ -159,7 +159,9 @@ def _blocks(source: shards.ShardSource, path: str, block_rows: int) -> Iterator[
     two blocks are held at once.
     """
     if source.kind == "npy":
-        blocks = shards.npy_blocks(path, block_rows)
+        # Views of the mapping, not copies: each is encoded before the next but one
+        # is read, as `npy_blocks(copy=False)` asks.
+        blocks = shards.npy_blocks(path, block_rows, copy=False)
     else:
         blocks = shards.tfrecord_blocks(path, source.row_shape, block_rows)
     with ThreadPoolExecutor(1, thread_name_prefix="keras-cae-read") as reader:

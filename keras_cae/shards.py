@@ -191,17 +191,25 @@ def _check_finite(block: np.ndarray, path: str, start: int) -> None:
     raise ValueError(f"{path}: row {bad} contains NaN or infinite values; remove or impute them")
 
 
-def npy_blocks(path: str, block_rows: int, seed: int | None = None) -> Iterator[np.ndarray]:
+def npy_blocks(
+    path: str, block_rows: int, seed: int | None = None, copy: bool = True
+) -> Iterator[np.ndarray]:
     """Yields float32 blocks of rows of one `.npy` shard.
 
-    The file is memory-mapped; every block's pages are dropped from this process
-    after the block is copied, so resident memory stays at about one block.
+    The file is memory-mapped, and every block's pages are dropped from this process
+    once they are no longer needed, so resident memory stays at a few blocks.
 
     Args:
         path: the `.npy` shard.
         block_rows: rows per block (the last block may be shorter).
         seed: shuffle the block order and the rows inside each block with this seed;
             `None` keeps file order. Defaults to `None`.
+        copy: yield copies, which the caller may keep. With `False`, a float32 shard
+            read in file order yields read-only views of the mapping, saving a copy:
+            a view stays valid, but its pages are dropped from the process (and read
+            again from the page cache if touched) once the block after the next one is
+            requested, so use each block before asking for the one after the next.
+            Defaults to `True`.
 
     Yields:
         float32 arrays of shape ``(rows, *features)``.
@@ -219,28 +227,42 @@ def npy_blocks(path: str, block_rows: int, seed: int | None = None) -> Iterator[
         rng.shuffle(starts)
     if rows == 0:
         return
+    views = not copy and rng is None and dtype == np.float32
     page = mmap.PAGESIZE
-    with (
-        open(path, "rb") as handle,
-        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
-    ):
-        array = np.ndarray(shape, dtype, buffer=mapped, offset=offset)
-        try:
-            for start in starts:
-                stop = min(start + block_rows, rows)
+    with open(path, "rb") as handle:
+        # The mapping keeps its own file descriptor. Views of it keep it alive: it is
+        # unmapped when the last block is freed.
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def release(start: int, stop: int) -> None:
+        """Drops the pages of rows [start, stop) from this process (whole pages only)."""
+        first = offset + start * row_bytes
+        last = offset + stop * row_bytes
+        aligned = -(-first // page) * page
+        if last - aligned >= page:
+            mapped.madvise(mmap.MADV_DONTNEED, aligned, (last - aligned) // page * page)
+
+    array = np.ndarray(shape, dtype, buffer=mapped, offset=offset)
+    used: list[tuple[int, int]] = []
+    try:
+        for start in starts:
+            stop = min(int(start) + block_rows, rows)
+            if views:
+                block = array[start:stop]
+                used.append((int(start), stop))
+                if len(used) > 2:  # The caller has finished with the block before last.
+                    release(*used.pop(0))
+            else:
                 block = np.array(array[start:stop], dtype=np.float32)  # A copy.
-                # Drop the block's pages from this process (whole pages inside it).
-                first = offset + int(start) * row_bytes
-                last = offset + int(stop) * row_bytes
-                aligned = -(-first // page) * page
-                if last - aligned >= page:
-                    mapped.madvise(mmap.MADV_DONTNEED, aligned, (last - aligned) // page * page)
-                _check_finite(block, path, int(start))
-                if rng is not None:
-                    block = block[rng.permutation(len(block))]
-                yield block
-        finally:
-            del array  # The mapping cannot close while a view of it exists.
+                release(int(start), stop)
+            _check_finite(block, path, int(start))
+            if rng is not None:
+                block = block[rng.permutation(len(block))]
+            yield block
+    finally:
+        del array
+        if not views:
+            mapped.close()
 
 
 def npy_rows(path: str) -> int:
