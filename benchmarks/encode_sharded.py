@@ -44,6 +44,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from streaming_memory import write_shards  # noqa: E402
 
+from keras_cae._io import atomic_write_json  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results", "encode_sharded.json")
 # The child's own peak, VmHWM of its address space: `getrusage`'s ru_maxrss survives
 # fork and exec on Linux, so it would report the parent's RSS when that is larger.
@@ -208,11 +210,7 @@ def main() -> None:
         "target_ratio": 0.8,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    staging = args.out + ".tmp"
-    with open(staging, "w") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(staging, args.out)
+    atomic_write_json(args.out, payload)
     print(f"wrote {args.out}")
 
 

@@ -12,22 +12,9 @@ import pytest
 
 from export.batch import BatchEncoder, row_reshape
 from export.runtime import OnnxEncoder
-from tests.test_runtime import _dense_sigmoid_model, _reference
+from tests.test_runtime import _reference
 
 FEATURES, CODE = 6, 3
-
-
-@pytest.fixture(scope="module")
-def weights() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(11)
-    return rng.normal(size=(FEATURES, CODE)), rng.normal(size=CODE)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, weights) -> str:
-    path = str(tmp_path_factory.mktemp("batch") / "encoder.onnx")
-    _dense_sigmoid_model(path, *weights)
-    return path
 
 
 def test_batch_encoder_maps_a_column_to_codes(model_path, weights) -> None:

@@ -26,19 +26,6 @@ from tests.test_runtime import _dense_sigmoid_model, _reference
 FEATURES, CODE = 6, 3
 
 
-@pytest.fixture(scope="module")
-def weights() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(3)
-    return rng.normal(size=(FEATURES, CODE)), rng.normal(size=CODE)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, weights) -> str:
-    path = str(tmp_path_factory.mktemp("sharded") / "encoder.onnx")
-    _dense_sigmoid_model(path, *weights)
-    return path
-
-
 def _write_shards(folder, sizes, row_shape=(FEATURES,), seed=0) -> np.ndarray:
     """Writes float32 shards `part-<i>.npy` of `sizes` rows; returns all rows in order."""
     os.makedirs(folder, exist_ok=True)
