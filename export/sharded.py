@@ -11,11 +11,12 @@ written atomically (a temporary sibling, then a rename), then recorded in
      "encoder": {"path": "/abs/encoder.onnx", "sha256": "..."},
      "code_shape": [32], "num_rows": 1000,
      "shards": [{"input": "/abs/data/part-0001.npy", "output": "part-0001.npy",
-                 "rows": 500}, ...]}
+                 "rows": 500, "input_bytes": 1568128, "input_mtime_ns": ...}, ...]}
 
 Running it again on the same `out` resumes: a shard recorded in the manifest whose
 codes file exists with the recorded row count (and, for `.npy` input, the input's row
-count), under an encoder of the same SHA-256, is skipped; the rest are encoded. An
+count), whose input file has the recorded size and modification time, under an
+encoder of the same SHA-256, is skipped; the rest are encoded. An
 interrupted run therefore leaves whole codes shards and a manifest with
 ``"complete": false``, never a half-written file. `overwrite=True` deletes `out` and
 starts over.
@@ -239,9 +240,13 @@ def encode_shards(
         target = os.path.join(out, name)
         entry = recorded.get(absolute)
         expected = shards.npy_rows(path) if source.kind == "npy" else None
+        # Taken before reading: a shard changed since it was encoded is encoded again.
+        stat = os.stat(path)
+        version = {"input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
         if (
             entry is not None
             and entry.get("output") == name
+            and all(entry.get(key) == value for key, value in version.items())
             and _npy_rows_or_none(target) == entry.get("rows")
             and expected in (None, entry.get("rows"))
         ):
@@ -266,7 +271,7 @@ def encode_shards(
             rows, done = len(codes), False
             code_shape = code_shape or tuple(codes.shape[1:])
             encoded += 1
-        manifest["shards"].append({"input": absolute, "output": name, "rows": rows})
+        manifest["shards"].append({"input": absolute, "output": name, "rows": rows, **version})
         manifest["num_rows"] += rows
         manifest["code_shape"] = list(code_shape or ())
         _io.atomic_write_json(manifest_path, manifest)

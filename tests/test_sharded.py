@@ -63,11 +63,28 @@ def test_codes_and_manifest(tmp_path, model_path, weights) -> None:
         sha256 = hashlib.sha256(stream.read()).hexdigest()
     assert manifest["complete"] is True and manifest["num_rows"] == 29
     assert manifest["encoder"] == {"path": os.path.abspath(model_path), "sha256": sha256}
-    assert [(s["input"], s["output"], s["rows"]) for s in manifest["shards"]] == [
-        (str(tmp_path / "data" / f"part-{i}.npy"), f"part-{i}.npy", rows)
+    assert [(s["input"], s["output"], s["rows"], s["input_bytes"]) for s in manifest["shards"]] == [
+        (
+            str(tmp_path / "data" / f"part-{i}.npy"),
+            f"part-{i}.npy",
+            rows,
+            os.path.getsize(tmp_path / "data" / f"part-{i}.npy"),
+        )
         for i, rows in enumerate([10, 0, 7, 12])
     ]
     assert sorted(os.listdir(out)) == [MANIFEST] + [f"part-{i}.npy" for i in range(4)]
+
+    # Run again: nothing to do. Then change one shard (same rows): only it is redone.
+    again = encode_shards(OnnxEncoder(model_path), str(tmp_path / "data"), out)
+    assert (again.num_encoded, again.num_skipped) == (0, 4)
+    changed = np.ones((7, FEATURES), np.float32)
+    np.save(tmp_path / "data" / "part-2.npy", changed)
+    os.utime(tmp_path / "data" / "part-2.npy", ns=(1, 1))  # Another mtime, whatever the clock.
+    again = encode_shards(OnnxEncoder(model_path), str(tmp_path / "data"), out)
+    assert (again.num_encoded, again.num_skipped) == (1, 3)
+    np.testing.assert_array_equal(
+        np.load(out / "part-2.npy"), OnnxEncoder(model_path).encode(changed)
+    )
 
 
 def test_image_rows_are_flattened_for_a_flat_encoder(tmp_path, model_path) -> None:
