@@ -231,9 +231,19 @@ def encode_shards(
         "shards": [],
     }
     manifest_path = os.path.join(out, MANIFEST)
+    # By input: the entries of an earlier run (checked again below, and meanwhile kept
+    # for a run that is itself interrupted), replaced by this run's as it goes.
+    entries = dict(recorded)
+
+    def save(complete: bool) -> None:
+        manifest["shards"] = [entries[path] for path in inputs if path in entries]
+        manifest["num_rows"] = sum(entry["rows"] for entry in manifest["shards"])
+        manifest["complete"] = complete
+        _io.atomic_write_json(manifest_path, manifest)
+
     # Written before any codes shard, so that a run killed at any point leaves a
     # manifest: the next run recognises `out` as its own and resumes.
-    _io.atomic_write_json(manifest_path, manifest)
+    save(complete=False)
     code_shape: tuple[int, ...] | None = None
     encoded = skipped = 0
     for path, absolute, name in zip(source.paths, inputs, names, strict=True):
@@ -271,14 +281,14 @@ def encode_shards(
             rows, done = len(codes), False
             code_shape = code_shape or tuple(codes.shape[1:])
             encoded += 1
-        manifest["shards"].append({"input": absolute, "output": name, "rows": rows, **version})
-        manifest["num_rows"] += rows
-        manifest["code_shape"] = list(code_shape or ())
-        _io.atomic_write_json(manifest_path, manifest)
+        if not done:
+            entries[absolute] = {"input": absolute, "output": name, "rows": rows, **version}
+            manifest["code_shape"] = list(code_shape or ())
+            save(complete=False)
         if on_shard is not None:
             on_shard(path, target, rows, done)
-    manifest["complete"] = True
-    _io.atomic_write_json(manifest_path, manifest)
+    manifest["code_shape"] = list(code_shape or ())
+    save(complete=True)
     return ShardedEncoding(
         out=out,
         manifest=manifest_path,
