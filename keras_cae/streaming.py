@@ -1,13 +1,10 @@
 """Data larger than memory: sharded `.npy` files or TFRecords streamed through `tf.data`.
 
-A data set is a directory or a glob of shards, all `.npy` or all `.tfrecord`:
-
-* ``.npy`` shards (one array of shape ``(rows, *features)`` each) are memory-mapped
-  and read in blocks of contiguous rows. After a block is copied out, its pages are
-  released from the process (``madvise(MADV_DONTNEED)``; the kernel keeps them in
-  its page cache), so resident memory does not grow with the size of a shard.
-* ``.tfrecord`` shards hold one `tf.train.Example` per row with a float feature
-  ``"x"`` (the flattened row); :func:`write_tfrecord` writes them.
+A data set is a directory or a glob of shards, all `.npy` (memory-mapped, read in
+blocks whose pages are then released) or all `.tfrecord` (one `tf.train.Example` per
+row with a float feature ``"x"``; :func:`write_tfrecord` writes them). Finding and
+reading the shards is `keras_cae.shards` (no TensorFlow, shared with batch encoding);
+this module turns them into a shuffled `tf.data` pipeline for `model.fit`.
 
 Shuffling is two-level, as for any stream: the shard order and the block order in
 each shard are reshuffled every epoch, and a shuffle buffer of `shuffle_buffer` rows
@@ -33,16 +30,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import glob
-import mmap
 import os
 import re
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
+from keras_cae.shards import ShardSource, is_shard_spec, open_shards, open_shards_from
+from keras_cae.shards import npy_blocks as _npy_blocks
 
 __all__ = [
     "ShardSource",
@@ -53,180 +50,6 @@ __all__ = [
     "shard_dataset",
     "write_tfrecord",
 ]
-
-SHARD_SUFFIXES = {".npy": "npy", ".tfrecord": "tfrecord", ".tfrecords": "tfrecord"}
-_GLOB_CHARS = frozenset("*?[")
-
-
-@dataclass(frozen=True)
-class ShardSource:
-    """The shards of a streamed data set, checked for a common row shape.
-
-    Attributes:
-        paths: the shard files, sorted.
-        kind: `"npy"` or `"tfrecord"`.
-        row_shape: the shape of one row (without the batch axis).
-        num_rows: the total number of rows, or None for TFRecords (counting them
-            needs a pass over the data).
-        name: the directory or glob the shards came from.
-    """
-
-    paths: tuple[str, ...]
-    kind: str
-    row_shape: tuple[int, ...]
-    num_rows: int | None
-    name: str
-
-
-def is_shard_spec(spec: str | os.PathLike[str]) -> bool:
-    """Whether `spec` names shards to stream (a directory or a glob), not one file."""
-    text = os.fspath(spec)
-    return os.path.isdir(text) or any(char in _GLOB_CHARS for char in text)
-
-
-def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Reads the shape, dtype and data offset of a `.npy` file, without its data."""
-    try:
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read the .npy file ({error})") from None
-    if not isinstance(mapped, np.memmap):
-        raise ValueError(f"{path}: expected a .npy array file")
-    shape, dtype, offset = mapped.shape, mapped.dtype, int(mapped.offset)
-    fortran_order = not mapped.flags.c_contiguous
-    del mapped  # Unmaps the file: only the header was read.
-    if fortran_order and len(shape) > 1:
-        raise ValueError(
-            f"{path}: the array is stored in Fortran order, which cannot be streamed by rows; "
-            "save it with np.save(path, np.ascontiguousarray(x))"
-        )
-    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
-        raise ValueError(f"{path}: expected real numbers, found dtype {dtype}")
-    if len(shape) < 2:
-        raise ValueError(f"{path}: expected an array of shape (rows, features...), found {shape}")
-    return tuple(int(d) for d in shape), dtype, offset
-
-
-def _tfrecord_row_size(path: str) -> int:
-    for record in tf.data.TFRecordDataset(path).take(1):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = example.features.feature.get("x")
-        if feature is None or not feature.float_list.value:
-            raise ValueError(
-                f"{path}: expected tf.train.Example records with a float feature 'x' "
-                "(see keras_cae.streaming.write_tfrecord)"
-            )
-        return len(feature.float_list.value)
-    raise ValueError(f"{path}: the TFRecord file has no records")
-
-
-def open_shards(spec: str | os.PathLike[str]) -> ShardSource:
-    """Finds and checks the shards named by a directory or a glob.
-
-    Args:
-        spec: a directory (every `.npy`, or every `.tfrecord`, file in it) or a glob
-            such as ``"data/part-*.npy"``.
-
-    Returns:
-        A `ShardSource`. Only file headers (and the first TFRecord) are read.
-
-    Raises:
-        ValueError: if nothing matches, the shards mix suffixes or row shapes, or a
-            shard is not a numeric array of rows.
-    """
-    text = os.fspath(spec)
-    if os.path.isdir(text):
-        paths = sorted(
-            os.path.join(text, name)
-            for name in os.listdir(text)
-            if os.path.splitext(name)[1].lower() in SHARD_SUFFIXES
-        )
-    else:
-        paths = sorted(path for path in glob.glob(text) if os.path.isfile(path))
-    if not paths:
-        raise ValueError(
-            f"No data shards found for --data {text!r}: expected a directory or a glob of "
-            f"{sorted(SHARD_SUFFIXES)} files."
-        )
-    kinds = {SHARD_SUFFIXES.get(os.path.splitext(path)[1].lower()) for path in paths}
-    if None in kinds or len(kinds) > 1:
-        suffixes = sorted({os.path.splitext(path)[1] for path in paths})
-        raise ValueError(
-            f"Data shards for {text!r} should all be .npy or all .tfrecord files. "
-            f"Received suffixes: {suffixes}"
-        )
-    kind = kinds.pop()
-    if kind == "tfrecord":
-        sizes = {path: _tfrecord_row_size(path) for path in paths}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"TFRecord shards of {text!r} have different row sizes: {sizes}")
-        return ShardSource(tuple(paths), kind, (sizes[paths[0]],), None, text)
-    headers = {path: _npy_header(path) for path in paths}
-    row_shapes = {path: header[0][1:] for path, header in headers.items()}
-    if len(set(row_shapes.values())) > 1:
-        raise ValueError(f".npy shards of {text!r} have different row shapes: {row_shapes}")
-    num_rows = sum(header[0][0] for header in headers.values())
-    if num_rows == 0:
-        raise ValueError(f"The .npy shards of {text!r} hold no rows")
-    return ShardSource(tuple(paths), kind, row_shapes[paths[0]], num_rows, text)
-
-
-def open_shards_from(source: ShardSource, paths: Sequence[str]) -> ShardSource:
-    """Returns the `ShardSource` of a subset of `source`'s shards (e.g. held-out ones)."""
-    missing = [path for path in paths if path not in source.paths]
-    if missing or not paths:
-        raise ValueError(
-            f"`paths` should be a non-empty subset of the source's shards. Received: {list(paths)}"
-        )
-    num_rows = None
-    if source.kind == "npy":
-        num_rows = sum(_npy_header(path)[0][0] for path in paths)
-    return ShardSource(tuple(paths), source.kind, source.row_shape, num_rows, source.name)
-
-
-def _npy_blocks(path: str, block_rows: int, seed: int | None) -> Iterator[np.ndarray]:
-    """Yields float32 blocks of rows of one `.npy` shard, in shuffled block order.
-
-    The file is memory-mapped; every block's pages are dropped from this process
-    after the block is copied, so resident memory stays at about one block.
-    """
-    shape, dtype, offset = _npy_header(path)
-    rows = shape[0]
-    row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-    rng = None if seed is None else np.random.default_rng(seed)
-    starts = np.arange(0, rows, block_rows)
-    if rng is not None:
-        rng.shuffle(starts)
-    if rows == 0:
-        return
-    page = mmap.PAGESIZE
-    with (
-        open(path, "rb") as handle,
-        mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
-    ):
-        array = np.ndarray(shape, dtype, buffer=mapped, offset=offset)
-        try:
-            for start in starts:
-                stop = min(start + block_rows, rows)
-                block = np.array(array[start:stop], dtype=np.float32)  # A copy.
-                # Drop the block's pages from this process (whole pages inside it).
-                first = offset + int(start) * row_bytes
-                last = offset + int(stop) * row_bytes
-                aligned = -(-first // page) * page
-                if last - aligned >= page:
-                    mapped.madvise(mmap.MADV_DONTNEED, aligned, (last - aligned) // page * page)
-                finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-                if not finite.all():
-                    bad = int(start) + int(np.flatnonzero(~finite)[0])
-                    raise ValueError(
-                        f"{path}: row {bad} contains NaN or infinite values; remove or "
-                        "impute them before training"
-                    )
-                if rng is not None:
-                    block = block[rng.permutation(len(block))]
-                yield block
-        finally:
-            del array  # The mapping cannot close while a view of it exists.
 
 
 def shard_dataset(

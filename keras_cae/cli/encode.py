@@ -23,13 +23,19 @@ def add_parser(subparsers: Any) -> None:
         "encode",
         help="encode an array with an exported ONNX encoder (no TensorFlow)",
         description="Encode the rows of a .npy, .npz (array 'x') or .csv file with an ONNX "
-        "encoder in onnxruntime and write the codes as a .npy file.",
+        "encoder in onnxruntime and write the codes as a .npy file; or stream a directory "
+        "or quoted glob of .npy/.tfrecord shards into one codes shard each in the --out "
+        "directory, with a manifest (re-running resumes; see docs/batch-encoding.md).",
     )
     add = parser.add_argument
     add("encoder", help="an .onnx file written by `keras-cae export`")
-    add("input", help="a .npy, .npz or .csv file of inputs, one row per sample")
-    add("--out", required=True, help="the .npy file to write the codes to")
-    add("--overwrite", action="store_true", help="replace an existing --out")
+    add(
+        "input",
+        help="a .npy, .npz or .csv file of inputs, one row per sample; or a directory or "
+        "quoted glob of .npy or .tfrecord shards",
+    )
+    add("--out", required=True, help="the .npy file (the directory, for shards) to write to")
+    add("--overwrite", action="store_true", help="replace an existing --out (shards: start over)")
     add("--batch-size", type=POSITIVE_INT, default=1024, help="rows per onnxruntime call")
     add("--threads", type=POSITIVE_INT, default=None, help="onnxruntime intra-op threads")
     parser.set_defaults(run=run)
@@ -50,9 +56,12 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae encode`; imports no TensorFlow."""
+    from keras_cae import shards
     from keras_cae.data import load_array, to_model_input
     from keras_cae.export.runtime import OnnxEncoder
 
+    if shards.is_shard_spec(args.input):
+        return _run_sharded(args)
     _check_out(args.out, args.overwrite)
     encoder = OnnxEncoder(
         args.encoder, intra_op_num_threads=args.threads, batch_size=args.batch_size
@@ -64,4 +73,29 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.input}: {error}") from None
     _io.atomic_save_npy(args.out, codes)
     print(f"wrote codes of shape {codes.shape} ({codes.dtype}) to {args.out}")
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace) -> int:
+    """Encodes a directory or glob of shards into the `--out` directory (resumable)."""
+    from keras_cae.export.runtime import OnnxEncoder
+    from keras_cae.export.sharded import encode_shards
+
+    # The shard reader checks every row for NaN and infinities, naming shard and row.
+    encoder = OnnxEncoder(
+        args.encoder,
+        intra_op_num_threads=args.threads,
+        batch_size=args.batch_size,
+        check_finite=False,
+    )
+
+    def report(source: str, target: str, rows: int, skipped: bool) -> None:
+        print(f"{'kept' if skipped else 'encoded'} {source} -> {target} ({rows} rows)", flush=True)
+
+    result = encode_shards(encoder, args.input, args.out, args.overwrite, on_shard=report)
+    print(
+        f"wrote codes of {result.num_rows} rows, shape {result.code_shape}, in "
+        f"{result.num_shards} shards to {result.out} ({result.num_skipped} kept from an "
+        f"earlier run); manifest {result.manifest}"
+    )
     return 0

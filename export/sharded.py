@@ -1,0 +1,300 @@
+"""Encode sharded data larger than memory: one codes shard per input shard, resumable.
+
+`encode_shards` reads the shards of a directory or glob (`keras_cae.shards`: `.npy`
+memory-mapped and read in blocks, or `.tfrecord`), encodes them block by block with
+an `OnnxEncoder` and writes, for each input shard ``part-0001.npy`` (or
+``part-0001.tfrecord``), the codes as ``OUT/part-0001.npy``. Each codes shard is
+written atomically (a temporary sibling, then a rename), then recorded in
+``OUT/manifest.json`` (also rewritten atomically)::
+
+    {"format": "keras-cae-codes/1", "complete": true, "input": "data/*.npy",
+     "encoder": {"path": "/abs/encoder.onnx", "sha256": "..."},
+     "code_shape": [32], "num_rows": 1000,
+     "shards": [{"input": "/abs/data/part-0001.npy", "output": "part-0001.npy",
+                 "rows": 500, "input_bytes": 1568128, "input_mtime_ns": ...}, ...]}
+
+Running it again on the same `out` resumes: a shard recorded in the manifest whose
+codes file exists with the recorded row count (and, for `.npy` input, the input's row
+count), whose input file has the recorded size and modification time, under an
+encoder of the same SHA-256, is skipped; the rest are encoded. An
+interrupted run therefore leaves whole codes shards and a manifest with
+``"complete": false``, never a half-written file. `overwrite=True` deletes `out` and
+starts over.
+
+Memory: up to three blocks of input rows (`block_rows`; mapped pages of the file, one
+read while another is encoded) and the codes of one shard, whatever the number of
+shards. The reader checks every row for NaN and infinities, so the encoder may be
+built with ``check_finite=False`` (as `keras-cae encode` does) to check them once.
+Imports no TensorFlow for `.npy` shards.
+
+Example:
+
+>>> from keras_cae.export.runtime import OnnxEncoder                           # doctest: +SKIP
+>>> result = encode_shards(OnnxEncoder("encoder.onnx"), "data/", "codes/")  # doctest: +SKIP
+>>> result.num_rows, result.num_skipped                              # doctest: +SKIP
+(1000, 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_cae import _io, shards
+from keras_cae.export.batch import row_reshape
+from keras_cae.export.runtime import OnnxEncoder
+
+__all__ = ["MANIFEST", "MANIFEST_FORMAT", "ShardedEncoding", "encode_shards", "file_sha256"]
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "keras-cae-codes/1"
+
+
+@dataclass(frozen=True)
+class ShardedEncoding:
+    """What `encode_shards` did.
+
+    Attributes:
+        out: the output directory.
+        manifest: the manifest's path.
+        num_shards: codes shards in `out` (one per input shard).
+        num_encoded: shards encoded by this call.
+        num_skipped: shards found done by an earlier run and kept.
+        num_rows: rows encoded in all shards.
+        code_shape: the shape of one code.
+    """
+
+    out: str
+    manifest: str
+    num_shards: int
+    num_encoded: int
+    num_skipped: int
+    num_rows: int
+    code_shape: tuple[int, ...]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _output_names(source: shards.ShardSource, out: str) -> list[str]:
+    """``<stem>.npy`` for each input shard; refuses clashes and outputs over inputs."""
+    names = [os.path.splitext(os.path.basename(path))[0] + ".npy" for path in source.paths]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(
+            f"INPUT {source.name!r} has several shards named {clashes[0]!r} (in different "
+            "directories); their codes would share one file in --out. Encode them separately."
+        )
+    out_real = os.path.realpath(out)
+    inside = [path for path in source.paths if os.path.dirname(os.path.realpath(path)) == out_real]
+    if inside:
+        raise ValueError(
+            f"--out {out!r} holds the input shard {inside[0]!r}; write the codes to another "
+            "directory"
+        )
+    return names
+
+
+def _npy_rows_or_none(path: str) -> int | None:
+    """The row count in a codes shard's header, or None if it is missing or unreadable."""
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_manifest(out: str, encoder_sha256: str, inputs: set[str]) -> dict[str, dict]:
+    """The shards an earlier run recorded in `out`, by input path (checked to be ours)."""
+    path = os.path.join(out, MANIFEST)
+    if not os.path.isdir(out) or not os.listdir(out):
+        return {}
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"--out {out!r} exists, is not empty and holds no {MANIFEST} from an earlier "
+            "`keras-cae encode`; choose another directory or pass --overwrite"
+        )
+    try:
+        with open(path) as stream:
+            manifest = json.load(stream)
+        recorded = {entry["input"]: entry for entry in manifest["shards"]}
+        previous = manifest["encoder"]["sha256"]
+        if manifest["format"] != MANIFEST_FORMAT:
+            raise KeyError("format")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not a manifest of `keras-cae encode` ({error}); pass --overwrite to start "
+            "over"
+        ) from None
+    if previous != encoder_sha256:
+        raise ValueError(
+            f"--out {out!r} holds codes of another encoder (sha256 {previous[:12]}…, this one "
+            f"{encoder_sha256[:12]}…); choose another directory or pass --overwrite"
+        )
+    others = sorted(set(recorded) - inputs)
+    if others:
+        raise ValueError(
+            f"--out {out!r} holds codes of input shards not in INPUT (e.g. {others[0]!r}); "
+            "choose another directory or pass --overwrite"
+        )
+    return recorded
+
+
+def _blocks(source: shards.ShardSource, path: str, block_rows: int) -> Iterator[np.ndarray]:
+    """The shard's blocks, each read in a thread while the previous one is encoded.
+
+    Reading (page faults, copy, finiteness check) and onnxruntime both release the
+    GIL, so the read of block ``i + 1`` overlaps the encoding of block ``i``; at most
+    two blocks are held at once.
+    """
+    if source.kind == "npy":
+        # Views of the mapping, not copies: each is encoded before the next but one
+        # is read, as `npy_blocks(copy=False)` asks.
+        blocks = shards.npy_blocks(path, block_rows, copy=False)
+    else:
+        blocks = shards.tfrecord_blocks(path, source.row_shape, block_rows)
+    with ThreadPoolExecutor(1, thread_name_prefix="keras-cae-read") as reader:
+        pending = reader.submit(next, blocks, None)
+        while (block := pending.result()) is not None:
+            pending = reader.submit(next, blocks, None)
+            yield block
+
+
+def encode_shards(
+    encoder: OnnxEncoder,
+    source: shards.ShardSource | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+    block_rows: int = 8192,
+    on_shard: Callable[[str, str, int, bool], None] | None = None,
+) -> ShardedEncoding:
+    """Encodes every shard of `source` into a codes shard in `out`, with a manifest.
+
+    Args:
+        encoder: the `OnnxEncoder` to run.
+        source: a `keras_cae.shards.ShardSource`, or a directory or glob of `.npy` or
+            `.tfrecord` shards.
+        out: the output directory; created if missing. An existing one must hold an
+            earlier run's manifest (the run is resumed) unless `overwrite`.
+        overwrite: delete `out` and start over. Defaults to `False`.
+        block_rows: input rows read and encoded at a time. Defaults to `8192`.
+        on_shard: called after each shard as ``on_shard(input, output, rows,
+            skipped)``, e.g. to report progress. Defaults to `None`.
+
+    Returns:
+        A `ShardedEncoding`.
+
+    Raises:
+        ValueError: `out` is a file or holds something else; shards are missing,
+            unreadable or of different row shapes; rows do not fit the encoder; a
+            row holds NaN or infinities (naming the shard and the row). Shards
+            finished before the error stay in `out`, recorded in the manifest.
+    """
+    if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+        raise ValueError(
+            f"`block_rows` should be a positive integer. Received: block_rows={block_rows!r}"
+        )
+    out = os.fspath(out)
+    if not isinstance(source, shards.ShardSource):
+        source = shards.open_shards(source, argument="INPUT")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is an existing file; give a directory for sharded input")
+    _io.check_writable(out, "--out")
+    flat = row_reshape(source.row_shape, encoder.input_shape, f"the shards of {source.name!r}")
+    names = _output_names(source, out)
+    encoder_sha256 = file_sha256(encoder.path)
+    inputs = [os.path.abspath(path) for path in source.paths]
+    if overwrite and os.path.isdir(out):
+        shutil.rmtree(out)
+    recorded = _read_manifest(out, encoder_sha256, set(inputs))
+    os.makedirs(out, exist_ok=True)
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "complete": False,
+        "input": source.name,
+        "encoder": {"path": os.path.abspath(encoder.path), "sha256": encoder_sha256},
+        "code_shape": None,
+        "num_rows": 0,
+        "shards": [],
+    }
+    manifest_path = os.path.join(out, MANIFEST)
+    # By input: the entries of an earlier run (checked again below, and meanwhile kept
+    # for a run that is itself interrupted), replaced by this run's as it goes.
+    entries = dict(recorded)
+
+    def save(complete: bool) -> None:
+        manifest["shards"] = [entries[path] for path in inputs if path in entries]
+        manifest["num_rows"] = sum(entry["rows"] for entry in manifest["shards"])
+        manifest["complete"] = complete
+        _io.atomic_write_json(manifest_path, manifest)
+
+    # Written before any codes shard, so that a run killed at any point leaves a
+    # manifest: the next run recognises `out` as its own and resumes.
+    save(complete=False)
+    code_shape: tuple[int, ...] | None = None
+    encoded = skipped = 0
+    for path, absolute, name in zip(source.paths, inputs, names, strict=True):
+        target = os.path.join(out, name)
+        entry = recorded.get(absolute)
+        expected = shards.npy_rows(path) if source.kind == "npy" else None
+        # Taken before reading: a shard changed since it was encoded is encoded again.
+        stat = os.stat(path)
+        version = {"input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
+        if (
+            entry is not None
+            and entry.get("output") == name
+            and all(entry.get(key) == value for key, value in version.items())
+            and _npy_rows_or_none(target) == entry.get("rows")
+            and expected in (None, entry.get("rows"))
+        ):
+            rows, done = int(entry["rows"]), True
+            skipped += 1
+            if code_shape is None:
+                code_shape = tuple(np.load(target, mmap_mode="r").shape[1:])
+        else:
+            parts = []
+            for block in _blocks(source, path, block_rows):
+                x = block if flat is None else block.reshape(len(block), *flat)
+                try:
+                    parts.append(encoder.encode(x))
+                except ValueError as error:
+                    raise ValueError(f"{path}: {error}") from None
+            codes = (
+                np.concatenate(parts)
+                if parts
+                else np.zeros((0, *encoder.output_shape[1:]), np.float32)
+            )
+            _io.atomic_save_npy(target, codes)
+            rows, done = len(codes), False
+            code_shape = code_shape or tuple(codes.shape[1:])
+            encoded += 1
+        if not done:
+            entries[absolute] = {"input": absolute, "output": name, "rows": rows, **version}
+            manifest["code_shape"] = list(code_shape or ())
+            save(complete=False)
+        if on_shard is not None:
+            on_shard(path, target, rows, done)
+    manifest["code_shape"] = list(code_shape or ())
+    save(complete=True)
+    return ShardedEncoding(
+        out=out,
+        manifest=manifest_path,
+        num_shards=len(names),
+        num_encoded=encoded,
+        num_skipped=skipped,
+        num_rows=int(manifest["num_rows"]),
+        code_shape=tuple(code_shape or ()),
+    )
