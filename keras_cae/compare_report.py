@@ -378,12 +378,12 @@ def console_summary(result: ComparisonResult) -> str:
         header += f" {'probe':>6} {'drop@0.2':>9}"
     header += f" {'train s':>8}"
     lines = [header]
+
+    def mean(values: Sequence[float]) -> float:
+        return _summary(values)["mean"]
+
     for name in MODELS:
         runs = result.runs[name]
-
-        def mean(values: Sequence[float]) -> float:
-            return _summary(values)["mean"]
-
         line = (
             f"{name:<7} {mean([r.reconstruction_mse for r in runs]):>9.4f} "
             f"{mean([r.jacobian_frobenius for r in runs]):>10.3f}"
