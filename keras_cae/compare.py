@@ -31,35 +31,38 @@ Protocol (also written into every report):
 
 Example:
 
->>> from keras_cae import compare, load_digits  # doctest: +SKIP
->>> result = compare.compare_models(load_digits(), seeds=3, epochs=60)  # doctest: +SKIP
->>> compare.write_report(result, "runs/compare")  # doctest: +SKIP
+This module holds the study's constants, typed results and building blocks; the
+study itself is `keras_cae.compare_protocol.compare_models`, its report
+`keras_cae.compare_report`.
+
+Example:
+
+>>> from keras_cae import compare_protocol, compare_report, load_digits  # doctest: +SKIP
+>>> result = compare_protocol.compare_models(load_digits(), seeds=3)  # doctest: +SKIP
+>>> compare_report.write_report(result, "runs/compare")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import datetime
-import math
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from keras_cae import _io
-from keras_cae.data import Dataset
 
 __all__ = [
     "MODELS",
     "SEARCH_GRIDS",
     "NOISE_LEVELS",
     "SELECTIONS",
+    "CompareConfig",
+    "DataSplit",
+    "Candidate",
+    "Search",
+    "ModelRun",
+    "RawRun",
     "ComparisonResult",
-    "compare_models",
-    "write_report",
-    "format_markdown",
+    "model_params",
 ]
 
 MODELS = ("AE", "DAE", "CAE", "CAE+H")
@@ -90,11 +93,98 @@ NUM_DIRECTIONS = 4
 TANGENTS = 5
 
 
+@dataclass(frozen=True)
+class CompareConfig:
+    """The settings of one study, recorded in the report's ``config``."""
+
+    seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    hidden_units: tuple[int, ...]
+    learning_rate: float
+    test_fraction: float
+    dae_corruption: str
+    selection: str
+    grids: dict[str, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """The data and the sizes of its parts (step 1 and 2 of the protocol)."""
+
+    name: str
+    scaling: str
+    input_shape: tuple[int, ...]
+    labelled: bool
+    num_train: int
+    num_fit: int
+    num_validation: int
+    num_test: int
+
+
+@dataclass
+class Candidate:
+    """One searched hyper-parameter value, trained on the fit part, scored on validation."""
+
+    params: dict[str, Any]
+    validation: dict[str, Any]
+    train_seconds: float
+    train_cpu_seconds: float
+
+
+@dataclass
+class Search:
+    """The validation search of one model; no candidates when it had one value."""
+
+    candidates: list[Candidate]
+    selected: dict[str, Any]
+
+
+@dataclass
+class ModelRun:
+    """One final run of one model at one seed, measured on the test part.
+
+    The probe fields are None on unlabelled data.
+    """
+
+    seed: int
+    train_seconds: float
+    train_cpu_seconds: float
+    reconstruction_mse: float
+    jacobian_frobenius: float
+    contraction_curve: list[float]
+    mean_spectrum: list[float]
+    probe_accuracy: float | None = None
+    noisy_probe_accuracy: dict[str, float] | None = None
+    probe_drop: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as written in report.json (without the absent probe fields)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class RawRun:
+    """The probe on raw inputs (no encoder) at one seed: the baseline."""
+
+    seed: int
+    probe_accuracy: float
+    noisy_probe_accuracy: dict[str, float]
+
+
 @dataclass
 class ComparisonResult:
-    """What `compare_models` measured: the JSON report and the arrays behind the figures."""
+    """What `keras_cae.compare_protocol.compare_models` measured.
 
-    report: dict[str, Any]
+    `keras_cae.compare_report` turns it into report.json, report.md and figures.
+    """
+
+    config: CompareConfig
+    data: DataSplit
+    search: dict[str, Search]
+    runs: dict[str, list[ModelRun]]
+    raw_runs: list[RawRun]
+    total_seconds: float
     spectra: dict[str, np.ndarray] = field(default_factory=dict)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     examples: np.ndarray | None = None
@@ -102,21 +192,12 @@ class ComparisonResult:
     tangents: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
 
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
-    return int(value)
+    def params(self, name: str) -> dict[str, Any]:
+        """The `ContractiveAutoencoder` arguments model `name` was trained with."""
+        return model_params(name, self.config.dae_corruption, self.search[name].selected)
 
 
-def _summary(values: Sequence[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value) over seeds."""
-    array = np.asarray(values, dtype=np.float64)
-    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-    return {"mean": float(array.mean()), "std": std, "values": [float(v) for v in array]}
-
-
-def _model_params(name: str, dae_corruption: str, params: dict[str, Any]) -> dict[str, Any]:
+def model_params(name: str, dae_corruption: str, params: dict[str, Any]) -> dict[str, Any]:
     """The `ContractiveAutoencoder` arguments of a model with search parameters `params`."""
     base: dict[str, Any] = {"contractive_weight": 0.0}
     if name == "DAE":
@@ -165,637 +246,3 @@ def _check_grids(
             )
         result[name] = tuple(float(v) for v in array)
     return result
-
-
-def _probe_scores(
-    train_features: np.ndarray,
-    y_train: np.ndarray,
-    eval_features: Sequence[np.ndarray],
-    y_eval: np.ndarray,
-) -> list[float]:
-    """`keras_cae.training.probe_accuracy` on several test sets with one probe fit."""
-    from keras_cae.training import fit_probe
-
-    probe = fit_probe(train_features, y_train)
-    return [float(probe.score(f.reshape(len(f), -1), y_eval)) for f in eval_features]
-
-
-def _pick_examples(y: np.ndarray | None, count: int, available: int) -> np.ndarray:
-    """Indices of the first test sample of each of up to `count` classes (else the first)."""
-    if y is None:
-        return np.arange(min(count, available))
-    picks = [int(np.flatnonzero(y == label)[0]) for label in np.unique(y)[:count]]
-    return np.asarray(picks)
-
-
-def compare_models(
-    dataset: Dataset,
-    seeds: int = 3,
-    epochs: int = 60,
-    batch_size: int = 32,
-    hidden_units: int | Sequence[int] = 32,
-    learning_rate: float = 3e-3,
-    test_fraction: float = 0.2,
-    dae_corruption: str = "gaussian",
-    selection: str | None = None,
-    grids: Mapping[str, Sequence[float]] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ComparisonResult:
-    """Searches, trains and measures AE, DAE, CAE and CAE+H on `dataset` (see module doc).
-
-    Args:
-        dataset: the data (`keras_cae.load_digits()` or `keras_cae.load_array(...)`).
-            Without labels, probe accuracy is not measured.
-        seeds: final runs per model, with seeds ``0 .. seeds-1``. Defaults to `3`.
-        epochs: training epochs of every run (search and final). Defaults to `60`.
-        batch_size: Defaults to `32`.
-        hidden_units: code size, or encoder layer sizes. Defaults to `32`.
-        learning_rate: Adam's learning rate. Defaults to `3e-3`.
-        test_fraction: share of the data held out for the final measurements.
-            Defaults to `0.2`.
-        dae_corruption: the DAE's noise, `"gaussian"` or `"masking"`. Defaults to
-            `"gaussian"`.
-        selection: search criterion: `"probe"` (validation probe accuracy on clean
-            inputs), `"noisy-probe"` (its mean over clean and the `NOISE_LEVELS`
-            inputs) or `"reconstruction"` (validation MSE; it favours the weakest
-            regularisation). Defaults to `"probe"` with labels, else `"reconstruction"`.
-        grids: the values to search, by model: `"DAE"` (noise levels), `"CAE"` (λ),
-            `"CAE+H"` (γ; λ is the CAE's choice). A model with one value is not
-            searched. Missing models get `SEARCH_GRIDS`.
-        progress: called with one line of text per step. Defaults to silence.
-
-    Returns:
-        A `ComparisonResult`; write it with `write_report`.
-
-    Raises:
-        ValueError: for an invalid argument, or a selection that needs labels on
-            unlabelled data.
-    """
-    seeds = _check_positive_int("seeds", seeds)
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    if not 0 < test_fraction < 1:
-        raise ValueError(
-            f"`test_fraction` should be in (0, 1). Received: test_fraction={test_fraction!r}"
-        )
-    if dae_corruption not in ("gaussian", "masking"):
-        raise ValueError(
-            "`dae_corruption` should be 'gaussian' or 'masking'. "
-            f"Received: dae_corruption={dae_corruption!r}"
-        )
-    labelled = dataset.y is not None
-    if selection is None:
-        selection = "probe" if labelled else "reconstruction"
-    if selection not in SELECTIONS:
-        raise ValueError(
-            f"`selection` should be one of {list(SELECTIONS)}. Received: selection={selection!r}"
-        )
-    if selection != "reconstruction" and not labelled:
-        raise ValueError(
-            f"selection={selection!r} needs labels, and dataset {dataset.name!r} has none; "
-            "use selection='reconstruction'"
-        )
-    values = _check_grids(grids, dae_corruption)
-    units = [hidden_units] if isinstance(hidden_units, (int, np.integer)) else list(hidden_units)
-    if not units:
-        raise ValueError(f"`hidden_units` should not be empty. Received: {hidden_units!r}")
-    units = [_check_positive_int("hidden_units", size) for size in units]
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
-        raise ValueError(
-            f"`learning_rate` should be a positive finite number. Received: {learning_rate!r}"
-        )
-    say = progress or (lambda line: None)
-
-    import keras  # TensorFlow from here on.
-
-    from keras_cae import analysis, builders, training
-
-    started = time.perf_counter()
-    input_shape = tuple(dataset.x.shape[1:])
-    x_train, x_test, y_train, y_test = training.split(dataset, test_fraction, SPLIT_SEED)
-    x_fit, x_val, y_fit, y_val = training.split(
-        Dataset(x_train, y_train, dataset.name, dataset.scaling), VALIDATION_FRACTION, SPLIT_SEED
-    )
-    flat = {
-        name: part.reshape(len(part), -1).astype(np.float32)
-        for name, part in (("train", x_train), ("test", x_test), ("fit", x_fit), ("val", x_val))
-    }
-    input_dim = flat["train"].shape[1]
-    grid_of = {
-        name: [{SEARCHED_ARGUMENT[name]: v} for v in values[name]] if name in values else [{}]
-        for name in MODELS
-    }
-    searched = [name for name in MODELS if len(grid_of[name]) > 1]
-    total_runs = sum(len(grid_of[name]) for name in searched) + len(MODELS) * seeds
-    counter = {"run": 0}
-    seed_list = list(range(seeds))
-
-    def fit(x: np.ndarray, params: dict[str, Any], seed: int) -> tuple[Any, dict[str, float]]:
-        keras.utils.set_random_seed(seed)
-        model = builders.dense_autoencoder(
-            input_dim, units, learning_rate=learning_rate, seed=seed, **params
-        )
-        begin, begin_cpu = time.perf_counter(), time.process_time()
-        model.fit(x, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
-        # CPU time (all threads of this process) is less sensitive than wall time to
-        # other programs sharing the machine.
-        return model, {
-            "train_seconds": time.perf_counter() - begin,
-            "train_cpu_seconds": time.process_time() - begin_cpu,
-        }
-
-    def noisy(x: np.ndarray, rng: np.random.Generator) -> dict[float, np.ndarray]:
-        # One draw per level, shared by every model (common random numbers).
-        return {s: (x + s * rng.standard_normal(x.shape)).astype(np.float32) for s in NOISE_LEVELS}
-
-    def codes(model: Any, x: np.ndarray) -> np.ndarray:
-        # A direct call: `predict` builds a new tf.function per model, slower on small data.
-        parts = [model.encoder(x[i : i + 512], training=False) for i in range(0, len(x), 512)]
-        return np.concatenate([np.asarray(p) for p in parts])
-
-    def reconstruct(model: Any, x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.decoder(codes(model, x), training=False))
-
-    def probes(
-        train_codes: np.ndarray, y_a: Any, eval_x: dict, encode: Callable, y_b: Any
-    ) -> tuple[float, dict[str, float]]:
-        scores = _probe_scores(train_codes, y_a, [encode(eval_x[k]) for k in eval_x], y_b)
-        return scores[0], {str(s): score for s, score in zip(NOISE_LEVELS, scores[1:], strict=True)}
-
-    def step(text: str) -> None:
-        counter["run"] += 1
-        elapsed = time.perf_counter() - started
-        say(f"[{counter['run']}/{total_runs}] {text} ({elapsed:.0f} s elapsed)")
-
-    # ---------------------------------------------------------------- validation search.
-    say(
-        f"compare: {dataset.name}, {len(flat['train'])} train ({len(flat['fit'])} fit + "
-        f"{len(flat['val'])} validation) / {len(flat['test'])} test, {epochs} epochs, "
-        f"seeds {seed_list}, {total_runs} training runs"
-    )
-    val_noise = noisy(flat["val"], np.random.default_rng([seed_list[0], 1]))
-    val_inputs = {"clean": flat["val"], **val_noise}
-    search: dict[str, Any] = {}
-    selected: dict[str, dict[str, Any]] = {}
-    for name in MODELS:
-        grid = [dict(candidate) for candidate in grid_of[name]]
-        if name == "CAE+H":
-            grid = [
-                {"contractive_weight": selected["CAE"]["contractive_weight"], **c} for c in grid
-            ]
-        if len(grid) == 1:
-            selected[name] = grid[0]
-            search[name] = {"candidates": [], "selected": grid[0]}
-            continue
-        candidates = []
-        for params in grid:
-            model, seconds = fit(
-                flat["fit"], _model_params(name, dae_corruption, params), seed_list[0]
-            )
-            recon = reconstruct(model, flat["val"])
-            scores: dict[str, Any] = {
-                "reconstruction_mse": float(np.mean((recon - flat["val"]) ** 2)),
-            }
-            if labelled:
-                clean, noisy_acc = probes(
-                    codes(model, flat["fit"]),
-                    y_fit,
-                    val_inputs,
-                    lambda x, m=model: codes(m, x),
-                    y_val,
-                )
-                scores["probe_accuracy"] = clean
-                scores["noisy_probe_accuracy"] = noisy_acc
-                scores["mean_probe_accuracy"] = float(np.mean([clean, *noisy_acc.values()]))
-            candidates.append({"params": params, "validation": scores, **seconds})
-            shown = ", ".join(f"{k}={v:g}" for k, v in params.items())
-            probe_text = f", val probe {scores['probe_accuracy']:.3f}" if labelled else ""
-            step(
-                f"search {name} {shown}: val MSE {scores['reconstruction_mse']:.4f}"
-                f"{probe_text}, {seconds['train_seconds']:.1f} s"
-            )
-        key = {
-            "probe": lambda c: c["validation"]["probe_accuracy"],
-            "noisy-probe": lambda c: c["validation"]["mean_probe_accuracy"],
-            "reconstruction": lambda c: -c["validation"]["reconstruction_mse"],
-        }[selection]
-        best = int(np.argmax([key(c) for c in candidates]))  # First of equals: weakest.
-        selected[name] = candidates[best]["params"]
-        search[name] = {"candidates": candidates, "selected": selected[name]}
-        say(f"selected {name}: {selected[name]}")
-
-    # --------------------------------------------------------------------- final runs.
-    image_shape = _image_shape(input_shape)
-    examples = _pick_examples(y_test, 10, len(flat["test"]))
-    tangent_examples = examples[:6]
-    result = ComparisonResult(report={}, image_shape=image_shape)
-    result.examples = flat["test"][examples]
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in MODELS}
-    raw_runs: list[dict[str, Any]] = []
-    spectra: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
-    curves: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
-    for seed in seed_list:
-        test_inputs = {
-            "clean": flat["test"],
-            **noisy(flat["test"], np.random.default_rng([seed, 0])),
-        }
-        if labelled:
-            clean, noisy_acc = probes(flat["train"], y_train, test_inputs, lambda x: x, y_test)
-            raw_runs.append(
-                {"seed": seed, "probe_accuracy": clean, "noisy_probe_accuracy": noisy_acc}
-            )
-        for name in MODELS:
-            params = _model_params(name, dae_corruption, selected[name])
-            model, seconds = fit(flat["train"], params, seed)
-            recon = reconstruct(model, flat["test"])
-            spectrum = analysis.jacobian_spectrum(model.encoder, flat["test"])
-            curve = analysis.contraction_curve(
-                model.encoder, flat["test"], RADII, num_directions=NUM_DIRECTIONS, seed=seed
-            )
-            run: dict[str, Any] = {
-                "seed": seed,
-                **seconds,
-                "reconstruction_mse": float(np.mean((recon - flat["test"]) ** 2)),
-                "jacobian_frobenius": float(
-                    analysis.jacobian_norm(model.encoder, flat["test"]).mean()
-                ),
-                "contraction_curve": [float(v) for v in curve],
-                "mean_spectrum": [float(v) for v in spectrum.mean(axis=0)],
-            }
-            if labelled:
-                clean, noisy_acc = probes(
-                    codes(model, flat["train"]), y_train, test_inputs,
-                    lambda x, m=model: codes(m, x), y_test,
-                )  # fmt: skip
-                run["probe_accuracy"] = clean
-                run["noisy_probe_accuracy"] = noisy_acc
-                run["probe_drop"] = {s: clean - acc for s, acc in noisy_acc.items()}
-            runs[name].append(run)
-            spectra[name].append(spectrum)
-            curves[name].append(curve)
-            if seed == seed_list[0]:
-                result.reconstructions[name] = recon[examples]
-                if name in ("AE", "CAE") and image_shape is not None:
-                    chosen = flat["test"][tangent_examples]
-                    k = min(TANGENTS, spectrum.shape[1])
-                    result.tangents[name] = (
-                        analysis.tangent_directions(model.encoder, chosen, k=k),
-                        spectrum[tangent_examples],
-                    )
-            probe_text = f", test probe {run['probe_accuracy']:.3f}" if labelled else ""
-            step(
-                f"seed {seed} {name}: test MSE {run['reconstruction_mse']:.4f}, "
-                f"mean ||J||_F {run['jacobian_frobenius']:.3f}{probe_text}, "
-                f"{seconds['train_seconds']:.1f} s"
-            )
-            keras.backend.clear_session()  # Frees the graphs of finished runs.
-
-    result.spectra = {name: np.concatenate(spectra[name]) for name in MODELS}
-    result.curves = {name: np.stack(curves[name]) for name in MODELS}
-    result.report = _build_report(
-        dataset, input_shape, flat, selected, search, runs, raw_runs, dae_corruption, selection,
-        dict(seeds=seed_list, epochs=epochs, batch_size=batch_size, hidden_units=units,
-             learning_rate=learning_rate, test_fraction=test_fraction,
-             grids={name: list(v) for name, v in values.items()}),
-        time.perf_counter() - started,
-    )  # fmt: skip
-    return result
-
-
-def _build_report(
-    dataset: Dataset,
-    input_shape: tuple[int, ...],
-    flat: dict[str, np.ndarray],
-    selected: dict[str, dict[str, Any]],
-    search: dict[str, Any],
-    runs: dict[str, list[dict[str, Any]]],
-    raw_runs: list[dict[str, Any]],
-    dae_corruption: str,
-    selection: str,
-    config: dict[str, Any],
-    seconds: float,
-) -> dict[str, Any]:
-    import keras_cae
-
-    models: dict[str, Any] = {}
-    for name in MODELS:
-        model_runs = runs[name]
-        summary = {
-            key: _summary([r[key] for r in model_runs])
-            for key in (
-                "reconstruction_mse",
-                "jacobian_frobenius",
-                "train_seconds",
-                "train_cpu_seconds",
-            )
-        }
-        if "probe_accuracy" in model_runs[0]:
-            summary["probe_accuracy"] = _summary([r["probe_accuracy"] for r in model_runs])
-            for s in map(str, NOISE_LEVELS):
-                summary[f"noisy_probe_accuracy@{s}"] = _summary(
-                    [r["noisy_probe_accuracy"][s] for r in model_runs]
-                )
-                summary[f"probe_drop@{s}"] = _summary([r["probe_drop"][s] for r in model_runs])
-        models[name] = {
-            "params": _model_params(name, dae_corruption, selected[name]),
-            "summary": summary,
-            "contraction_curve": {
-                "mean": np.mean([r["contraction_curve"] for r in model_runs], axis=0).tolist(),
-                "std": np.std([r["contraction_curve"] for r in model_runs], axis=0).tolist(),
-            },
-            "mean_spectrum": np.mean([r["mean_spectrum"] for r in model_runs], axis=0).tolist(),
-            "runs": model_runs,
-        }
-    raw: dict[str, Any] | None = None
-    if raw_runs:
-        raw = {
-            "probe_accuracy": _summary([r["probe_accuracy"] for r in raw_runs]),
-            "runs": raw_runs,
-        }
-        for s in map(str, NOISE_LEVELS):
-            raw[f"probe_drop@{s}"] = _summary(
-                [r["probe_accuracy"] - r["noisy_probe_accuracy"][s] for r in raw_runs]
-            )
-    return {
-        "keras_cae_version": keras_cae.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "data": {
-            "name": dataset.name,
-            "scaling": dataset.scaling,
-            "input_shape": list(input_shape),
-            "labelled": dataset.y is not None,
-            "num_train": len(flat["train"]),
-            "num_fit": len(flat["fit"]),
-            "num_validation": len(flat["val"]),
-            "num_test": len(flat["test"]),
-        },
-        "config": {
-            **config,
-            "architecture": "Dense, sigmoid encoder and decoder, untied weights, MSE, Adam",
-            "dae_corruption": dae_corruption,
-            "selection": selection,
-            "noise_levels": list(NOISE_LEVELS),
-            "radii": list(RADII),
-            "contraction_directions_per_sample": NUM_DIRECTIONS,
-            "split_seed": SPLIT_SEED,
-            "validation_fraction": VALIDATION_FRACTION,
-        },
-        "search": search,
-        "models": models,
-        "raw_inputs": raw,
-        "total_seconds": seconds,
-    }
-
-
-# ------------------------------------------------------------------------------------------
-# Writing the report.
-
-_COLUMNS: list[tuple[str, str, str, bool]] = [
-    # (summary key, header, format, lower is better)
-    ("reconstruction_mse", "test MSE", "{:.4f}", True),
-    ("jacobian_frobenius", "mean ‖J_f(x)‖_F", "{:.2f}", True),
-    ("probe_accuracy", "probe acc.", "{:.3f}", False),
-    *[(f"probe_drop@{s}", f"drop σ={s}", "{:.3f}", True) for s in NOISE_LEVELS],
-    ("train_seconds", "train wall (s)", "{:.1f}", True),
-    ("train_cpu_seconds", "train CPU (s)", "{:.1f}", True),
-]
-
-
-def _params_text(params: dict[str, Any]) -> str:
-    names = {
-        "contractive_weight": "λ",
-        "hessian_weight": "γ",
-        "corruption_level": "noise",
-        "corruption": "",
-    }
-    parts = []
-    for key, value in params.items():
-        if key == "contractive_weight" and value == 0:
-            continue
-        if key == "corruption":
-            parts.append(str(value))
-        else:
-            parts.append(f"{names.get(key, key)}={value:g}")
-    return ", ".join(parts) or "—"
-
-
-def _ranking(models: dict[str, Any], columns: list[tuple[str, str, str, bool]]) -> list[str]:
-    """One line per column: the order of the models, and whether the lead is within noise.
-
-    The lead is called "within noise" when the gap between the first two means is at
-    most ``sqrt(std₁² + std₂²)`` (one combined standard deviation over seeds).
-    """
-    lines = []
-    for key, header, fmt, lower in columns:
-        stats = {name: models[name]["summary"][key] for name in MODELS}
-        order = sorted(MODELS, key=lambda n: stats[n]["mean"], reverse=not lower)
-        first, second = stats[order[0]], stats[order[1]]
-        gap = abs(first["mean"] - second["mean"])
-        noise = math.hypot(first["std"], second["std"])
-        verdict = "within noise of the runner-up" if gap <= noise else "ahead by more than 1 std"
-        ranked = " < ".join(order) if lower else " > ".join(order)
-        direction = "lower is better" if lower else "higher is better"
-        lines.append(
-            f"- {header} ({direction}): {ranked}; {order[0]} is {verdict} "
-            f"({fmt.format(first['mean'])} vs {fmt.format(second['mean'])})."
-        )
-    return lines
-
-
-_GRID_FLAGS = {"DAE": "--dae-levels", "CAE": "--cae-weights", "CAE+H": "--hessian-weights"}
-
-
-def _edge_notes(report: dict[str, Any]) -> list[str]:
-    """Notes for searches whose choice is the smallest or largest value of the grid."""
-    notes = []
-    for name, flag in _GRID_FLAGS.items():
-        grid = report["config"].get("grids", {}).get(name, [])
-        if len(grid) < 2:
-            continue
-        value = report["search"][name]["selected"][SEARCHED_ARGUMENT[name]]
-        if value in (min(grid), max(grid)):
-            end = "smallest" if value == min(grid) else "largest"
-            notes.append(
-                f"- {name}: the selected {SEARCHED_ARGUMENT[name]}={value:g} is the {end} value "
-                f"searched; a wider grid ({flag}) might choose differently."
-            )
-    return ["", *notes] if notes else []
-
-
-def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
-    """Renders `report` (from `compare_models`) as the Markdown of `report.md`."""
-    data, config, models = report["data"], report["config"], report["models"]
-    columns = [c for c in _COLUMNS if c[0] in models[MODELS[0]]["summary"]]
-    lines = [f"# AE / DAE / CAE / CAE+H on {data['name']}", ""]
-    if command:
-        lines += ["Generated by:", "", "```", command, "```", ""]
-    lines += [
-        f"Data: {data['name']} (scaling {data['scaling']}), "
-        f"input shape {tuple(data['input_shape'])}; "
-        f"{data['num_train']} train ({data['num_fit']} fit + {data['num_validation']} validation "
-        f"for the search) / {data['num_test']} held-out test samples. Every model: "
-        f"{config['architecture']}, code {config['hidden_units']}, {config['epochs']} epochs, "
-        f"batch {config['batch_size']}, learning rate {config['learning_rate']:g}; seeds "
-        f"{config['seeds']}. Numbers are mean ± std (ddof=1) over seeds, on the test split.",
-        "",
-        "| model | selected | " + " | ".join(c[1] for c in columns) + " |",
-        "|---|---|" + "---:|" * len(columns),
-    ]
-    best = {}
-    for key, _, _, lower in columns:
-        means = [models[name]["summary"][key]["mean"] for name in MODELS]
-        best[key] = min(means) if lower else max(means)
-    for name in MODELS:
-        summary = models[name]["summary"]
-        cells = []
-        for key, _, fmt, _ in columns:
-            mean, std = summary[key]["mean"], summary[key]["std"]
-            cell = f"{fmt.format(mean)} ± {fmt.format(std)}"
-            cells.append(f"**{cell}**" if fmt.format(mean) == fmt.format(best[key]) else cell)
-        lines.append(
-            f"| {name} | {_params_text(models[name]['params'])} | " + " | ".join(cells) + " |"
-        )
-    raw = report.get("raw_inputs")
-    if raw:
-        cells = []
-        for key, _, fmt, _ in columns:
-            if key in raw:
-                cells.append(f"{fmt.format(raw[key]['mean'])} ± {fmt.format(raw[key]['std'])}")
-            else:
-                cells.append("")
-        lines.append("| raw pixels (no encoder) | — | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Bold: best mean in the column (for the four models). "
-        "*drop σ*: clean probe accuracy minus probe accuracy on noisy test inputs.",
-        "",
-        "## Ranking",
-        "",
-        *_ranking(models, columns),
-        "",
-        "## What is measured",
-        "",
-        "- **test MSE**: mean squared reconstruction error over test samples and inputs.",
-        "- **mean ‖J_f(x)‖_F**: Frobenius norm of the encoder Jacobian (exact), averaged "
-        "over test samples. Lower = more contractive.",
-    ]
-    if raw:
-        lines += [
-            "- **probe acc.**: a standardised logistic-regression probe "
-            "(`keras_cae.training.probe_accuracy`) fit on the codes of the clean train split, "
-            "scored on the codes of the clean test split.",
-            "- **drop σ**: the same probe (fit on clean train codes) scored on the codes of "
-            "`x_test + σ·z`, `z ~ N(0, I)`, **not clipped** to the input range; one noise draw "
-            "per seed, shared by all models and by the raw-pixel baseline.",
-        ]
-    lines += [
-        "- **train wall / CPU**: wall-clock and process CPU time (all threads) of `model.fit` "
-        "on the whole train split. On a shared machine wall time is noisy; CPU time is the "
-        "steadier measure of cost.",
-        f"- Contraction curve: mean of ‖f(x + r·u) − f(x)‖ / r over test samples and "
-        f"{config['contraction_directions_per_sample']} random unit directions u per sample "
-        "(`keras_cae.analysis.contraction_curve`).",
-        "",
-        "## Validation search",
-        "",
-        f"Criterion: `{config['selection']}` "
-        + {
-            "probe": "(validation probe accuracy on clean inputs; ties go to the weaker "
-            "regularisation).",
-            "noisy-probe": "(validation probe accuracy averaged over clean and noisy inputs).",
-            "reconstruction": "(validation reconstruction MSE; favours weak regularisation).",
-        }[config["selection"]]
-        + f" Each candidate is trained on the fit split with seed {config['seeds'][0]} and "
-        "scored on the validation split (never the test split). CAE+H searches γ with λ "
-        "fixed to the CAE's choice.",
-        "",
-        "| model | candidate | val MSE | val probe acc. | val mean probe acc. (clean + noisy) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for name in MODELS:
-        for candidate in report["search"][name]["candidates"]:
-            v = candidate["validation"]
-            chosen = (
-                " (selected)" if candidate["params"] == report["search"][name]["selected"] else ""
-            )
-            probe = f"{v['probe_accuracy']:.3f}" if "probe_accuracy" in v else ""
-            mean_probe = f"{v['mean_probe_accuracy']:.3f}" if "mean_probe_accuracy" in v else ""
-            lines.append(
-                f"| {name} | {_params_text(candidate['params'])}{chosen} | "
-                f"{v['reconstruction_mse']:.4f} | {probe} | {mean_probe} |"
-            )
-    lines += _edge_notes(report)
-    lines += ["", "## Figures", ""]
-    for file, caption in report.get("figures", {}).items():
-        lines += [f"![{caption}]({file})", ""]
-    lines.append(f"Total wall time: {report['total_seconds']:.0f} s.")
-    return "\n".join(lines) + "\n"
-
-
-def write_report(
-    result: ComparisonResult,
-    out: str | os.PathLike[str],
-    overwrite: bool = False,
-    command: str | None = None,
-) -> list[str]:
-    """Writes `report.json`, `report.md` and the PNGs into the new directory `out`.
-
-    The directory is built beside `out` and renamed into place only when complete
-    (`keras_cae._io.atomic_directory`); an existing non-empty `out` is refused unless
-    `overwrite`.
-
-    Args:
-        result: from `compare_models`.
-        out: the output directory.
-        overwrite: replace an existing non-empty `out`. Defaults to `False`.
-        command: the command line to record in the report.
-
-    Returns:
-        The names of the files written, sorted.
-
-    Raises:
-        ValueError: if `out` exists (non-empty) and not `overwrite`, or is a file.
-        ImportError: if matplotlib is not installed (`pip install 'keras-cae[plot]'`).
-    """
-    from keras_cae import plots
-
-    report = dict(result.report)
-    if command:
-        report["command"] = command
-    figures: dict[str, str] = {}
-    with _io.atomic_directory(out, overwrite=overwrite) as staging:
-
-        def path(name: str) -> str:
-            return os.path.join(staging, name)
-
-        plots.plot_contraction_curves(RADII, result.curves, path("contraction_curves.png"))
-        figures["contraction_curves.png"] = (
-            "Contraction ratio against distance r in input space (mean ± std over seeds)"
-        )
-        plots.plot_spectra(result.spectra, path("jacobian_spectra.png"))
-        figures["jacobian_spectra.png"] = (
-            "Singular values of J_f(x) on test data (mean; band: 10th-90th percentile)"
-        )
-        if result.image_shape is not None:
-            for name, (tangents, spectrum) in result.tangents.items():
-                file = f"tangents_{name.lower().replace('+', 'h')}.png"
-                rows = min(len(tangents), 6)
-                plots.plot_tangents(
-                    result.examples[: len(tangents)][:rows], tangents[:rows], path(file),
-                    image_shape=result.image_shape, singular_values=spectrum[:rows],
-                    title=f"{name}: leading tangent directions (first seed)",
-                )  # fmt: skip
-                figures[file] = (
-                    f"{name}: test inputs and the top right singular vectors of J_f(x) "
-                    "(red +, blue −), labelled with their singular values"
-                )
-            plots.plot_reconstructions(
-                result.examples, result.reconstructions, path("reconstructions.png"),
-                image_shape=result.image_shape,
-            )  # fmt: skip
-            figures["reconstructions.png"] = "Test inputs and reconstructions (first seed)"
-        report["figures"] = figures
-        _io.atomic_write_json(path("report.json"), report)
-        with open(path("report.md"), "w", encoding="utf-8") as stream:
-            stream.write(format_markdown(report, command))
-        return sorted(os.listdir(staging))

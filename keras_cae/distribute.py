@@ -36,6 +36,7 @@ __all__ = [
     "get_strategy",
     "split_cpu",
     "replica_random",
+    "replica_share",
     "tf_config",
     "is_chief",
 ]
@@ -182,6 +183,32 @@ def get_strategy(
         return tf.distribute.MirroredStrategy(None if devices is None else list(devices))
     tf_config()  # Fail with a clear message before TensorFlow tries to connect.
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def replica_share(batch_size: tf.Tensor) -> tf.Tensor | None:
+    """Returns this replica's share ``n_r / N`` of the global batch, or None on one replica.
+
+    Keras sums gradients over replicas, and divides its compiled loss (a per-replica
+    mean) by ``num_replicas_in_sync``; that is the global mean only when the global
+    batch splits evenly. Weighting each replica's mean by ``n_r / N`` instead gives
+    the global mean for every split, including an uneven last batch (27 rows in
+    batches of 8 end with 3 rows split 2 + 1), so distributed training computes the
+    same gradients as one device.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_cae.distribute import replica_share
+    >>> replica_share(tf.constant(8)) is None  # One device: nothing to weight.
+    True
+    """
+    if (
+        tf.distribute.get_strategy().num_replicas_in_sync == 1
+        or tf.distribute.in_cross_replica_context()
+    ):
+        return None
+    local = tf.cast(batch_size, tf.float32)
+    return local / tf.distribute.get_replica_context().all_reduce("sum", local)
 
 
 def replica_random(

@@ -204,7 +204,7 @@ def _search(runner: _Runner) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]
     """The validation search of `keras_cae.compare` (probe criterion) for DAE, CAE, CAE+H."""
     import keras
 
-    from keras_cae.compare import SEARCHED_ARGUMENT, _check_grids, _model_params
+    from keras_cae.compare import SEARCHED_ARGUMENT, _check_grids, model_params
 
     config, data = runner.config, runner.data
     values = _check_grids(config.grids, config.dae_corruption)
@@ -219,7 +219,7 @@ def _search(runner: _Runner) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]
             grid = [
                 {"contractive_weight": selected["CAE"]["contractive_weight"], **c} for c in grid
             ]
-        grid = [_model_params(name, config.dae_corruption, c) for c in grid]
+        grid = [model_params(name, config.dae_corruption, c) for c in grid]
         candidates = []
         for params in grid if len(grid) > 1 else []:
             encoder, _, _ = runner.pretrain(name, params, data.x_fit, config.seeds[0])

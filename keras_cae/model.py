@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from keras_cae import penalties
 from keras_cae._choices import CORRUPTIONS
-from keras_cae.data import check_finite
-from keras_cae.distribute import replica_random
+from keras_cae._inputs import built_input_shape, check_batch_size, check_data, data_input_shape
+from keras_cae._xla import xla_slowdown
+from keras_cae.distribute import replica_random, replica_share
 
 __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
 
@@ -34,65 +35,6 @@ def _check_non_negative(name: str, value: Any) -> float:
             f"`{name}` should be a non-negative finite number. Received: {name}={value!r}"
         )
     return float(value)
-
-
-def _replica_share(batch_size: tf.Tensor) -> tf.Tensor | None:
-    """Returns this replica's share ``n_r / N`` of the global batch, or None on one replica.
-
-    Keras sums gradients over replicas, and divides its compiled loss (a per-replica
-    mean) by ``num_replicas_in_sync``; that is the global mean only when the global
-    batch splits evenly. Weighting each replica's mean by ``n_r / N`` instead gives
-    the global mean for every split, including an uneven last batch (27 rows in
-    batches of 8 end with 3 rows split 2 + 1), so distributed training computes the
-    same gradients as one device.
-    """
-    if (
-        tf.distribute.get_strategy().num_replicas_in_sync == 1
-        or tf.distribute.in_cross_replica_context()
-    ):
-        return None
-    local = tf.cast(batch_size, tf.float32)
-    return local / tf.distribute.get_replica_context().all_reduce("sum", local)
-
-
-def _built_input_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
-    """The input shape of a built single-input layer, batch axis None; None if unknown.
-
-    Read from the model's `Input` (Sequential, Functional), else from the shape it was
-    built with (`get_build_config`, a subclassed model or a plain layer).
-    """
-    if not layer.built:
-        return None
-    try:
-        inputs = layer.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
-        shape = tuple(inputs[0].shape)
-    else:
-        shape = (layer.get_build_config() or {}).get("input_shape")
-    if not isinstance(shape, (tuple, list)) or len(shape) < 2:
-        return None
-    shape = (None, *tuple(shape)[1:])
-    if all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape):
-        return shape
-    return None
-
-
-def _data_input_shape(x: Any) -> tuple[int | None, ...] | None:
-    """The input shape, batch axis None, of array or `tf.data` inputs; None if unknown."""
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        shape = getattr(spec, "shape", None)
-        shape = None if shape is None or shape.rank is None else tuple(shape)
-    elif isinstance(x, (np.ndarray, tf.Tensor)) and x.ndim > 1:
-        shape = tuple(x.shape)
-    else:
-        return None
-    if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
-        return None
-    return (None, *(int(d) for d in shape[1:]))
 
 
 def _weighted_mean(values: tf.Tensor, sample_weight: Any) -> tf.Tensor:
@@ -213,7 +155,7 @@ class ContractiveAutoencoder(keras.Model):
         tie = getattr(decoder, "tie", None)
         if callable(tie):
             tie(encoder)
-        input_shape = _built_input_shape(encoder)
+        input_shape = built_input_shape(encoder)
         if input_shape is not None:
             # Like a Functional model, a model made of built parts is built at once, so
             # it can be saved, exported or reloaded (with its optimizer state) without
@@ -318,7 +260,9 @@ class ContractiveAutoencoder(keras.Model):
             return
         if not self.encoder.built:
             return
-        reason = self._xla_slowdown()
+        corrupts = self.corruption is not None and self.corruption_level > 0
+        method = self.penalty_method if self._computes_penalty() else None
+        reason = xla_slowdown(method, corrupts)
         if reason is not None:
             warnings.warn(
                 f"jit_compile=True was turned off for this ContractiveAutoencoder: {reason} "
@@ -327,39 +271,6 @@ class ContractiveAutoencoder(keras.Model):
                 stacklevel=3,
             )
             self.jit_compile = False
-
-    def _xla_slowdown(self) -> str | None:
-        """Why XLA would slow this model's train step down, or None.
-
-        Measured by `benchmarks/xla.py` (784 → 256 → 64, batch 128, medians of
-        interleaved runs). Only `batch_jacobian` is refused on every device; the
-        other slowdowns were measured on CPU only, so accelerators keep XLA.
-        """
-        computes_penalty = self._computes_penalty()
-        if computes_penalty and self.penalty_method == "batch_jacobian":
-            return (
-                "XLA compiles the per-code-unit loop of penalty='batch_jacobian' very badly "
-                "(measured on CPU: 136 s per step against 0.28 s without XLA; 31 s against "
-                "27 ms for a 784 -> 64 encoder). Train without jit_compile."
-            )
-        if any(d.device_type != "CPU" for d in tf.config.list_logical_devices()):
-            return None
-        if computes_penalty and self.penalty_method == "hutchinson":
-            return (
-                "penalty='hutchinson' runs 12.6 times slower under XLA on CPU (101 against "
-                "8.1 ms per step; 7.0 times for a conv encoder)."
-            )
-        if computes_penalty:
-            return (
-                f"penalty={self.penalty_method!r} runs 1.21 times slower under XLA on CPU "
-                "(22.9 against 18.9 ms per step; 1.14 times with the CAE+H term)."
-            )
-        if self.corruption is not None and self.corruption_level > 0:
-            return (
-                "the denoising corruption runs 5.6 times slower under XLA on CPU (30.3 "
-                "against 5.4 ms per step)."
-            )
-        return None
 
     def _computes_penalty(self) -> bool:
         return self.contractive_weight > 0 or self.hessian_weight > 0
@@ -425,7 +336,7 @@ class ContractiveAutoencoder(keras.Model):
             x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
         )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        share = _replica_share(tf.shape(x)[0])
+        share = replica_share(tf.shape(x)[0])
         # Keras divided its per-replica mean by the replica count; undo that, then
         # weight every term by this replica's share of the global batch.
         local_reconstruction = (
@@ -522,40 +433,6 @@ class ContractiveAutoencoder(keras.Model):
                     results.pop(tracker.name, None)
         return results
 
-    # ----------------------------------------------------------------------------------
-    # Input validation.
-
-    def _expected_input_shape(self) -> tuple[int | None, ...] | None:
-        shape = getattr(self.encoder, "input_shape", None) if self.encoder.built else None
-        if isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape):
-            return shape
-        return None
-
-    def _check_array(self, name: str, array: Any) -> None:
-        """Raises `ValueError` for NumPy data with non-finite rows or a wrong shape."""
-        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-            return
-        expected = self._expected_input_shape()
-        if expected is not None and (
-            array.ndim != len(expected)
-            or any(e is not None and e != a for e, a in zip(expected[1:], array.shape[1:]))
-        ):
-            raise ValueError(
-                f"`{name}` should have shape (batch, {', '.join(str(d) for d in expected[1:])}) "
-                f"to match the encoder input. Received: {name}.shape={array.shape}"
-            )
-        if array.ndim > 0:
-            check_finite(array, name)
-
-    def _check_data(self, x: Any, y: Any, validation_data: Any = None) -> None:
-        self._check_array("x", x)
-        self._check_array("y", y)
-        if isinstance(validation_data, (tuple, list)):
-            for part, name in zip(
-                validation_data[:2], ("validation_data[0]", "validation_data[1]")
-            ):
-                self._check_array(name, part)
-
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Trains the model, as `keras.Model.fit`; `y` defaults to `x`.
 
@@ -564,29 +441,15 @@ class ContractiveAutoencoder(keras.Model):
         and so does a `batch_size` that the replicas of a `tf.distribute` strategy
         cannot share evenly.
         """
-        self._check_data(x, y, kwargs.get("validation_data"))
-        self._check_batch_size(x, args[0] if args else kwargs.get("batch_size"))
-        self._build_for(_data_input_shape(x))
+        check_data(self.encoder, x, y, kwargs.get("validation_data"))
+        check_batch_size(self.distribute_strategy, x, args[0] if args else kwargs.get("batch_size"))
+        self._build_for(data_input_shape(x))
         return super().fit(x, y, *args, **kwargs)
-
-    def _check_batch_size(self, x: Any, batch_size: int | None) -> None:
-        """Keras fails with an obscure AddN shape error when the first global batch
-        splits unevenly over replicas; say so before training instead."""
-        if not isinstance(x, np.ndarray):
-            return
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        batch_size = 32 if batch_size is None else batch_size
-        if replicas > 1 and batch_size % replicas:
-            raise ValueError(
-                f"`batch_size` is the global batch and should be a multiple of the "
-                f"{replicas} replicas of {type(self.distribute_strategy).__name__}. "
-                f"Received: batch_size={batch_size}"
-            )
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Evaluates the model, as `keras.Model.evaluate`; `y` defaults to `x`."""
-        self._check_data(x, y)
-        self._build_for(_data_input_shape(x))
+        check_data(self.encoder, x, y)
+        self._build_for(data_input_shape(x))
         return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -595,7 +458,7 @@ class ContractiveAutoencoder(keras.Model):
         Built here rather than on the first call, the model records a dynamic batch
         axis (`(None, ...)`), as after `fit`.
         """
-        self._build_for(_data_input_shape(x))
+        self._build_for(data_input_shape(x))
         return super().predict(x, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_cae import cli, compare
+from keras_cae import cli, compare, compare_protocol
 from keras_cae.data import Dataset, load_digits
 from keras_cae.training import probe_accuracy, split
 
@@ -164,7 +164,7 @@ def test_one_fit_probe_scores_equal_separate_probe_accuracy_calls():
     tests = [rng.normal(size=(30, 6)) for _ in range(3)]
     y_test = rng.integers(0, 3, 30)
     expected = [probe_accuracy(x, y, t, y_test) for t in tests]
-    assert compare._probe_scores(x, y, tests, y_test) == expected
+    assert compare_protocol._probe_scores(x, y, tests, y_test) == expected
 
 
 def test_grids_are_checked():
@@ -175,7 +175,9 @@ def test_grids_are_checked():
     with pytest.raises(ValueError, match=r"grids\['CAE'\].*Received: \[\]"):
         compare._check_grids({"CAE": []}, "gaussian")
     with pytest.raises(ValueError, match="selection="):
-        compare.compare_models(Dataset(np.zeros((10, 4)), None, "z", "none"), selection="best")
+        compare_protocol.compare_models(
+            Dataset(np.zeros((10, 4)), None, "z", "none"), selection="best"
+        )
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`keras-cae compare`: the command-line wiring of the studies in `keras_cae.compare`
+"""`keras-cae compare`: the command-line wiring of the studies in `keras_cae.compare_protocol`
 (``--protocol models``) and `keras_cae.finetune_protocol` (``--protocol finetune``).
 
 Parses the options, checks `--out`, matplotlib and the data before TensorFlow is
@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import Any
 
-from keras_cae import compare, plots
+from keras_cae import compare, compare_protocol, compare_report, plots
 from keras_cae._choices import CORRUPTIONS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     import_tensorflow(args.verbose)
     if finetuning:
         return _run_finetune(args, dataset, out, None if args.quiet else progress)
-    result = compare.compare_models(
+    result = compare_protocol.compare_models(
         dataset,
         seeds=args.seeds,
         epochs=args.epochs,
@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         progress=None if args.quiet else progress,
     )
     command = _command_line(args, out)
-    files = compare.write_report(result, out, overwrite=args.overwrite, command=command)
-    print(_console_summary(result.report))
+    files = compare_report.write_report(result, out, overwrite=args.overwrite, command=command)
+    print(compare_report.console_summary(result))
     print(f"wrote {', '.join(files)} into {out}")
     return 0
 
@@ -196,26 +196,3 @@ def _run_finetune(args: argparse.Namespace, dataset: Any, out: str, progress: An
     print(finetune_report.console_summary(study))
     print(f"wrote {', '.join(files)} into {out}")
     return 0
-
-
-def _console_summary(report: dict[str, Any]) -> str:
-    """A short table for the terminal."""
-    models = report["models"]
-    labelled = "probe_accuracy" in models[compare.MODELS[0]]["summary"]
-    header = f"{'model':<7} {'test MSE':>9} {'mean|J|_F':>10}"
-    if labelled:
-        header += f" {'probe':>6} {'drop@0.2':>9}"
-    header += f" {'train s':>8}"
-    lines = [header]
-    for name in compare.MODELS:
-        s = models[name]["summary"]
-        line = (
-            f"{name:<7} {s['reconstruction_mse']['mean']:>9.4f} "
-            f"{s['jacobian_frobenius']['mean']:>10.3f}"
-        )
-        if labelled:
-            drop = s[f"probe_drop@{compare.NOISE_LEVELS[-1]}"]["mean"]
-            line += f" {s['probe_accuracy']['mean']:>6.3f} {drop:>9.3f}"
-        line += f" {s['train_seconds']['mean']:>8.1f}"
-        lines.append(line)
-    return "\n".join(lines)
