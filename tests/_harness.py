@@ -7,22 +7,18 @@ import contextlib
 import difflib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Iterator
 
 import keras
 import numpy as np
 
+from tests._loopback import free_port, running_server, serve_command
+
 # Deprecation warnings raised inside these packages are theirs, not ours; pyproject.toml
 # ignores the same ones for the whole suite (e.g. NumPy 2's `__array__` copy notice
 # that Keras's own variable saving triggers).
 _THIRD_PARTY = ("tensorflow", "keras", "tf2onnx", "flatbuffers", "google", "onnx")
-SERVER_STARTUP_TIMEOUT = 60.0  # Seconds; the machine is shared with TensorFlow jobs.
 
 
 def _is_third_party_deprecation(record: warnings.WarningMessage) -> bool:
@@ -51,12 +47,6 @@ def assert_config_round_trip(model: keras.Model) -> None:
     assert after == before, "\n".join(difflib.unified_diff(before, after, lineterm=""))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def serve_one_request(model_path: str, x: np.ndarray, log: str, name: str = "enc") -> np.ndarray:
     """Starts `keras-cae serve` on a loopback port, posts `x` once, stops it; the codes.
 
@@ -64,35 +54,13 @@ def serve_one_request(model_path: str, x: np.ndarray, log: str, name: str = "enc
     """
     import httpx
 
-    port = _free_port()
-    command = [sys.executable, "-m", "keras_cae.cli", "serve", model_path]
-    command += ["--port", str(port), "--name", name]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP_TIMEOUT
-        while True:
-            assert process.poll() is None, open(log, encoding="utf-8").read()
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, open(log, encoding="utf-8").read()
-            time.sleep(0.1)
+    port = free_port()
+    with running_server(serve_command(model_path, port, "--name", name), port, log) as address:
         tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32"}
         tensor["data"] = x.ravel().tolist()
-        response = httpx.post(f"{url}/v2/models/{name}/infer", json={"inputs": [tensor]})
+        response = httpx.post(f"http://{address}/v2/models/{name}/infer", json={"inputs": [tensor]})
         assert response.status_code == 200, response.text
         [output] = response.json()["outputs"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
     wide = np.asarray(output["data"], dtype=np.float64)
     codes = wide.astype(np.float32)
     np.testing.assert_array_equal(codes.astype(np.float64), wide)
