@@ -112,6 +112,7 @@ def create_app(
     )
     app.state.service = service
     v2 = kserve_v2.V2Handlers(service, app.version)
+    app.state.v2 = v2  # Also answers gRPC (`kserve_v2_grpc`).
     tf = tf_serving.TFHandlers(service)
     routers = [kserve_v2.router(v2), tf_serving.router(tf)]
     for router in routers:
