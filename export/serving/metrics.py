@@ -102,6 +102,7 @@ class Metrics:
         # Children per label set (bounded: route templates x methods x statuses), so the
         # hot path skips prometheus_client's label lookup.
         self._children: dict[tuple[str, str, int | str], tuple[Any, Any]] = {}
+        self._batch_children: dict[str, Any] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Counts one finished request and its latency."""
@@ -129,7 +130,10 @@ class Metrics:
 
     def observe_batch(self, protocol: str, rows: int) -> None:
         """Records the number of rows of one successful inference."""
-        self._batch.labels(protocol).observe(rows)
+        child = self._batch_children.get(protocol)
+        if child is None:
+            child = self._batch_children[protocol] = self._batch.labels(protocol)
+        child.observe(rows)
 
     def render(self) -> bytes:
         """All metrics in the Prometheus text format (of every worker, if several)."""

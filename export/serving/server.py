@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import glob
 import json
 import logging
@@ -97,6 +98,7 @@ def _worker_app() -> FastAPI:
             shutil.rmtree(directory, ignore_errors=True)
 
     app.router.lifespan_context = lifespan
+    gc.freeze()  # As in `serve`: the app lives as long as the worker.
     return app
 
 
@@ -227,6 +229,9 @@ def serve(
     if workers == 1:
         if on_ready is not None:
             on_ready(app)
+        # The app's objects (FastAPI, pydantic, onnxruntime) live as long as the
+        # process: out of the garbage collector's way, its full passes stay short.
+        gc.freeze()
         if grpc_port is None:
             uvicorn.run(app, **options)
         else:
