@@ -20,6 +20,7 @@ came in: ``raw_output_contents`` for raw input, ``contents.fp32_contents`` for t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -188,6 +189,9 @@ def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.Rpc
             code = _status(error)
             await context.abort(code, error.message)
             raise AssertionError("unreachable: abort raises") from None
+        except asyncio.CancelledError:  # The client cancelled or went away.
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
             metrics.in_flight.dec()
             metrics.observe_grpc(name, code.name, time.perf_counter() - start)
