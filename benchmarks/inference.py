@@ -62,7 +62,7 @@ def _time_calls(fn: Callable[[], Any], calls: int) -> list[float]:
 def _startup_seconds(model: str, features: int, repeats: int) -> list[float]:
     """Wall time of a fresh `python` that imports the runtime and encodes one row."""
     code = (
-        "import numpy as np; from export import OnnxEncoder; "
+        "import numpy as np; from keras_cae.export import OnnxEncoder; "
         f"OnnxEncoder({model!r}, intra_op_num_threads=1).encode(np.zeros((1, {features})))"
     )
     times = []

@@ -215,7 +215,8 @@ def export_encoder(
 
     Example:
 
-    >>> import export, keras_cae                                           # doctest: +SKIP
+    >>> import keras_cae                                                    # doctest: +SKIP
+    >>> from keras_cae import export                                        # doctest: +SKIP
     >>> model = keras_cae.dense_autoencoder(64, 32)                         # doctest: +SKIP
     >>> result = export.export_encoder(model, "exported")                   # doctest: +SKIP
     >>> print(result.summary())                                             # doctest: +SKIP

@@ -81,8 +81,8 @@ def test_service_install_has_no_training_stack(service_env):
         "import importlib.util, sys\n"
         f"absent = [m for m in {TRAINING_ONLY!r} if importlib.util.find_spec(m) is None]\n"
         # The serve and encode paths run for real in the next test.
-        "import keras_cae, export, keras_cae.cli\n"
-        "from export import OnnxEncoder\n"
+        "import keras_cae, keras_cae.export, keras_cae.cli\n"
+        "from keras_cae.export import OnnxEncoder\n"
         "print(absent, sorted({m.split('.')[0] for m in sys.modules} & set(absent)))\n"
     )
     out = _run(service_env / "python", "-c", script, cwd=service_env)

@@ -4,7 +4,8 @@ The service runs an `OnnxEncoder` (onnxruntime, no TensorFlow) behind an ASGI ap
 (FastAPI on uvicorn) and speaks the protocols that existing inference clients use,
 one module each: the Open Inference Protocol (KServe v2, `kserve_v2`) and TensorFlow
 Serving's REST API (`tf_serving`); ``GET /metrics`` in the Prometheus text format
-(`metrics`), and the OpenAPI document at ``/openapi.json``, interactive at ``/docs``
+(`metrics`), the same v2 protocol over gRPC (`kserve_v2_grpc`, with ``--grpc-port``),
+and the OpenAPI document at ``/openapi.json``, interactive at ``/docs``
 (`docs`). `app` assembles them, `server` runs them. Every client error is a 4xx
 response whose JSON body is ``{"error": "<what was wrong>"}``.
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 try:
     import fastapi  # noqa: F401
     import fastapi_offline  # noqa: F401
+    import grpc  # noqa: F401
     import orjson  # noqa: F401
     import prometheus_client  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment.
     raise ImportError(
-        "`keras-cae serve` needs FastAPI, uvicorn, orjson, prometheus-client and "
-        f"fastapi-offline, which are not all installed ({error}). Install them with: "
+        "`keras-cae serve` needs FastAPI, uvicorn, orjson, prometheus-client, "
+        f"fastapi-offline and grpcio, which are not all installed ({error}). Install them with: "
         "pip install 'keras-cae[serve]'"
     ) from error
 

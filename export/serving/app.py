@@ -2,11 +2,13 @@
 inference in front of them.
 
 The two inference routes (``.../infer`` and ``...:predict``) are answered by
-`_InferenceFastPath`, a pure ASGI layer that reads the body, calls the protocol's
-handler and sends its reply, without FastAPI's request, dependency and response
-machinery; the same handlers sit behind the routers too, which document them in the
-OpenAPI document and answer them wherever the routers are mounted without the fast
-path. Metadata, health, docs, metrics and errors go through FastAPI.
+`_InferenceFastPath`, pure ASGI code that the app (`_ServingApp`) calls before its
+middleware stack: it reads the body, calls the protocol's handler, sends its reply
+and counts it in the metrics, without FastAPI's middleware, request, dependency and
+response machinery (they cost more than the inference; see docs/serving.md). The
+same handlers sit behind the routers too, which document them in the OpenAPI
+document and answer them wherever the routers are mounted without the fast path.
+Metadata, health, docs, metrics and errors go through FastAPI.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.serving import kserve_v2, tf_serving
 from keras_cae.export.serving.codec import shape_text
 from keras_cae.export.serving.docs import add_docs, install_openapi
-from keras_cae.export.serving.errors import ClientError, add_error_handlers, error_body
+from keras_cae.export.serving.errors import (
+    ClientError,
+    add_error_handlers,
+    error_body,
+    internal_error_body,
+)
 from keras_cae.export.serving.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from keras_cae.export.serving.service import VERSION, ModelService, Reply
 
@@ -101,7 +108,7 @@ def create_app(
         },
     )
     service = ModelService(encoder, name, max_batch, max_body_bytes, metrics)
-    app = FastAPI(
+    app = _ServingApp(
         title="keras-cae serve",
         version=_package_version(),
         summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
@@ -112,6 +119,7 @@ def create_app(
     )
     app.state.service = service
     v2 = kserve_v2.V2Handlers(service, app.version)
+    app.state.v2 = v2  # Also answers gRPC (`kserve_v2_grpc`).
     tf = tf_serving.TFHandlers(service)
     routers = [kserve_v2.router(v2), tf_serving.router(tf)]
     for router in routers:
@@ -139,62 +147,74 @@ def create_app(
         for versioned in (False, True):
             path = base + ("/versions/{version}" if versioned else "") + suffix
             fast.append((routes[path].path_regex, routes[path], handler))
-    app.add_middleware(_InferenceFastPath, service=service, routes=fast)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # Outermost: counts all.
+    app.fast_path = _InferenceFastPath(service, fast)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # Counts all but the fast path.
     return app
 
 
-class _InferenceFastPath:
-    """Pure ASGI: answers ``POST`` to the inference routes, passes the rest on."""
+class _ServingApp(FastAPI):
+    """FastAPI, with the inference routes answered before its middleware stack."""
 
-    def __init__(
-        self,
-        app: Callable[..., Awaitable[None]],
-        service: ModelService,
-        routes: list[tuple[re.Pattern[str], APIRoute, Handler]],
-    ) -> None:
-        self.app = app
-        self.service = service
-        self.routes = routes
+    fast_path: _InferenceFastPath | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        fast = self.fast_path
+        if fast is not None and scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            for pattern, route, handler in self.routes:
+            for pattern, route, handler in fast.routes:
                 match = pattern.match(path)
                 if match is not None:
-                    scope["route"] = route  # For the metrics' endpoint label.
-                    await self._answer(scope, receive, send, handler, match.groupdict())
+                    await fast.answer(scope, receive, send, route, handler, match.groupdict())
                     return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
-    async def _answer(
-        self, scope: dict[str, Any], receive: Any, send: Any, handler: Handler,
-        params: dict[str, str],
+
+class _InferenceFastPath:
+    """Answers ``POST`` to the inference routes in pure ASGI, counted in the metrics
+    as `MetricsMiddleware` counts the rest."""
+
+    def __init__(
+        self, service: ModelService, routes: list[tuple[re.Pattern[str], APIRoute, Handler]]
+    ) -> None:
+        self.service = service
+        self.metrics = service.metrics
+        self.routes = routes
+
+    async def answer(
+        self, scope: dict[str, Any], receive: Any, send: Any, route: APIRoute,
+        handler: Handler, params: dict[str, str],
     ) -> None:  # fmt: skip
-        headers = dict(scope["headers"])
-
-        async def chunks() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                yield message.get("body", b"")
-                if not message.get("more_body", False):
-                    return
-
+        metrics = self.metrics
+        start = time.perf_counter()
+        status = 500  # What the client sees if the handler fails.
+        metrics.in_flight.inc()
         try:
-            body = await self.service.read_body(headers, chunks())
-            reply = await handler(headers, body, params["name"], params.get("version"))
-        except ClientError as error:
-            reply = Reply(error_body(error.message), error.status)
-        raw_headers = [
-            (b"content-type", reply.media_type.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in reply.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": reply.body})
+            headers = dict(scope["headers"])
+            try:
+                body = await self.service.receive_body(headers, receive)
+                reply = await handler(headers, body, params["name"], params.get("version"))
+            except ClientError as error:
+                reply = Reply(error_body(error.message), error.status)
+            except Exception as error:
+                # As FastAPI's error handler does: a JSON 500, and the exception on to
+                # the server, which logs it.
+                await _send(send, Reply(internal_error_body(error), 500))
+                raise
+            status = reply.status
+            await _send(send, reply)
+        finally:
+            metrics.in_flight.dec()
+            metrics.observe_request(route.path, "POST", status, time.perf_counter() - start)
+
+
+async def _send(send: Any, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.media_type.encode()),
+        (b"content-length", b"%d" % len(reply.body)),
+        *((k.lower().encode(), v.encode()) for k, v in reply.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def _default_name(path: str) -> str:

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-__all__ = ["ClientError", "CLIENT_CLOSED", "error_body", "describe_validation_error",
-           "add_error_handlers"]  # fmt: skip
+__all__ = ["ClientError", "CLIENT_CLOSED", "error_body", "internal_error_body",
+           "describe_validation_error", "add_error_handlers"]  # fmt: skip
 
 #: Counted as nginx does when the client goes away before its request is read.
 CLIENT_CLOSED = 499
@@ -41,6 +41,11 @@ class ClientError(Exception):
 def error_body(message: str) -> bytes:
     """The JSON error object."""
     return orjson.dumps({"error": message})
+
+
+def internal_error_body(error: Exception) -> bytes:
+    """The JSON error object of a 500: a bug, or a model that fails at run time."""
+    return error_body(f"Internal server error: {type(error).__name__}: {error}")
 
 
 def error_response(status: int, message: str) -> Response:
@@ -81,7 +86,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def internal_error(request: Request, error: Exception) -> Response:
         # Reached only by a bug or a model that fails at run time; uvicorn logs the
         # traceback, the client gets JSON rather than a bare "Internal Server Error".
-        return error_response(500, f"Internal server error: {type(error).__name__}: {error}")
+        return Response(internal_error_body(error), 500, media_type="application/json")
 
     app.add_exception_handler(ClientError, client_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -91,18 +91,13 @@ class V2Handlers:
         if length is not None:
             body, binary = body[:length], body[length:]
         payload = validate(schemas.V2InferRequest, parse_json(body, "an inference request"))
-        x = self._input(payload, binary)
-        service.check_batch(x, f"Input {service.encoder.input_name!r}")
+        x = self.read_input(payload, binary)
         codes = await service.encode(x, "v2")
 
         output_name = service.encoder.output_name
         binary_output = flag(payload.parameters, "binary_data_output", False, "parameters")
         if payload.outputs:  # An empty list, like no list, asks for every output.
-            unknown = [o.name for o in payload.outputs if o.name != output_name]
-            if unknown:
-                raise ClientError(
-                    400, f"Unknown output(s) {unknown}; the model's output is {output_name!r}."
-                )
+            self.check_outputs([o.name for o in payload.outputs])
             binary_output = any(
                 flag(output.parameters, "binary_data", binary_output, f"outputs[{i}].parameters")
                 for i, output in enumerate(payload.outputs)
@@ -127,6 +122,27 @@ class V2Handlers:
             media_type="application/octet-stream",
             headers={"Inference-Header-Content-Length": str(len(header))},
         )
+
+    def check_outputs(self, names: list[str]) -> None:
+        """A 400 unless every requested output name is the model's output."""
+        output_name = self.service.encoder.output_name
+        unknown = [name for name in names if name != output_name]
+        if unknown:
+            raise ClientError(
+                400, f"Unknown output(s) {unknown}; the model's output is {output_name!r}."
+            )
+
+    def read_input(self, payload: schemas.V2InferRequest, binary: bytes) -> np.ndarray:
+        """The request's input batch, checked against the model; a `ClientError` if not.
+
+        Args:
+            payload: the validated request.
+            binary: the tensor bytes of the binary extension (after the JSON header),
+                declared by ``parameters.binary_data_size``; ``b""`` if none.
+        """
+        x = self._input(payload, binary)
+        self.service.check_batch(x, f"Input {self.service.encoder.input_name!r}")
+        return x
 
     def _input(self, payload: schemas.V2InferRequest, binary: bytes) -> np.ndarray:
         service = self.service

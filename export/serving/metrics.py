@@ -70,6 +70,15 @@ class Metrics:
             "Time from receiving a request to sending the end of its response.",
             ["endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self._grpc_requests = Counter(
+            "keras_cae_grpc_requests", "gRPC calls answered, by method and status code "
+            "(OK, INVALID_ARGUMENT, NOT_FOUND, ...).", ["method", "code"], registry=registry,
+        )  # fmt: skip
+        self._grpc_latency = Histogram(
+            "keras_cae_grpc_request_duration_seconds",
+            "Time from receiving a gRPC request message to returning its response.",
+            ["method"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self._batch = Histogram(
             "keras_cae_batch_size", "Rows per successful inference request, by protocol.",
             ["protocol"], buckets=bounds, registry=registry,
@@ -92,7 +101,8 @@ class Metrics:
         ).set(time.time())  # fmt: skip
         # Children per label set (bounded: route templates x methods x statuses), so the
         # hot path skips prometheus_client's label lookup.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int | str], tuple[Any, Any]] = {}
+        self._batch_children: dict[str, Any] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Counts one finished request and its latency."""
@@ -106,9 +116,24 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """Counts one finished gRPC call (`method` from a fixed set) and its latency."""
+        key = (method, "grpc", code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._grpc_requests.labels(method, code),
+                self._grpc_latency.labels(method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
     def observe_batch(self, protocol: str, rows: int) -> None:
         """Records the number of rows of one successful inference."""
-        self._batch.labels(protocol).observe(rows)
+        child = self._batch_children.get(protocol)
+        if child is None:
+            child = self._batch_children[protocol] = self._batch.labels(protocol)
+        child.observe(rows)
 
     def render(self) -> bytes:
         """All metrics in the Prometheus text format (of every worker, if several)."""

@@ -1,5 +1,12 @@
 """Running the server: one process, or uvicorn workers that die with their master.
 
+With a gRPC port, the one process also runs the gRPC service of
+`keras_cae.export.serving.kserve_v2_grpc` on uvicorn's event loop (`_Server`): it starts before
+the HTTP listener and, on SIGTERM, stops accepting calls together with it and
+finishes its calls in flight within the same `shutdown_timeout`. gRPC needs one
+worker: several would each need their own gRPC listener, and gRPC's port sharing
+(SO_REUSEPORT) is not what uvicorn's workers use (they inherit one socket).
+
 With ``workers > 1``, uvicorn's master process starts the workers, each of which
 loads the model (`_worker_app`). The master creates the metrics directory of
 `prometheus_client`'s multiprocess mode and removes it when it stops; each worker
@@ -11,10 +18,13 @@ also removes directories left by masters that are gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import gc
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -39,6 +49,39 @@ _CONFIG_ENV = "KERAS_CAE_SERVE_CONFIG"
 _MASTER_ENV = "KERAS_CAE_SERVE_MASTER"
 _METRICS_PREFIX = "keras-cae-serve-metrics-"
 _PR_SET_PDEATHSIG = 1
+_LOGGER = logging.getLogger("uvicorn.error")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server plus a gRPC listener on its event loop, stopped with it."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grpc_address: str) -> None:
+        super().__init__(config)
+        self.app = app
+        self.grpc_address = grpc_address
+        self.grpc: Any = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        from keras_cae.export.serving.kserve_v2_grpc import create_grpc_server
+
+        service: ModelService = self.app.state.service
+        try:
+            self.grpc, _ = create_grpc_server(
+                self.app.state.v2, self.grpc_address, service.max_body_bytes
+            )
+        except ValueError as error:  # As uvicorn does when its own port is taken.
+            _LOGGER.error("%s", error)
+            sys.exit(1)
+        await self.grpc.start()
+        _LOGGER.info("gRPC (KServe v2) running on %s", self.grpc_address)
+        await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Both listeners stop accepting at once; each finishes its calls in flight.
+        grace = self.config.timeout_graceful_shutdown
+        stopping = asyncio.ensure_future(self.grpc.stop(grace))
+        await super().shutdown(sockets)
+        await stopping
 
 
 def _worker_app() -> FastAPI:
@@ -55,6 +98,7 @@ def _worker_app() -> FastAPI:
             shutil.rmtree(directory, ignore_errors=True)
 
     app.router.lifespan_context = lifespan
+    gc.freeze()  # As in `serve`: the app lives as long as the worker.
     return app
 
 
@@ -107,6 +151,7 @@ def serve(
     workers: int = 1,
     threads: int = 1,
     max_body_bytes: int | None = None,
+    grpc_port: int | None = None,
     shutdown_timeout: int = 30,
     access_log: bool = False,
     log_level: str = "info",
@@ -128,7 +173,10 @@ def serve(
             They die with this process, even when it is killed.
         threads: onnxruntime intra-op threads per worker. Defaults to `1`.
         max_body_bytes: the largest request body; defaults to one that fits
-            `max_batch` rows of JSON.
+            `max_batch` rows of JSON. It also bounds gRPC request messages.
+        grpc_port: also serve the Open Inference Protocol over gRPC on this port
+            (KServe v2 ``GRPCInferenceService``). Defaults to `None`: HTTP only.
+            Needs ``workers=1``.
         shutdown_timeout: seconds to wait for in-flight requests after SIGTERM.
         access_log: log every request (costs throughput). Defaults to `False`;
             ``/metrics`` counts requests either way.
@@ -148,6 +196,15 @@ def serve(
     }
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` should be a positive integer. Received: {workers!r}")
+    if grpc_port is not None:
+        if workers != 1:
+            raise ValueError(
+                f"--grpc-port serves from one process; received --workers {workers}. Use "
+                "--workers 1 with --grpc-port, or run one server per port."
+            )
+        if grpc_port == port:
+            raise ValueError(f"--grpc-port and --port must differ; both are {port}.")
+        _check_can_listen(host, grpc_port)
     _check_can_listen(host, port)
     # Load once here, in every case: a bad model or argument fails before any worker
     # starts, with one clear error.
@@ -157,7 +214,8 @@ def serve(
         f"keras-cae serve: model {service.name!r} ({service.encoder.path}), input "
         f"{shape_text(service.encoder.input_shape)} {service.input_datatype} -> output "
         f"{shape_text(service.encoder.output_shape)} FP32; http://{host}:{port}/v2/models/"
-        f"{service.name}/infer, /v1/models/{service.name}:predict, /metrics, /docs",
+        f"{service.name}/infer, /v1/models/{service.name}:predict, /metrics, /docs"
+        + (f"; gRPC {host}:{grpc_port}" if grpc_port is not None else ""),
         flush=True,
     )
     options: dict[str, Any] = {
@@ -171,7 +229,14 @@ def serve(
     if workers == 1:
         if on_ready is not None:
             on_ready(app)
-        uvicorn.run(app, **options)
+        # The app's objects (FastAPI, pydantic, onnxruntime) live as long as the
+        # process: out of the garbage collector's way, its full passes stay short.
+        gc.freeze()
+        if grpc_port is None:
+            uvicorn.run(app, **options)
+        else:
+            address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
+            _Server(uvicorn.Config(app, **options), app, address).run()
         return
     del app
     _remove_stale_metrics_dirs()

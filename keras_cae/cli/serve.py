@@ -31,6 +31,11 @@ def add_parser(subparsers: Any) -> None:
     add("--workers", type=POSITIVE_INT, default=1, help="processes (default: 1)")
     add("--threads", type=POSITIVE_INT, default=1, help="onnxruntime threads/worker (default: 1)")
     add("--max-body-bytes", type=POSITIVE_INT, help="default: fits --max-batch rows of JSON")
+    add(
+        "--grpc-port",
+        type=number(1, 65535, integer=True),
+        help="also serve KServe v2 over gRPC on this port (default: off; needs --workers 1)",
+    )
     add("--shutdown-timeout", type=POSITIVE_INT, default=30,
         help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
     add("--access-log", action="store_true", help="log every request")
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     serve(
         args.encoder, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch,
         workers=args.workers, threads=args.threads, max_body_bytes=args.max_body_bytes,
-        shutdown_timeout=args.shutdown_timeout, access_log=args.access_log,
-        log_level=args.log_level,
+        grpc_port=args.grpc_port, shutdown_timeout=args.shutdown_timeout,
+        access_log=args.access_log, log_level=args.log_level,
     )  # fmt: skip
     return 0

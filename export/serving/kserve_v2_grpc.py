@@ -1,0 +1,243 @@
+"""The Open Inference Protocol over gRPC: KServe v2's ``inference.GRPCInferenceService``.
+
+ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and ModelInfer,
+answered by a `grpc.aio` server on the event loop of the HTTP server (one process,
+both listeners). The messages come from the protocol's published
+``grpc_predict_v2.proto`` (vendored in `keras_cae.export.serving._proto` with its licence).
+
+A request is checked by the same code as an HTTP v2 request: the gRPC tensor becomes
+the HTTP request it stands for (`schemas.V2InferRequest`, raw contents as Triton's
+binary extension), which `kserve_v2.V2Handlers.read_input` checks, so both transports
+accept and reject the same tensors with the same messages. A client error is the
+gRPC status ``NOT_FOUND`` (unknown model or version) or ``INVALID_ARGUMENT``
+(everything else), never ``INTERNAL``.
+
+Inputs arrive in ``raw_input_contents`` (little-endian bytes, as `tritonclient.grpc`
+sends them) or in typed ``contents`` (``fp32_contents`` for FP32, ``fp64_contents``
+for FP64; FP16 has no typed field). The output comes back in the form the input
+came in: ``raw_output_contents`` for raw input, ``contents.fp32_contents`` for typed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from keras_cae.export.serving import schemas
+from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
+from keras_cae.export.serving.codec import validate
+from keras_cae.export.serving.errors import ClientError
+from keras_cae.export.serving.kserve_v2 import SERVER_NAME, V2Handlers
+from keras_cae.export.serving.service import VERSION
+
+__all__ = ["SERVICE", "GrpcHandlers", "create_grpc_server"]
+
+#: The full gRPC service name; a call is ``/inference.GRPCInferenceService/ModelInfer``.
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+# The typed contents field of each datatype that has one.
+_TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+Method = Callable[[Any], Awaitable[Any]]
+
+
+class GrpcHandlers:
+    """The service's methods for one served model, on top of its HTTP v2 handlers.
+
+    Args:
+        v2: the HTTP handlers of the app (``app.state.v2``), whose service, metadata
+            and checks are shared.
+
+    Example:
+
+    >>> handlers = GrpcHandlers(app.state.v2)  # doctest: +SKIP
+    """
+
+    def __init__(self, v2: V2Handlers) -> None:
+        self.v2 = v2
+        self.service = v2.service
+        metadata = v2.metadata
+        self.metadata = pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["outputs"]],
+        )
+
+    def methods(self) -> dict[str, tuple[Method, type]]:
+        """Each method name with its coroutine and request message type."""
+        return {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
+            "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+        }
+
+    async def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        self.service.check_model(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=self.v2.server_version, extensions=[]
+        )
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        self.service.check_model(request.name, request.version or None)
+        return self.metadata
+
+    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """Encodes the request's batch; see the module docstring."""
+        service = self.service
+        # An empty version, as proto3 sends an unset string, means the served one.
+        service.check_model(request.model_name, request.model_version or None)
+        raw = request.raw_input_contents
+        if raw and len(raw) != len(request.inputs):
+            raise ClientError(
+                400, f"The request has {len(raw)} raw_input_contents for "
+                f"{len(request.inputs)} inputs; send one per input, in order, or none.",
+            )  # fmt: skip
+        inputs = [self._as_json(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+        payload = validate(schemas.V2InferRequest, {"inputs": inputs})
+        x = self.v2.read_input(payload, raw[0] if len(raw) == 1 else b"")
+        if request.outputs:  # None, like all, asks for the one output.
+            self.v2.check_outputs([output.name for output in request.outputs])
+        codes = await service.encode(x, "v2_grpc")
+        response = pb.ModelInferResponse(
+            model_name=service.name, model_version=VERSION, id=request.id
+        )
+        output = response.outputs.add(
+            name=service.encoder.output_name, datatype="FP32", shape=codes.shape
+        )
+        if raw:
+            response.raw_output_contents.append(codes.astype("<f4", copy=False).tobytes())
+        else:
+            output.contents.fp32_contents.extend(codes.ravel().tolist())
+        return response
+
+    def _as_json(self, tensor: Any, raw: bytes | None) -> dict[str, Any]:
+        """The HTTP v2 JSON tensor that a gRPC input tensor stands for."""
+        json_tensor: dict[str, Any] = {
+            "name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
+        }  # fmt: skip
+        filled = [field.name for field, _ in tensor.contents.ListFields()]
+        where = f"Input {tensor.name!r}"
+        if raw is not None:
+            if filled:
+                raise ClientError(
+                    400, f"{where} has both contents ({', '.join(filled)}) and "
+                    "raw_input_contents; send one of them.",
+                )  # fmt: skip
+            json_tensor["parameters"] = {"binary_data_size": len(raw)}
+            return json_tensor
+        field = _TYPED_FIELD.get(tensor.datatype)
+        if field is None:
+            if tensor.datatype == self.service.input_datatype:
+                raise ClientError(
+                    400, f"{where} has datatype {tensor.datatype}, which has no typed "
+                    "contents field: send it in raw_input_contents.",
+                )  # fmt: skip
+            return json_tensor  # `read_input` names the datatype the model expects.
+        if filled not in ([], [field]):
+            raise ClientError(
+                400, f"{where} has datatype {tensor.datatype}, but its contents are in "
+                f"{', '.join(filled)}; {tensor.datatype} values go in {field} (or in "
+                "raw_input_contents).",
+            )  # fmt: skip
+        json_tensor["data"] = list(getattr(tensor.contents, field))
+        return json_tensor
+
+
+def _status(error: ClientError) -> grpc.StatusCode:
+    return grpc.StatusCode.NOT_FOUND if error.status == 404 else grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.RpcMethodHandler:
+    """A unary handler that parses, counts and times the call, and maps client errors.
+
+    The request is parsed here rather than by gRPC, whose own parse failure would be
+    ``INTERNAL``: a malformed message is the client's error.
+    """
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        start = time.perf_counter()
+        code = grpc.StatusCode.INTERNAL  # What the client sees if the handler fails.
+        metrics.in_flight.inc()
+        try:
+            try:
+                request = request_type.FromString(data)
+            except DecodeError as error:
+                raise ClientError(
+                    400, f"The request is not a valid {name} message: {error}"
+                ) from None
+            reply = (await method(request)).SerializeToString()
+            code = grpc.StatusCode.OK
+            return reply
+        except ClientError as error:
+            code = _status(error)
+            await context.abort(code, error.message)
+            raise AssertionError("unreachable: abort raises") from None
+        except asyncio.CancelledError:  # The client cancelled or went away.
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.in_flight.dec()
+            metrics.observe_grpc(name, code.name, time.perf_counter() - start)
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def create_grpc_server(
+    v2: V2Handlers, address: str, max_message_bytes: int
+) -> tuple[grpc.aio.Server, int]:
+    """A `grpc.aio` server for the model of `v2`, bound to `address` (not started).
+
+    Call it, and ``await server.start()``, on the event loop that should run it.
+
+    Args:
+        v2: the app's HTTP v2 handlers (``app.state.v2``).
+        address: ``host:port`` to listen on.
+        max_message_bytes: the largest request message accepted (gRPC answers
+            ``RESOURCE_EXHAUSTED`` beyond it) and the largest response sent.
+
+    Returns:
+        The server and the port it is bound to.
+
+    Raises:
+        ValueError: `address` cannot be bound (e.g. the port is taken).
+    """
+    handlers = GrpcHandlers(v2)
+    metrics = v2.service.metrics
+    rpcs = {
+        name: _rpc(name, method, request_type, metrics)
+        for name, (method, request_type) in handlers.methods().items()
+    }
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default, which lets a second server share a
+            # taken port silently; a taken port must be an error, as for HTTP.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpcs),))
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise ValueError(f"Cannot listen for gRPC on {address}: {error}") from None
+    if port == 0:
+        raise ValueError(f"Cannot listen for gRPC on {address}.")
+    return server, port
