@@ -507,7 +507,8 @@ def test_cli_train_export_encode_round_trip(tmp_path, capsys):
         str(tmp_path / "n.npy"),
     ]
     assert main(narrow) == 2
-    assert "Expected an input of shape (None, 64)" in _one_line_error(capsys)
+    error = _one_line_error(capsys)
+    assert "`INPUT` should have samples of shape (64)" in error and "(1797, 10)" in error
     assert not (tmp_path / "n.npy").exists()
     assert (
         main([*narrow[:2], str(tmp_path / "x.npy"), "--out", str(codes_path), "--overwrite"]) == 0

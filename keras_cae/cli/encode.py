@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     )
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, args.input))
+        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, "INPUT"))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
     _io.atomic_save_npy(args.out, codes)
