@@ -29,13 +29,15 @@ from openapi_spec_validator import validate as validate_openapi
 from prometheus_client.parser import text_string_to_metric_families
 
 from keras_cae.export.runtime import OnnxEncoder
+from tests._loopback import Server as LoopbackServer
+from tests._loopback import free_port as _free_port
+from tests._loopback import serve_command, start_server, stop_server
 
 FEATURES, CODE = 8, 3
 _INFER_PATH = "/v2/models/enc/infer"
 MAX_BATCH = 32
 MAX_BODY = 64 * 1024
 NAME = "enc"
-STARTUP_TIMEOUT = 60.0  # Seconds; the machine is shared with TensorFlow jobs.
 
 
 def _make_encoder(path: str, seed: int = 0) -> None:
@@ -63,56 +65,20 @@ def _make_encoder(path: str, seed: int = 0) -> None:
     onnx.save(model, path)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    port: int
-    encoder: OnnxEncoder
-    log: str
+class Server(LoopbackServer):
+    """A `keras-cae serve` process and the encoder it serves, to compare answers with."""
 
-    def output(self) -> str:
-        with open(self.log, encoding="utf-8", errors="replace") as file:
-            return file.read()
+    encoder: OnnxEncoder
 
 
 def _start(model: str, log: str, *extra: str, env: dict[str, str] | None = None) -> Server:
     port = _free_port()
-    command = [sys.executable, "-m", "keras_cae.cli", "serve", model, "--port", str(port), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(process, f"http://127.0.0.1:{port}", port, OnnxEncoder(model), log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/v2/health/ready", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(server)
-            raise AssertionError(f"server not ready in {STARTUP_TIMEOUT} s:\n{server.output()}")
-        time.sleep(0.1)
+    server = start_server(serve_command(model, port, *extra), port, log, env)
+    return Server(server.process, server.port, server.log, OnnxEncoder(model))
 
 
-def _stop(server: Server) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=5)
-    return server.process.returncode
+_stop = stop_server
 
 
 @pytest.fixture(scope="module")
