@@ -344,6 +344,19 @@ def test_a_failed_tensorflow_import_is_one_line_that_points_at_verbose(tmp_path)
     assert "--verbose shows its log" in result.stderr
 
 
+def test_a_missing_training_package_is_one_line_that_names_the_install(tmp_path):
+    # As in the service install (requirements-service.txt): no scikit-learn.
+    argv = ["train", "--out", str(tmp_path / "run")]
+    result = _fresh_python(
+        "import sys; sys.modules['sklearn'] = None\n"
+        f"from keras_cae.cli import main; sys.exit(main({argv!r}))"
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("keras-cae train: error: this command needs the module")
+    assert "'sklearn'," in result.stderr and "pip install keras-cae" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_tensorflow_logs_are_silent_unless_verbose(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 4)))

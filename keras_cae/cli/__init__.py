@@ -49,6 +49,16 @@ def _build_parser() -> Parser:
     return parser
 
 
+def _missing_package(prog: str, error: ModuleNotFoundError) -> str:
+    """What to install when a command's dependency is missing."""
+    if prog == "keras-cae serve":
+        fix = "pip install 'keras-cae[serve]'"
+    else:  # train, export, compare need the training stack; encode needs the base install.
+        fix = "the full install (pip install keras-cae) has it"
+    module = (error.name or "?").partition(".")[0]
+    return f"this command needs the module {module!r}, which is not installed: {fix}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `keras-cae` command line; returns the exit code.
 
@@ -72,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error.line(prog), file=sys.stderr)
     except (ValueError, FileNotFoundError, PermissionError) as error:
         print(CliError(str(error)).line(prog), file=sys.stderr)
+    except ModuleNotFoundError as error:  # e.g. `train` in the TensorFlow-free service install.
+        print(CliError(_missing_package(prog, error)).line(prog), file=sys.stderr)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
