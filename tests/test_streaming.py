@@ -110,32 +110,6 @@ def test_streamed_fit_equals_in_memory_fit(npy_shards) -> None:
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-def test_reading_a_shard_keeps_resident_memory_bounded(tmp_path) -> None:
-    """A 128 MiB shard read in blocks of 4 MiB: resident memory grows by a few blocks
-    (measured about 21 MiB: block copies and allocator slack), not by the shard, as
-    read pages are released. Without releasing them it grows by about 124 MiB."""
-    path = tmp_path / "big.npy"
-    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(32768, 1024))
-    rows[:] = 1.0
-    rows.flush()
-    del rows
-    baseline = peak = _rss_bytes()
-    count = 0
-    for block in streaming._npy_blocks(str(path), 1024, seed=0):
-        count += len(block)
-        peak = max(peak, _rss_bytes())
-    assert count == 32768
-    assert peak - baseline < 48 * 2**20, f"RSS grew by {(peak - baseline) / 2**20:.1f} MiB"
-
-
 @pytest.mark.parametrize(
     "setup, match",
     [
