@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any
 
-from keras_cae import _io
+from keras_cae import _io, shards
 from keras_cae._choices import PENALTY_METHODS, STRATEGIES
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
@@ -100,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cpu_devices is not None and args.strategy != "mirrored":
         raise CliError("--cpu-devices only applies to --strategy mirrored")
     config = _config(args)
-    streamed = args.data is not None and (
-        os.path.isdir(args.data) or any(char in args.data for char in "*?[")
-    )
+    streamed = args.data is not None and shards.is_shard_spec(args.data)
     if not streamed and args.steps_per_epoch is not None:
         raise CliError("--steps-per-epoch only applies to streamed --data (a directory or glob)")
     if not streamed:
