@@ -206,6 +206,8 @@ def _read_manifest(out: str, encoder_sha256: str, inputs: set[str]) -> dict[str,
         previous = manifest["encoder"]["sha256"]
         if manifest["format"] != MANIFEST_FORMAT:
             raise KeyError("format")
+        if not isinstance(previous, str) or not all(isinstance(key, str) for key in recorded):
+            raise TypeError("an encoder checksum or a shard input that is not a string")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"{path}: not a manifest of `keras-cae encode` ({error}); pass --overwrite to start "
@@ -222,7 +224,16 @@ def _read_manifest(out: str, encoder_sha256: str, inputs: set[str]) -> dict[str,
             f"--out {out!r} holds codes of input shards not in INPUT (e.g. {others[0]!r}); "
             "choose another directory or pass --overwrite"
         )
-    return recorded
+    # An entry without a whole row count or output name is not trusted: its shard is
+    # encoded again.
+    return {
+        key: entry
+        for key, entry in recorded.items()
+        if isinstance(entry.get("output"), str)
+        and isinstance(entry.get("rows"), int)
+        and not isinstance(entry.get("rows"), bool)
+        and entry["rows"] >= 0
+    }
 
 
 def _blocks(source: shards.ShardSource, path: str, block_rows: int) -> Iterator[np.ndarray]:
@@ -368,6 +379,11 @@ def _encode_locked(
             skipped += 1
             code_shape = code_shape or kept[1:]
         else:
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise ValueError(
+                    f"--out {out!r} holds a directory {name!r} where the codes of {path!r} go; "
+                    "remove it or pass --overwrite"
+                )
             parts = []
             for block in _blocks(source, path, block_rows):
                 x = block if flat is None else block.reshape(len(block), *flat)

@@ -434,3 +434,25 @@ def test_an_input_rewritten_with_its_size_and_mtime_is_encoded_again(tmp_path, m
     np.testing.assert_array_equal(
         np.load(tmp_path / "out" / "part-1.npy"), OnnxEncoder(model_path).encode(changed)
     )
+
+
+def test_a_hand_edited_manifest_or_a_directory_in_place_is_not_a_traceback(
+    tmp_path, model_path, capsys
+):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _write_shards(data, [4, 4, 4])
+    argv = ["encode", model_path, str(data), "--out", str(out)]
+    assert cli.main(argv) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["shards"][0]["rows"] = "4"  # Not a row count: the shard is encoded again.
+    del manifest["shards"][1]["rows"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert _verbs(capsys.readouterr().out) == ["encoded", "encoded", "kept"]
+    os.remove(out / "part-2.npy")
+    os.mkdir(out / "part-2.npy")
+    _refused(capsys, argv, "holds a directory 'part-2.npy' where the codes of")
+    manifest["shards"][0]["input"] = 5
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    _refused(capsys, argv, "not a manifest of `keras-cae encode`")
