@@ -300,8 +300,20 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
     _atomic_write(path, ".json", lambda stream: stream.write(text.encode()))
 
 
+class _WriteOnly:
+    """A stream's `write` alone. Given a real file, `numpy.save` writes the data with C
+    stdio (`ndarray.tofile`), and a short write (a disk that fills up mid-file) raises
+    an `OSError` without an errno ("N requested and M written"); given this, it writes
+    through Python's file object, whose `OSError` says ENOSPC, EDQUOT or EFBIG."""
+
+    def __init__(self, stream: Any) -> None:
+        self.write = stream.write
+
+
 def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
     """Saves `array` with `numpy.save` to `path` via a temporary file and a rename."""
     import numpy as np
 
-    _atomic_write(path, ".npy", lambda stream: np.save(stream, array, allow_pickle=False))
+    _atomic_write(
+        path, ".npy", lambda stream: np.save(_WriteOnly(stream), array, allow_pickle=False)
+    )

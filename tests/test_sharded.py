@@ -367,29 +367,40 @@ def mkstemp(*args, **kwargs):
 tempfile.mkstemp = mkstemp
 """
 
+# A disk that fills up in the middle of a file: no file may grow past FULL_AT bytes
+# (RLIMIT_FSIZE), so a write is cut short, then refused with EFBIG.
+_FILE_TOO_LARGE = """
+import os, resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FULL_AT"]),) * 2)
+"""
+
 
 @pytest.mark.parametrize(
-    "suffix, at, finished, left",
+    "patch, suffix, at, finished, left",
     [
-        (".npy", 2, 1, [MANIFEST, "part-0.npy"]),
+        (_DISK_FULL, ".npy", 2, 1, [MANIFEST, "part-0.npy"]),
         # part-1.npy is whole but not recorded: the rerun encodes it again.
-        (".json", 3, 1, [MANIFEST, "part-0.npy", "part-1.npy"]),
-        (".json", 1, 0, []),
+        (_DISK_FULL, ".json", 3, 1, [MANIFEST, "part-0.npy", "part-1.npy"]),
+        (_DISK_FULL, ".json", 1, 0, []),
+        # The manifest (under 2 KB) fits, the first codes shard (12,128 bytes) does not.
+        (_FILE_TOO_LARGE, "", 8192, 0, [MANIFEST]),
     ],
-    ids=["second codes shard", "second manifest update", "first manifest"],
+    ids=["second codes shard", "second manifest update", "first manifest", "mid-file"],
 )
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(
-    tmp_path, model_path, suffix, at, finished, left
+    tmp_path, model_path, patch, suffix, at, finished, left
 ):
     data = tmp_path / "data"
-    _write_shards(data, [6, 4, 5])
+    _write_shards(data, [1000, 400, 500])
     whole, out = tmp_path / "whole", tmp_path / "out"
     assert _encode(model_path, data, "--out", whole).returncode == 0
     env = {**os.environ, "FULL_SUFFIX": suffix, "FULL_AT": str(at)}
-    full = _encode(model_path, data, "--out", out, patch=_DISK_FULL, env=env)
+    full = _encode(model_path, data, "--out", out, patch=patch, env=env)
     assert full.returncode == 2, full.stderr
     line = _one_line(full.stderr)
-    assert line.startswith("keras-cae encode: error: No space left on device while writing"), line
+    reason = "No space left on device" if patch == _DISK_FULL else "File too large"
+    assert line.startswith(f"keras-cae encode: error: {reason} while writing"), line
     assert f"{finished} finished shard{'s' * (finished != 1)} kept" in line, line
     assert sorted(os.listdir(out)) == left
     if left:
@@ -403,15 +414,20 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(
             assert (out / name).read_bytes() == (whole / name).read_bytes(), name
 
 
-def test_a_full_disk_is_one_line_for_a_single_file(tmp_path, model_path):
-    x = np.random.default_rng(0).normal(size=(9, FEATURES)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
+@pytest.mark.parametrize(
+    "patch, at, reason",
+    [(_DISK_FULL, 1, "No space left on device"), (_FILE_TOO_LARGE, 8192, "File too large")],
+    ids=["disk full", "mid-file"],
+)
+def test_a_full_disk_is_one_line_for_a_single_file(tmp_path, model_path, patch, at, reason):
+    x = np.random.default_rng(0).normal(size=(1000, FEATURES)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)  # 24 KB; its codes 12 KB.
     out = tmp_path / "codes.npy"
-    env = {**os.environ, "FULL_SUFFIX": ".npy", "FULL_AT": "1"}
-    full = _encode(model_path, tmp_path / "x.npy", "--out", out, patch=_DISK_FULL, env=env)
+    env = {**os.environ, "FULL_SUFFIX": ".npy", "FULL_AT": str(at)}
+    full = _encode(model_path, tmp_path / "x.npy", "--out", out, patch=patch, env=env)
     assert full.returncode == 2, full.stderr
     line = _one_line(full.stderr)
-    assert line.startswith("keras-cae encode: error: No space left on device while writing"), line
+    assert line.startswith(f"keras-cae encode: error: {reason} while writing"), line
     assert "nothing was written" in line
     assert sorted(os.listdir(tmp_path)) == ["x.npy"]  # No codes, no staging, no lock file.
     rerun = _encode(model_path, tmp_path / "x.npy", "--out", out)

@@ -55,8 +55,12 @@ def _check_out(out: str, overwrite: bool) -> None:
         raise CliError(f"the directory of --out {out!r} does not exist")
 
 
+# A write refused for lack of room: the disk, the user's quota, the file size limit.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _disk_full(error: OSError, what: str) -> CliError:
-    """The one line for a write that failed for lack of space (ENOSPC, EDQUOT)."""
+    """The one line for a write that failed for lack of room (`_FULL`)."""
     return CliError(f"{os.strerror(error.errno or 0)} while writing {what}")
 
 
@@ -89,7 +93,7 @@ def _run_file(args: argparse.Namespace) -> int:
     try:
         _io.atomic_save_npy(args.out, codes)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno not in _FULL:
             raise
         raise _disk_full(
             error, f"--out {args.out!r} ({codes.nbytes:,} bytes of codes); nothing was written"
@@ -120,7 +124,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
     try:
         result = encode_shards(encoder, args.input, args.out, args.overwrite, on_shard=report)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno not in _FULL:
             raise
         raise _disk_full(
             error,
