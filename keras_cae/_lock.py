@@ -65,7 +65,8 @@ def lock_path(path: str | os.PathLike[str]) -> str:
 
 
 def _refusal(path: str, argument: str, holder: str) -> ValueError:
-    who = f"process {holder}" if holder.isdigit() else "another process"
+    """The refusal; `holder` is the holder's PID as its lock file says, or a phrase."""
+    who = f"process {holder}" if holder.isdigit() else holder or "another process"
     return ValueError(
         f"{argument} {path!r} is being written by another keras-cae run ({who}); wait for it "
         "to finish or choose another output"
@@ -145,7 +146,7 @@ def output_lock(path: str | os.PathLike[str], argument: str = "`out`") -> Iterat
     with _held_guard:
         owner, depth = _held.get(target, (None, 0))
         if owner is not None and owner != thread:
-            raise _refusal(shown, argument, str(os.getpid()))
+            raise _refusal(shown, argument, "another thread of this process")
         if owner == thread:
             _held[target] = (thread, depth + 1)
     if owner == thread:  # Taken again by its holder: nothing more to lock.

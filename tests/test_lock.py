@@ -83,7 +83,10 @@ def test_the_holding_thread_may_take_it_again_another_thread_may_not(tmp_path):
         thread.start()
         thread.join()
         assert os.path.exists(_lock.lock_path(out))  # Still held after the inner block.
-    assert len(errors) == 1 and "is being written by another keras-cae run" in errors[0]
+    assert errors == [
+        f"`out` '{out}' is being written by another keras-cae run (another thread of this "
+        "process); wait for it to finish or choose another output"
+    ]
     assert os.listdir(tmp_path) == []
 
 
