@@ -294,7 +294,7 @@ def export_encoder(
     model_names = _model_names(model_name, parts)
 
     artifacts: list[Artifact] = []
-    with _io.atomic_directory(out_dir, overwrite=overwrite) as staging:
+    with _io.atomic_directory(out_dir, overwrite, "out_dir") as staging:
         for part in parts:
             x_probe = inputs[part]
             with _step(f"run the Keras {part} on the probe batch"):

@@ -28,6 +28,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from keras_cae import _lock
+
 __all__ = [
     "atomic_directory",
     "atomic_save_npy",
@@ -99,8 +101,14 @@ def _owner_gone(match: re.Match[str]) -> bool:
 def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
     """Removes the staging entries in `parent` whose owner process has ended.
 
+    Lock files that no process holds (`keras_cae._lock.remove_stale_locks`) go too,
+    unreported.
+
     A moved-aside old target (``.<target>.old-...``) is removed only when `<target>`
-    exists again; otherwise it is the only copy of the old output and is kept.
+    exists again. When `<target>` is missing, its owner was killed between moving the
+    old output aside and renaming the new one into place (an ``--overwrite``): the old
+    output is the only copy, and it is renamed back to `<target>` (with a warning), as
+    if the interrupted run had never started.
 
     Args:
         parent: the directory to clean.
@@ -114,6 +122,7 @@ def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
     ['/home/me/exported-models/.encoder.tmp-4242-90211-1f2e3d4c-k2j4h5g6']
     """
     parent = os.fspath(parent)
+    _lock.remove_stale_locks(parent)
     removed = []
     try:
         names = os.listdir(parent)
@@ -123,9 +132,21 @@ def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
         match = _STAGING_NAME.match(name)
         if match is None or not _owner_gone(match):
             continue
-        if match["kind"] == "old" and not os.path.lexists(os.path.join(parent, match["target"])):
-            continue
         path = os.path.join(parent, name)
+        target = os.path.join(parent, match["target"])
+        if match["kind"] == "old" and not os.path.lexists(target):
+            # A target name of 200 characters may have been cut (`_staging_prefix`).
+            if len(match["target"]) < 200:
+                with contextlib.suppress(OSError):
+                    os.rename(path, target)
+                    logger.warning(
+                        "Restored %s from %s, where process %s had moved it aside before it "
+                        "was killed (its new output never replaced it).",
+                        target,
+                        name,
+                        match["pid"],
+                    )
+            continue
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -208,42 +229,52 @@ def check_writable(path: str | os.PathLike[str], argument: str = "out") -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[str]:
+def atomic_directory(
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    argument: str = "out",
+    overwrite_hint: str = "overwrite=True",
+) -> Iterator[str]:
     """Yields a temporary directory that replaces `path` only if the block succeeds.
 
     The temporary directory is created beside `path` (same file system, so the final
     rename is atomic). On any exception it is removed and `path` is left untouched.
     An existing `path` is refused unless `overwrite`; with `overwrite`, the old
     directory is moved aside first and deleted only after the new one is in place.
-    Staging left in the parent by killed processes is removed first
-    (`remove_stale_staging`).
+    `path` is locked for the block (`keras_cae._lock.output_lock`): another process
+    writing it is refused at once. Staging left in the parent by killed processes is
+    removed first, and an old directory that such a process had moved aside is put
+    back (`remove_stale_staging`). `argument` and `overwrite_hint` name the setting
+    in the caller's spelling (see `check_output_dir`).
     """
     path = os.path.abspath(os.fspath(path))
-    check_output_dir(path, overwrite)
+    check_output_dir(path, overwrite, argument, overwrite_hint)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    remove_stale_staging(parent)
-    staging = tempfile.mkdtemp(prefix=_staging_prefix(path), dir=parent)
-    os.chmod(staging, _default_mode(directory=True))
-    try:
-        yield staging
-        check_output_dir(path, overwrite)
-        backup = None
-        if os.path.exists(path):
-            backup = tempfile.mkdtemp(prefix=_staging_prefix(path, "old"), dir=parent)
-            os.rmdir(backup)
-            os.rename(path, backup)
+    with _lock.output_lock(path, f"`{argument}`"):
+        remove_stale_staging(parent)
+        check_output_dir(path, overwrite, argument, overwrite_hint)  # Perhaps restored.
+        staging = tempfile.mkdtemp(prefix=_staging_prefix(path), dir=parent)
+        os.chmod(staging, _default_mode(directory=True))
         try:
-            os.rename(staging, path)
-        except BaseException:
+            yield staging
+            check_output_dir(path, overwrite, argument, overwrite_hint)
+            backup = None
+            if os.path.exists(path):
+                backup = tempfile.mkdtemp(prefix=_staging_prefix(path, "old"), dir=parent)
+                os.rmdir(backup)
+                os.rename(path, backup)
+            try:
+                os.rename(staging, path)
+            except BaseException:
+                if backup is not None:
+                    os.rename(backup, path)
+                raise
             if backup is not None:
-                os.rename(backup, path)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            if os.path.exists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _atomic_write(path: str | os.PathLike[str], suffix: str, write: Any) -> None:
@@ -269,8 +300,20 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
     _atomic_write(path, ".json", lambda stream: stream.write(text.encode()))
 
 
+class _WriteOnly:
+    """A stream's `write` alone. Given a real file, `numpy.save` writes the data with C
+    stdio (`ndarray.tofile`), and a short write (a disk that fills up mid-file) raises
+    an `OSError` without an errno ("N requested and M written"); given this, it writes
+    through Python's file object, whose `OSError` says ENOSPC, EDQUOT or EFBIG."""
+
+    def __init__(self, stream: Any) -> None:
+        self.write = stream.write
+
+
 def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
     """Saves `array` with `numpy.save` to `path` via a temporary file and a rename."""
     import numpy as np
 
-    _atomic_write(path, ".npy", lambda stream: np.save(stream, array, allow_pickle=False))
+    _atomic_write(
+        path, ".npy", lambda stream: np.save(_WriteOnly(stream), array, allow_pickle=False)
+    )

@@ -190,6 +190,73 @@ def test_overwrite_hint_uses_the_cli_spelling(tmp_path, capsys):
         assert code == 2 and "pass --overwrite" in stderr and "overwrite=True" not in stderr
 
 
+# Holds the lock on argv[1], the lock a running `keras-cae export` or `encode` takes
+# on its --out, says so, and waits to be killed.
+_LOCK_HOLDER = """
+import sys, time
+from keras_cae import _lock
+with _lock.output_lock(sys.argv[1], "--out"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_export_into_one_out_fails_at_once_in_the_cli_spelling(tmp_path):
+    """The loser of two exports into one --out fails before it imports TensorFlow,
+    and says so with the CLI's words, not `out` ... overwrite=True."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        codes, lines = _main_without_tensorflow(
+            [["export", _zip(tmp_path / "m.keras"), "--out", str(out)]]
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert codes == [2] and len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"keras-cae export: error: --out '{out}' is being written by another keras-cae run "
+        f"(process {holder.pid})"
+    ), lines
+    assert "overwrite=True" not in lines[0] and "`out`" not in lines[0]
+
+
+# Overwrites the directory argv[1] with `atomic_directory` and is killed between moving
+# the old directory aside and renaming the new one into place.
+_KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from keras_cae import _io
+real = os.rename
+def rename(src, dst):
+    if os.path.basename(str(src)).startswith("." + os.path.basename(sys.argv[1]) + ".tmp-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.rename = rename
+with _io.atomic_directory(sys.argv[1], overwrite=True) as staging:
+    open(os.path.join(staging, "new.onnx"), "w").close()
+"""
+
+
+def test_an_output_moved_aside_by_a_killed_overwrite_is_put_back(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.onnx").write_text("the previous export")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_RENAMES, str(out)])
+    assert killed.returncode == -9 and not out.exists()
+    (moved,) = [name for name in os.listdir(tmp_path) if name.startswith(".out.old-")]
+    # The next run puts it back before its checks: without --overwrite it is refused.
+    codes, lines = _main_without_tensorflow(
+        [["export", _zip(tmp_path / "m.keras"), "--out", str(out)]]
+    )
+    assert codes == [2] and lines[0].startswith(f"Restored {out} from {moved}"), lines
+    assert lines[1].startswith("keras-cae export: error: `--out`") and "--overwrite" in lines[1]
+    assert (out / "old.onnx").read_text() == "the previous export"
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "out"]  # The new staging is gone too.
+
+
 UNWRITABLE = {
     "under a file": ("{tmp}/a-file/target", "is a file, not a directory"),
     "read-only": ("/sys/keras-cae-test/target", "cannot write in '/sys'"),

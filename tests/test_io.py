@@ -141,8 +141,6 @@ def test_only_proven_orphans_are_removed(tmp_path):
         f".c.tmp-{pid}-0-{host}-abcd1234": True,
         # Another host or PID namespace: its PIDs mean nothing here.
         f".d.tmp-999999999-1-{'0' * 8 if host != '0' * 8 else '1' * 8}-abcd1234": True,
-        # Old output moved aside whose target is missing: the only copy, kept.
-        f".gone.old-999999999-1-{host}-abcd1234": True,
         # Old output moved aside whose replacement is in place: removed.
         f".present.old-999999999-1-{host}-abcd1234": False,
         # A staged file.
@@ -152,6 +150,9 @@ def test_only_proven_orphans_are_removed(tmp_path):
         f"f.tmp-999999999-1-{host}-abcd1234": True,
     }
     (tmp_path / "present").mkdir()
+    # Old output moved aside whose target is missing: the only copy, put back.
+    (tmp_path / f".gone.old-999999999-1-{host}-abcd1234").mkdir()
+    (tmp_path / f".gone.old-999999999-1-{host}-abcd1234" / "x").write_text("old")
     for name in names:
         if name.endswith(".json"):
             (tmp_path / name).write_text("{")
@@ -161,5 +162,6 @@ def test_only_proven_orphans_are_removed(tmp_path):
     removed = _io.remove_stale_staging(tmp_path)
     assert sorted(removed) == sorted(str(tmp_path / n) for n, kept in names.items() if not kept)
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["present", *(n for n, kept in names.items() if kept)]
+        ["present", "gone", *(n for n, kept in names.items() if kept)]
     )
+    assert (tmp_path / "gone" / "x").read_text() == "old"

@@ -219,3 +219,256 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, model_path, capsys) -
     assert os.listdir(stranger) == ["notes.txt"]
 
     _refused(capsys, ["encode", model_path, str(data), "--out", str(data)], "holds the input")
+
+
+# --------------------------------------------------------------------------------------
+# One run per --out, damaged codes, a killed first manifest, a full disk: each driven
+# through the real `keras-cae encode` in its own process.
+
+# Runs `keras-cae encode` after a patch given in argv[1] (Python source), on argv[2:].
+_PATCHED_CLI = """
+import sys
+exec(sys.argv[1])
+from keras_cae.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _encode(*argv, patch: str = "", **kwargs) -> subprocess.CompletedProcess:
+    """`keras-cae encode ARGV` in a new process, optionally after `patch`."""
+    command = [sys.executable, "-c", _PATCHED_CLI, patch, "encode", *map(str, argv)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _verbs(stdout: str) -> list[str]:
+    """`kept` or `encoded`, one per shard line of the output."""
+    verbs = [line.split()[0] for line in stdout.splitlines()]
+    return [verb for verb in verbs if verb in ("kept", "encoded")]
+
+
+def _one_line(stderr: str) -> str:
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    return stderr.strip()
+
+
+# Pauses `keras-cae encode` at its first block, once --out is locked, and says so.
+_PAUSE = """
+import time
+from keras_cae.export import runtime
+def paused(self, x):
+    print("encoding", flush=True)
+    time.sleep(600)
+runtime.OnnxEncoder.encode = paused
+"""
+
+
+def test_a_second_encode_into_one_out_is_refused_until_the_first_dies(tmp_path, model_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _write_shards(first, [5] * 6, seed=1)
+    x = _write_shards(second, [5] * 6, seed=2)
+    out = tmp_path / "codes"
+    command = [sys.executable, "-c", _PATCHED_CLI, _PAUSE, "encode", model_path, str(first)]
+    holder = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "encoding"  # --out is locked by now.
+        for data in (second, first):  # Another input, or the same: both refused at once.
+            started = time.monotonic()
+            refused = _encode(model_path, data, "--out", out)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            line = _one_line(refused.stderr)
+            assert line.startswith(f"keras-cae encode: error: --out '{out}' is being written"), line
+            assert f"(process {holder.pid})" in line and time.monotonic() - started < 30, line
+            assert refused.stdout == ""
+        with pytest.raises(ValueError, match="being written by another keras-cae run"):
+            encode_shards(OnnxEncoder(model_path), str(second), out)  # The library too.
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock.
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    done = _encode(model_path, second, "--out", out, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(_read_codes(out), OnnxEncoder(model_path).encode(x))
+    assert json.loads((out / MANIFEST).read_text())["input"] == str(second)
+    assert sorted(os.listdir(tmp_path)) == ["codes", "first", "second"]  # No lock file left.
+
+
+def _hostile(out) -> None:
+    """Damages five of six codes shards in ways a row count does not see."""
+    rows = np.load(out / "part-0.npy").shape[0]
+    np.save(out / "part-0.npy", np.zeros((rows, CODE)))  # float64, the issue's example.
+    with open(out / "part-1.npy", "r+b") as stream:  # Zeroed bytes, header intact.
+        stream.seek(4096)
+        stream.write(bytes(4096))
+    np.save(out / "part-2.npy", np.zeros((rows, CODE), np.float32))  # Right shape and dtype.
+    np.save(out / "part-3.npy", np.zeros((rows, CODE + 1), np.float32))  # Another code size.
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["shards"][4].pop("sha256", None)  # As recorded before checksums: not trusted.
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_resume_encodes_damaged_codes_shards_again(tmp_path, model_path):
+    data = tmp_path / "data"
+    _write_shards(data, [1000] * 6)  # 12,128-byte codes shards: bytes 4096-8191 are rows.
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    for target in (whole, out):  # In this process: the reference, and what is damaged.
+        encode_shards(OnnxEncoder(model_path), str(data), target)
+    _hostile(out)
+    rerun = _encode(model_path, data, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _verbs(rerun.stdout) == ["encoded"] * 5 + ["kept"]
+    for name in os.listdir(whole):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert [s["sha256"] for s in manifest["shards"]] == [
+        hashlib.sha256((out / s["output"]).read_bytes()).hexdigest() for s in manifest["shards"]
+    ]
+
+
+def test_a_run_killed_in_its_first_manifest_write_is_resumed(tmp_path, model_path):
+    """SIGKILL between writing the first manifest's staging file and renaming it: --out
+    holds only that staging file, which the rerun removes before reading the manifest."""
+    data = tmp_path / "data"
+    _write_shards(data, [7, 5])
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    encode_shards(OnnxEncoder(model_path), str(data), whole)  # The reference.
+    kill_at_manifest = (
+        "import os, signal\n"
+        "real = os.replace\n"
+        "def replace(src, dst, *args, **kwargs):\n"
+        "    if str(dst).endswith('manifest.json'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(src, dst, *args, **kwargs)\n"
+        "os.replace = replace\n"
+    )
+    killed = _encode(model_path, data, "--out", out, patch=kill_at_manifest)
+    assert killed.returncode == -signal.SIGKILL
+    (staging,) = os.listdir(out)
+    assert staging.startswith(".manifest.json.tmp-"), staging
+    rerun = _encode(model_path, data, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _verbs(rerun.stdout) == ["encoded", "encoded"]
+    assert sorted(os.listdir(out)) == sorted(os.listdir(whole))
+    for name in ("part-0.npy", "part-1.npy"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+# The `FULL_AT`-th staging file with suffix `FULL_SUFFIX` is written to /dev/full, whose
+# writes fail with ENOSPC: a disk that fills up at that write.
+_DISK_FULL = """
+import os, tempfile
+real, seen = tempfile.mkstemp, []
+def mkstemp(*args, **kwargs):
+    handle, path = real(*args, **kwargs)
+    if kwargs.get("suffix") == os.environ["FULL_SUFFIX"]:
+        seen.append(path)
+        if len(seen) == int(os.environ["FULL_AT"]):
+            os.dup2(os.open("/dev/full", os.O_WRONLY), handle)
+    return handle, path
+tempfile.mkstemp = mkstemp
+"""
+
+# A disk that fills up in the middle of a file: no file may grow past FULL_AT bytes
+# (RLIMIT_FSIZE), so a write is cut short, then refused with EFBIG.
+_FILE_TOO_LARGE = """
+import os, resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FULL_AT"]),) * 2)
+"""
+
+
+@pytest.mark.parametrize(
+    "patch, suffix, at, finished, left",
+    [
+        (_DISK_FULL, ".npy", 2, 1, [MANIFEST, "part-0.npy"]),
+        # part-1.npy is whole but not recorded: the rerun encodes it again.
+        (_DISK_FULL, ".json", 3, 1, [MANIFEST, "part-0.npy", "part-1.npy"]),
+        (_DISK_FULL, ".json", 1, 0, []),
+        # The manifest (under 2 KB) fits, the first codes shard (12,128 bytes) does not.
+        (_FILE_TOO_LARGE, "", 8192, 0, [MANIFEST]),
+    ],
+    ids=["second codes shard", "second manifest update", "first manifest", "mid-file"],
+)
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(
+    tmp_path, model_path, patch, suffix, at, finished, left
+):
+    data = tmp_path / "data"
+    _write_shards(data, [1000, 400, 500])
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    encode_shards(OnnxEncoder(model_path), str(data), whole)  # The reference.
+    env = {**os.environ, "FULL_SUFFIX": suffix, "FULL_AT": str(at)}
+    full = _encode(model_path, data, "--out", out, patch=patch, env=env)
+    assert full.returncode == 2, full.stderr
+    line = _one_line(full.stderr)
+    reason = "No space left on device" if patch == _DISK_FULL else "File too large"
+    assert line.startswith(f"keras-cae encode: error: {reason} while writing"), line
+    assert f"{finished} finished shard{'s' * (finished != 1)} kept" in line, line
+    assert sorted(os.listdir(out)) == left
+    if left:
+        assert json.loads((out / MANIFEST).read_text())["complete"] is False
+    rerun = _encode(model_path, data, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _verbs(rerun.stdout) == ["kept"] * finished + ["encoded"] * (3 - finished)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(whole))
+    for name in os.listdir(whole):
+        if name != MANIFEST:
+            assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "patch, at, reason",
+    [(_DISK_FULL, 1, "No space left on device"), (_FILE_TOO_LARGE, 8192, "File too large")],
+    ids=["disk full", "mid-file"],
+)
+def test_a_full_disk_is_one_line_for_a_single_file(tmp_path, model_path, patch, at, reason):
+    x = np.random.default_rng(0).normal(size=(1000, FEATURES)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)  # 24 KB; its codes 12 KB.
+    out = tmp_path / "codes.npy"
+    env = {**os.environ, "FULL_SUFFIX": ".npy", "FULL_AT": str(at)}
+    full = _encode(model_path, tmp_path / "x.npy", "--out", out, patch=patch, env=env)
+    assert full.returncode == 2, full.stderr
+    line = _one_line(full.stderr)
+    assert line.startswith(f"keras-cae encode: error: {reason} while writing"), line
+    assert "nothing was written" in line
+    assert sorted(os.listdir(tmp_path)) == ["x.npy"]  # No codes, no staging, no lock file.
+    rerun = _encode(model_path, tmp_path / "x.npy", "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    np.testing.assert_array_equal(np.load(out), OnnxEncoder(model_path).encode(x))
+
+
+def test_an_input_rewritten_with_its_size_and_mtime_is_encoded_again(tmp_path, model_path):
+    data = tmp_path / "data"
+    _write_shards(data, [8, 8])
+    encode_shards(OnnxEncoder(model_path), str(data), tmp_path / "out")
+    before = os.stat(data / "part-1.npy")
+    changed = np.full((8, FEATURES), 0.5, np.float32)
+    np.save(data / "part-1.npy", changed)  # In place: same size.
+    os.utime(data / "part-1.npy", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(data / "part-1.npy")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = encode_shards(OnnxEncoder(model_path), str(data), tmp_path / "out")
+    assert (again.num_encoded, again.num_skipped) == (1, 1)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out" / "part-1.npy"), OnnxEncoder(model_path).encode(changed)
+    )
+
+
+def test_a_hand_edited_manifest_or_a_directory_in_place_is_not_a_traceback(
+    tmp_path, model_path, capsys
+):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _write_shards(data, [4, 4, 4])
+    argv = ["encode", model_path, str(data), "--out", str(out)]
+    assert cli.main(argv) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["shards"][0]["rows"] = "4"  # Not a row count: the shard is encoded again.
+    del manifest["shards"][1]["rows"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert _verbs(capsys.readouterr().out) == ["encoded", "encoded", "kept"]
+    os.remove(out / "part-2.npy")
+    os.mkdir(out / "part-2.npy")
+    _refused(capsys, argv, "holds a directory 'part-2.npy' where the codes of")
+    manifest["shards"][0]["input"] = 5
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    _refused(capsys, argv, "not a manifest of `keras-cae encode`")

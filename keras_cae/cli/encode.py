@@ -7,10 +7,11 @@ fresh process and checks that no TensorFlow or Keras module was imported.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from typing import Any
 
-from keras_cae import _io
+from keras_cae import _io, _lock
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.types import POSITIVE_INT
 
@@ -54,15 +55,33 @@ def _check_out(out: str, overwrite: bool) -> None:
         raise CliError(f"the directory of --out {out!r} does not exist")
 
 
+# A write refused for lack of room: the disk, the user's quota, the file size limit.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _disk_full(error: OSError, what: str) -> CliError:
+    """The one line for a write that failed for lack of room (`_FULL`)."""
+    return CliError(f"{os.strerror(error.errno or 0)} while writing {what}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs `keras-cae encode`; imports no TensorFlow."""
+    """Runs `keras-cae encode`, one run per `--out` (an OS file lock, see
+    `keras_cae._lock`); imports no TensorFlow. A full disk is one line, exit code 2."""
     from keras_cae import shards
+
+    if shards.is_shard_spec(args.input):
+        return _run_sharded(args)  # `encode_shards` locks --out itself.
+    _check_out(args.out, args.overwrite)  # First: a refused --out leaves nothing behind.
+    with _lock.output_lock(args.out, "--out"):
+        return _run_file(args)
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    """Encodes one file into the `--out` .npy file, which this process has locked."""
     from keras_cae.data import load_array, to_model_input
     from keras_cae.export.runtime import OnnxEncoder
 
-    if shards.is_shard_spec(args.input):
-        return _run_sharded(args)
-    _check_out(args.out, args.overwrite)
+    _check_out(args.out, args.overwrite)  # Again, now that no other run can take it.
     encoder = OnnxEncoder(
         args.encoder, intra_op_num_threads=args.threads, batch_size=args.batch_size
     )
@@ -71,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
         codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, "INPUT"))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
-    _io.atomic_save_npy(args.out, codes)
+    try:
+        _io.atomic_save_npy(args.out, codes)
+    except OSError as error:
+        if error.errno not in _FULL:
+            raise
+        raise _disk_full(
+            error, f"--out {args.out!r} ({codes.nbytes:,} bytes of codes); nothing was written"
+        ) from None
     print(f"wrote codes of shape {codes.shape} ({codes.dtype}) to {args.out}")
     return 0
 
@@ -89,10 +115,23 @@ def _run_sharded(args: argparse.Namespace) -> int:
         check_finite=False,
     )
 
+    finished = []
+
     def report(source: str, target: str, rows: int, skipped: bool) -> None:
+        finished.append(target)
         print(f"{'kept' if skipped else 'encoded'} {source} -> {target} ({rows} rows)", flush=True)
 
-    result = encode_shards(encoder, args.input, args.out, args.overwrite, on_shard=report)
+    try:
+        result = encode_shards(encoder, args.input, args.out, args.overwrite, on_shard=report)
+    except OSError as error:
+        if error.errno not in _FULL:
+            raise
+        raise _disk_full(
+            error,
+            f"the codes in --out {args.out!r} ({len(finished)} finished "
+            f"shard{'s' * (len(finished) != 1)} kept); free some space and run the same "
+            "command again to resume",
+        ) from None
     print(
         f"wrote codes of {result.num_rows} rows, shape {result.code_shape}, in "
         f"{result.num_shards} shards to {result.out} ({result.num_skipped} kept from an "

@@ -13,6 +13,7 @@ import os
 import zipfile
 from typing import Any
 
+from keras_cae import _io, _lock
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out
 from keras_cae.cli.quiet import import_tensorflow
@@ -102,9 +103,22 @@ def _training_metadata(model_path: str) -> tuple[dict[str, str], str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs `keras-cae export`; prints the parity table."""
+    """Runs `keras-cae export`; prints the parity table.
+
+    `--out` is locked before any work (`keras_cae._lock`): a second export into it is
+    refused at once, in one line, rather than after converting and checking the model.
+    """
     model_path = resolve_model_path(args.model)
     check_out(args.out, args.overwrite)
+    with _lock.output_lock(args.out, "--out"):
+        # An output that an interrupted --overwrite moved aside is put back first.
+        _io.remove_stale_staging(os.path.dirname(os.path.abspath(args.out)))
+        check_out(args.out, args.overwrite)  # Again, now that no other run can take it.
+        return _export(args, model_path)
+
+
+def _export(args: argparse.Namespace, model_path: str) -> int:
+    """Exports the model once `--out` is locked."""
     metadata, data_name = _training_metadata(model_path)
     probe = None
     if data_name == "sklearn-digits":

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         # Only the chief writes --out; the other workers hold the same weights.
         print(f"worker {distribute.tf_config()['task']['index']}: done, the chief writes {out}")
         return 0
-    with _io.atomic_directory(out, overwrite=args.overwrite) as staging:
+    with _io.atomic_directory(out, args.overwrite, "--out", "--overwrite") as staging:
         result.model.save(os.path.join(staging, "model.keras"))
         _io.atomic_write_json(os.path.join(staging, "metrics.json"), result.metrics)
     print(training.format_summary(result.metrics, out))
