@@ -21,6 +21,7 @@ came in: ``raw_output_contents`` for raw input, ``contents.fp32_contents`` for t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +43,8 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # The typed contents field of each datatype that has one.
 _TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 Method = Callable[[Any], Awaitable[Any]]
+# gRPC's message lengths are C ints.
+_GRPC_MAX_LENGTH = 2**31 - 1
 
 
 class GrpcHandlers:
@@ -200,7 +203,7 @@ def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.Rpc
 
 
 def create_grpc_server(
-    v2: V2Handlers, address: str, max_message_bytes: int
+    v2: V2Handlers, address: str, max_request_bytes: int
 ) -> tuple[grpc.aio.Server, int]:
     """A `grpc.aio` server for the model of `v2`, bound to `address` (not started).
 
@@ -209,8 +212,10 @@ def create_grpc_server(
     Args:
         v2: the app's HTTP v2 handlers (``app.state.v2``).
         address: ``host:port`` to listen on.
-        max_message_bytes: the largest request message accepted (gRPC answers
-            ``RESOURCE_EXHAUSTED`` beyond it) and the largest response sent.
+        max_request_bytes: the largest request message accepted (gRPC answers
+            ``RESOURCE_EXHAUSTED`` beyond it). The largest reply follows from it and
+            from the model: ``--max-batch`` rows of codes (4 bytes per value), plus the
+            request's size (for the echoed ``id``) and 64 KiB for the envelope.
 
     Returns:
         The server and the port it is bound to.
@@ -219,15 +224,22 @@ def create_grpc_server(
         ValueError: `address` cannot be bound (e.g. the port is taken).
     """
     handlers = GrpcHandlers(v2)
-    metrics = v2.service.metrics
+    service = v2.service
+    metrics = service.metrics
     rpcs = {
         name: _rpc(name, method, request_type, metrics)
         for name, (method, request_type) in handlers.methods().items()
     }
+    code_shape = service.encoder.output_shape[1:]
+    if all(isinstance(d, int) and d > 0 for d in code_shape):
+        codes = 4 * service.max_batch * math.prod(code_shape)
+        max_reply_bytes = min(max_request_bytes + codes + 64 * 1024, _GRPC_MAX_LENGTH)
+    else:  # A dynamic code size has no bound to derive: gRPC's default, none.
+        max_reply_bytes = -1
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", max_reply_bytes),
             # gRPC sets SO_REUSEPORT by default, which lets a second server share a
             # taken port silently; a taken port must be an error, as for HTTP.
             ("grpc.so_reuseport", 0),
