@@ -1,0 +1,185 @@
+"""The `keras-cae serve` process (`keras_cae.export.serving.server`, `.http_limits`): its
+connection limits, its startup line and its shutdown, driven over loopback.
+
+Each test starts a real server in a subprocess (`tests._loopback`) and speaks to it
+with raw sockets where the point is what a client sends byte by byte.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.test_serve import (
+    NAME,
+    Server,
+    _make_encoder,
+    _start,
+    _stop,
+    _wait_for,
+)
+
+HEADER_TIMEOUT = 1.0  # Seconds, for the server of this module.
+MAX_HEADER_BYTES = 8192
+LIMIT_CONCURRENCY = 30
+_LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("server") / "encoder.onnx")
+    _make_encoder(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def limited(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = str(tmp_path_factory.mktemp("server-log") / "server.log")
+    server = _start(
+        model_path, log, "--name", NAME, "--header-timeout", str(HEADER_TIMEOUT),
+        "--max-header-bytes", str(MAX_HEADER_BYTES),
+        "--limit-concurrency", str(LIMIT_CONCURRENCY),
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        assert _stop(server) == -signal.SIGTERM, server.output()
+        assert "Traceback" not in server.output(), server.output()
+
+
+def _connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _read_all(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    reply = b""
+    while chunk := connection.recv(65536):
+        reply += chunk
+    return reply
+
+
+def _closed_after(connection: socket.socket, timeout: float) -> float:
+    """Seconds until the server closes `connection`, read from now (fails at `timeout`)."""
+    start = time.monotonic()
+    connection.settimeout(timeout)
+    try:
+        while connection.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def _trickle(connection: socket.socket, stop: threading.Event) -> None:
+    """Sends a request head that never ends, one byte every 0.1 s (a slow client)."""
+    try:
+        connection.sendall(_LIVE + b"X-Slow: ")
+        while not stop.wait(0.1):
+            connection.sendall(b"a")
+    except OSError:  # Closed by the server: what the test waits for.
+        pass
+
+
+# ------------------------------------------------------------------------------------------
+# HTTP connection limits (`http_limits`).
+
+
+def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
+    limited: Server,
+) -> None:
+    idle = [_connect(limited) for _ in range(20)]
+    slow_fresh = _connect(limited)
+    # A keep-alive connection after one answered request, whose next head is slow:
+    # uvicorn's keep-alive timer stops at its first byte.
+    slow_after_response = _connect(limited)
+    slow_after_response.sendall(_LIVE + b"\r\n")
+    assert slow_after_response.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    stop = threading.Event()
+    trickles = [
+        threading.Thread(target=_trickle, args=(c, stop), daemon=True)
+        for c in (slow_fresh, slow_after_response)
+    ]
+    for thread in trickles:
+        thread.start()
+    # A request whose body comes slowly is not cut: the deadline is for the head.
+    body = b'{"inputs": [{"name": "x", "shape": [0, 8], "datatype": "FP32", "data": []}]}'
+    uploading = _connect(limited)
+    uploading.sendall(
+        f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body[:10]
+    )
+    try:
+        waited = [_closed_after(c, timeout=10 * HEADER_TIMEOUT) for c in idle]
+        assert HEADER_TIMEOUT * 0.5 < max(waited) < HEADER_TIMEOUT * 5, waited
+        for c in (slow_fresh, slow_after_response):
+            assert _closed_after(c, timeout=10 * HEADER_TIMEOUT) < HEADER_TIMEOUT * 5
+        uploading.sendall(body[10:])  # More than the header timeout after the head.
+        assert _read_all(uploading).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        stop.set()
+        for c in [*idle, slow_fresh, slow_after_response, uploading]:
+            c.close()
+    assert httpx.get(limited.url + "/v2/health/live").status_code == 200
+
+
+def test_oversized_request_head_is_431_and_the_rest_is_not_read(limited: Server) -> None:
+    # A header that never ends: answered once the limit is passed, then closed, so the
+    # server does not read (and buffer) what the client goes on sending.
+    flood = _connect(limited)
+    flood.sendall(_LIVE + b"X-Big: " + b"a" * (4 * MAX_HEADER_BYTES))
+    flood.settimeout(10)
+    reply = flood.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), reply
+    assert b"--max-header-bytes" in reply and b"connection: close" in reply
+    with pytest.raises(OSError):  # EPIPE or ECONNRESET: nobody reads any more.
+        for _ in range(200):
+            flood.sendall(b"a" * 65536)  # 12.5 MiB in all.
+    flood.close()
+    # A whole head over the limit, in one write, and one just under it.
+    for size, status in ((MAX_HEADER_BYTES + 1, b"431"), (MAX_HEADER_BYTES - 200, b"200")):
+        pad = b"a" * (size - len(_LIVE) - 9)
+        head = _LIVE + b"X-Pad: " + pad + b"\r\nConnection: close\r\n\r\n"
+        with _connect(limited) as connection:
+            connection.sendall(head)
+            assert _read_all(connection).startswith(b"HTTP/1.1 " + status), size
+
+
+def test_limit_concurrency_answers_503_beyond_it(limited: Server) -> None:
+    held = [_connect(limited) for _ in range(LIMIT_CONCURRENCY)]
+    try:
+        _wait_for(
+            lambda: httpx.get(limited.url + "/v2/health/live").status_code == 503,
+            "a 503 beyond --limit-concurrency",
+        )
+    finally:
+        for c in held:
+            c.close()
+    _wait_for(
+        lambda: httpx.get(limited.url + "/v2/health/live").status_code == 200,
+        "a 200 once the connections are gone",
+    )
+
+
+def test_cli_limit_options_check_their_range_and_default_to_serves(
+    model_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keras_cae.cli import _build_parser, main
+    from keras_cae.export.serving import serve
+
+    for option in ("--header-timeout", "--max-header-bytes", "--limit-concurrency"):
+        assert main(["serve", model_path, option, "0"]) == 2, option
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and option in err, err
+    args = _build_parser().parse_args(["serve", model_path])
+    defaults = inspect.signature(serve).parameters
+    for name in ("header_timeout", "max_header_bytes", "limit_concurrency"):
+        assert getattr(args, name) == defaults[name].default, name
