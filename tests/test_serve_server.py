@@ -8,18 +8,24 @@ with raw sockets where the point is what a client sends byte by byte.
 from __future__ import annotations
 
 import inspect
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2
 
 from tests.test_serve import (
     NAME,
     Server,
+    _free_port,
     _make_encoder,
     _start,
     _stop,
@@ -183,3 +189,58 @@ def test_cli_limit_options_check_their_range_and_default_to_serves(
     defaults = inspect.signature(serve).parameters
     for name in ("header_timeout", "max_header_bytes", "limit_concurrency"):
         assert getattr(args, name) == defaults[name].default, name
+
+
+# ------------------------------------------------------------------------------------------
+# SIGTERM with gRPC calls sent but not yet taken by the server.
+
+
+@pytest.mark.slow  # A 64-feature model and 64 calls of 1,024 rows: ~5-10 s here.
+def test_sigterm_answers_every_grpc_call_already_sent(tmp_path: Any) -> None:
+    features = 64
+    model = str(tmp_path / "wide.onnx")
+    _make_encoder(model, features=features, code=64)
+    grpc_port = _free_port()
+    server = _start(
+        model, str(tmp_path / "log"), "--name", NAME, "--grpc-port", str(grpc_port),
+        "--shutdown-timeout", "20",
+    )  # fmt: skip
+    x = np.random.default_rng(0).normal(size=(1024, features)).astype(np.float32)
+    request = service_pb2.ModelInferRequest(model_name=NAME)
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.tobytes())
+    expected = server.encoder.encode(x)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=service_pb2.ModelInferResponse.FromString,
+            )
+            grpc.channel_ready_future(channel).result(timeout=10)
+            calls = [infer.future(request, timeout=60) for _ in range(64)]
+            # Once the server has answered one call, it has received all 64 (the client
+            # sends them at once); most are still waiting for the server to take them.
+            first = threading.Event()
+            for call in calls:
+                call.add_done_callback(lambda _: first.set())
+            assert first.wait(timeout=60)
+            sent = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            codes: list[str] = []
+            for call in calls:
+                try:
+                    reply = call.result()
+                    got = np.frombuffer(reply.raw_output_contents[0], "<f4").reshape(1024, 64)
+                    np.testing.assert_array_equal(got, expected)
+                    codes.append("OK")
+                except grpc.RpcError as error:
+                    codes.append(error.code().name)
+            answered = time.monotonic() - sent
+        assert codes == ["OK"] * len(calls), {c: codes.count(c) for c in set(codes)}
+        assert answered < 20, answered
+        assert server.process.wait(timeout=30) == -signal.SIGTERM, server.output()
+        assert "Traceback" not in server.output(), server.output()
+        assert re.search(r"gRPC \(KServe v2\) running on", server.output())
+    finally:
+        _stop(server)

@@ -2,8 +2,8 @@
 
 With a gRPC port, the one process also runs the gRPC service of
 `keras_cae.export.serving.kserve_v2_grpc` on uvicorn's event loop (`_Server`): it starts before
-the HTTP listener and, on SIGTERM, stops accepting calls together with it and
-finishes its calls in flight within the same `shutdown_timeout`. gRPC needs one
+the HTTP listener and, on SIGTERM, answers the calls that clients have sent, within
+the same `shutdown_timeout` as HTTP (`GrpcServer.stop`). gRPC needs one
 worker: several would each need their own gRPC listener, and gRPC's port sharing
 (SO_REUSEPORT) is not what uvicorn's workers use (they inherit one socket).
 
@@ -77,7 +77,7 @@ class _Server(uvicorn.Server):
 
         service: ModelService = self.app.state.service
         try:
-            self.grpc, _ = create_grpc_server(
+            self.grpc = create_grpc_server(
                 self.app.state.v2, self.grpc_address, service.max_body_bytes
             )
         except ValueError as error:  # As uvicorn does when its own port is taken.
@@ -88,7 +88,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Both listeners stop accepting at once; each finishes its calls in flight.
+        # Both stop at once, each answering what its clients have sent, in one grace.
         grace = self.config.timeout_graceful_shutdown
         stopping = asyncio.ensure_future(self.grpc.stop(grace))
         await super().shutdown(sockets)
