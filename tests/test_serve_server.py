@@ -11,6 +11,8 @@ import inspect
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -189,6 +191,53 @@ def test_cli_limit_options_check_their_range_and_default_to_serves(
     defaults = inspect.signature(serve).parameters
     for name in ("header_timeout", "max_header_bytes", "limit_concurrency"):
         assert getattr(args, name) == defaults[name].default, name
+
+
+# ------------------------------------------------------------------------------------------
+# The startup line.
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_startup_line_brackets_an_ipv6_host(model_path: str, tmp_path: Any) -> None:
+    port, grpc_port = _free_port(), _free_port()
+    command = [
+        sys.executable, "-m", "keras_cae.cli", "serve", model_path, "--name", NAME,
+        "--host", "::1", "--port", str(port), "--grpc-port", str(grpc_port),
+    ]  # fmt: skip
+    log = tmp_path / "log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://[::1]:{port}/v2/health/ready").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_for(ready, "the server on [::1]", timeout=60)
+        [line] = [x for x in log.read_text().splitlines() if x.startswith("keras-cae serve:")]
+        url = f"http://[::1]:{port}/v2/models/{NAME}/infer"
+        assert url in line and f"gRPC [::1]:{grpc_port}" in line, line
+        assert httpx.get(f"http://[::1]:{port}/v2/models/{NAME}").json()["name"] == NAME
+        with grpc.insecure_channel(f"[::1]:{grpc_port}") as channel:
+            channel_ready = grpc.channel_ready_future(channel)
+            channel_ready.result(timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
 
 
 # ------------------------------------------------------------------------------------------

@@ -234,12 +234,13 @@ def serve(
     # starts, with one clear error.
     app = create_app(**config)
     service: ModelService = app.state.service
+    where = f"[{host}]" if ":" in host else host  # An IPv6 address, as URLs write it.
     print(
         f"keras-cae serve: model {service.name!r} ({service.encoder.path}), input "
         f"{shape_text(service.encoder.input_shape)} {service.input_datatype} -> output "
-        f"{shape_text(service.encoder.output_shape)} FP32; http://{host}:{port}/v2/models/"
+        f"{shape_text(service.encoder.output_shape)} FP32; http://{where}:{port}/v2/models/"
         f"{service.name}/infer, /v1/models/{service.name}:predict, /metrics, /docs"
-        + (f"; gRPC {host}:{grpc_port}" if grpc_port is not None else ""),
+        + (f"; gRPC {where}:{grpc_port}" if grpc_port is not None else ""),
         flush=True,
     )
     options: dict[str, Any] = {
@@ -261,8 +262,7 @@ def serve(
         if grpc_port is None:
             uvicorn.run(app, **options)
         else:
-            address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
-            _Server(uvicorn.Config(app, **options), app, address).run()
+            _Server(uvicorn.Config(app, **options), app, f"{where}:{grpc_port}").run()
         return
     del app
     _remove_stale_metrics_dirs()
