@@ -74,16 +74,15 @@ def _read_all(connection: socket.socket) -> bytes:
     return reply
 
 
-def _closed_after(connection: socket.socket, timeout: float) -> float:
-    """Seconds until the server closes `connection`, read from now (fails at `timeout`)."""
-    start = time.monotonic()
+def _closed_at(connection: socket.socket, timeout: float) -> float:
+    """When (`time.monotonic`) the server closes `connection`; fails after `timeout` s."""
     connection.settimeout(timeout)
     try:
         while connection.recv(65536):
             pass
     except ConnectionResetError:
         pass
-    return time.monotonic() - start
+    return time.monotonic()
 
 
 def _trickle(connection: socket.socket, stop: threading.Event) -> None:
@@ -103,6 +102,7 @@ def _trickle(connection: socket.socket, stop: threading.Event) -> None:
 def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
     limited: Server,
 ) -> None:
+    opened = time.monotonic()
     idle = [_connect(limited) for _ in range(20)]
     slow_fresh = _connect(limited)
     # A keep-alive connection after one answered request, whose next head is slow:
@@ -120,17 +120,18 @@ def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
     # A request whose body comes slowly is not cut: the deadline is for the head.
     body = b'{"inputs": [{"name": "x", "shape": [0, 8], "datatype": "FP32", "data": []}]}'
     uploading = _connect(limited)
-    uploading.sendall(
-        f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n".encode()
-        + body[:10]
-    )
+    head = f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+    uploading.sendall(f"{head}\r\nConnection: close\r\n\r\n".encode() + body[:10])
+    head_sent = time.monotonic()
     try:
-        waited = [_closed_after(c, timeout=10 * HEADER_TIMEOUT) for c in idle]
-        assert HEADER_TIMEOUT * 0.5 < max(waited) < HEADER_TIMEOUT * 5, waited
+        # Closed, and not before the timeout (counted from before the client connected);
+        # the upper bound is loose for a loaded machine: before, they were held for ever.
+        closed = [_closed_at(c, timeout=10) - opened for c in idle]
+        assert HEADER_TIMEOUT - 0.01 <= min(closed) and max(closed) < 10, closed
         for c in (slow_fresh, slow_after_response):
-            assert _closed_after(c, timeout=10 * HEADER_TIMEOUT) < HEADER_TIMEOUT * 5
-        uploading.sendall(body[10:])  # More than the header timeout after the head.
+            assert _closed_at(c, timeout=10) - opened < 10
+        time.sleep(max(0.0, head_sent + 1.5 * HEADER_TIMEOUT - time.monotonic()))
+        uploading.sendall(body[10:])
         assert _read_all(uploading).startswith(b"HTTP/1.1 200 OK")
     finally:
         stop.set()

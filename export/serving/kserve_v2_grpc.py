@@ -220,6 +220,10 @@ class GrpcServer:
         server: the bound, not yet started, server.
         port: the port it is bound to.
         calls: counts the calls the server takes (`_CountingHandler`).
+
+    Example:
+
+    >>> grpc_server = create_grpc_server(app.state.v2, "127.0.0.1:8001", 1 << 20)  # doctest: +SKIP
     """
 
     def __init__(self, server: grpc.aio.Server, port: int, calls: _CountingHandler) -> None:
