@@ -294,3 +294,50 @@ def test_sigterm_answers_every_grpc_call_already_sent(tmp_path: Any) -> None:
         assert re.search(r"gRPC \(KServe v2\) running on", server.output())
     finally:
         _stop(server)
+
+
+@pytest.mark.slow  # ~5 s: a server start and a 2 s grace.
+def test_sigterm_with_grpc_calls_that_keep_coming_stops_within_the_grace(tmp_path: Any) -> None:
+    # The server takes calls until none arrives for a moment, but for at most half the
+    # grace: a client that never pauses does not hold it past --shutdown-timeout.
+    grace = 2
+    model = str(tmp_path / "encoder.onnx")
+    _make_encoder(model)
+    grpc_port = _free_port()
+    server = _start(
+        model, str(tmp_path / "log"), "--name", NAME, "--grpc-port", str(grpc_port),
+        "--shutdown-timeout", str(grace),
+    )  # fmt: skip
+    request = service_pb2.ModelInferRequest(model_name=NAME)
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 8])
+    request.raw_input_contents.append(np.zeros((1, 8), "<f4").tobytes())
+    codes: list[str] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            )
+            while not stop.is_set():
+                try:
+                    infer(request, timeout=10)
+                    codes.append("OK")
+                except grpc.RpcError as error:
+                    codes.append(error.code().name)
+
+    caller = threading.Thread(target=keep_calling, daemon=True)
+    caller.start()
+    try:
+        _wait_for(lambda: len(codes) >= 20, "calls to be answered")
+        server.process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert server.process.wait(timeout=grace + 10) == -signal.SIGTERM, server.output()
+        assert time.monotonic() - sent < grace + 3, time.monotonic() - sent
+        assert "Traceback" not in server.output(), server.output()
+    finally:
+        stop.set()
+        caller.join(timeout=15)
+        _stop(server)
+    assert codes[:20] == ["OK"] * 20, codes[:20]
