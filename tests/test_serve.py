@@ -40,14 +40,14 @@ MAX_BODY = 64 * 1024
 NAME = "enc"
 
 
-def _make_encoder(path: str, seed: int = 0) -> None:
-    """x [N, 8] -> sigmoid(x @ W + b) -> code [N, 3], dynamic batch, opset 17."""
+def _make_encoder(path: str, seed: int = 0, features: int = FEATURES, code: int = CODE) -> None:
+    """x [N, 8] -> sigmoid(x @ W + b) -> code [N, 3] (or other sizes), dynamic batch, opset 17."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    weights = rng.normal(size=(FEATURES, CODE)).astype(np.float32)
-    bias = rng.normal(size=CODE).astype(np.float32)
+    weights = rng.normal(size=(features, code)).astype(np.float32)
+    bias = rng.normal(size=code).astype(np.float32)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "W"], ["h"]),
@@ -55,8 +55,8 @@ def _make_encoder(path: str, seed: int = 0) -> None:
             helper.make_node("Sigmoid", ["z"], ["code"]),
         ],
         "encoder",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", CODE])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", code])],
         initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -262,6 +262,31 @@ def test_malformed_message_is_invalid_argument_not_internal(served: Any) -> None
     assert "not a valid ModelInfer message" in error.value.details()
 
 
+def test_replies_larger_than_max_body_bytes_are_sent_and_counted(tmp_path: Any) -> None:
+    # A 2,048-value code: 100 rows are a 3.2 KB raw request and an 819 KB reply, ten
+    # times the default --max-body-bytes for 100 rows of 8 features (91,136 bytes).
+    model = str(tmp_path / "wide.onnx")
+    _make_encoder(model, code=2048)
+    server, address = _start_grpc(model, str(tmp_path / "log"), "--max-batch", "100")
+    try:
+        x = _batch(100, seed=70)
+        expected = server.encoder.encode(x)
+        client = grpcclient.InferenceServerClient(address)
+        with grpc.insecure_channel(address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            typed = stub.ModelInfer(_request(x, raw=False))
+            raw = _triton_infer(client, x).as_numpy("code")
+        client.close()
+        np.testing.assert_array_equal(raw, expected)
+        codes = np.asarray(typed.outputs[0].contents.fp32_contents, np.float32)
+        np.testing.assert_array_equal(codes.reshape(100, 2048), expected)
+        samples = _parse_prometheus(httpx.get(server.url + "/metrics").text)
+        calls = samples["keras_cae_grpc_requests_total"]
+        assert calls == {(("code", "OK"), ("method", "ModelInfer")): 2.0}, calls
+    finally:
+        _stop(server)
+
+
 # ------------------------------------------------------------------------------------------
 # Metrics, shutdown, the command line.
 

@@ -21,6 +21,7 @@ came in: ``raw_output_contents`` for raw input, ``contents.fp32_contents`` for t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,13 +36,18 @@ from keras_cae.export.serving.errors import ClientError
 from keras_cae.export.serving.kserve_v2 import SERVER_NAME, V2Handlers
 from keras_cae.export.serving.service import VERSION
 
-__all__ = ["SERVICE", "GrpcHandlers", "create_grpc_server"]
+__all__ = ["SERVICE", "GrpcHandlers", "GrpcServer", "create_grpc_server"]
 
 #: The full gRPC service name; a call is ``/inference.GRPCInferenceService/ModelInfer``.
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # The typed contents field of each datatype that has one.
 _TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 Method = Callable[[Any], Awaitable[Any]]
+# Draining on stop: the server has taken every call that had arrived once it takes none
+# for this many event-loop wake-ups of this many seconds.
+_QUIET_TICKS, _TICK = 10, 0.005
+# gRPC's message lengths are C ints.
+_GRPC_MAX_LENGTH = 2**31 - 1
 
 
 class GrpcHandlers:
@@ -199,9 +205,67 @@ def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.Rpc
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def create_grpc_server(
-    v2: V2Handlers, address: str, max_message_bytes: int
-) -> tuple[grpc.aio.Server, int]:
+class GrpcServer:
+    """The `grpc.aio` server of `create_grpc_server`, and its graceful stop.
+
+    `grpc.aio.Server.stop(grace)` alone would fail calls that a client has sent: it
+    calls gRPC core's ``grpc_server_shutdown_and_notify``, which at once fails every
+    call that has arrived but that the server has not taken yet (core's
+    ``ZombifyPending``; the client gets ``CANCELLED``). `grpc.aio` takes one call per
+    event-loop turn, so under load many arrived calls are still waiting. Then core
+    stops listening and sends GOAWAY; the calls taken get `grace` seconds, after which
+    they are cancelled. `stop` first lets the server take what has arrived.
+
+    Args:
+        server: the bound, not yet started, server.
+        port: the port it is bound to.
+        calls: counts the calls the server takes (`_CountingHandler`).
+
+    Example:
+
+    >>> grpc_server = create_grpc_server(app.state.v2, "127.0.0.1:8001", 1 << 20)  # doctest: +SKIP
+    """
+
+    def __init__(self, server: grpc.aio.Server, port: int, calls: _CountingHandler) -> None:
+        self.server = server
+        self.port = port
+        self._calls = calls
+
+    async def start(self) -> None:
+        """Starts serving on the running event loop."""
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        """Answers the calls already sent, then stops, all within `grace` seconds.
+
+        The server keeps taking calls until it has taken none for `_QUIET_TICKS`
+        event-loop wake-ups of `_TICK` seconds (all that had arrived are taken), or for
+        at most half of `grace`; then `grpc.aio.Server.stop` refuses new calls and gives
+        the calls taken the rest of `grace`.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        taken, quiet = self._calls.count, 0
+        while quiet < _QUIET_TICKS and loop.time() - start < grace / 2:
+            await asyncio.sleep(_TICK)
+            quiet = quiet + 1 if self._calls.count == taken else 0
+            taken = self._calls.count
+        await self.server.stop(max(grace - (loop.time() - start), 0.0))
+
+
+class _CountingHandler(grpc.GenericRpcHandler):
+    """A generic handler that counts the calls gRPC hands to it, one by one."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler) -> None:
+        self.handler = handler
+        self.count = 0
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        self.count += 1
+        return self.handler.service(handler_call_details)
+
+
+def create_grpc_server(v2: V2Handlers, address: str, max_request_bytes: int) -> GrpcServer:
     """A `grpc.aio` server for the model of `v2`, bound to `address` (not started).
 
     Call it, and ``await server.start()``, on the event loop that should run it.
@@ -209,35 +273,45 @@ def create_grpc_server(
     Args:
         v2: the app's HTTP v2 handlers (``app.state.v2``).
         address: ``host:port`` to listen on.
-        max_message_bytes: the largest request message accepted (gRPC answers
-            ``RESOURCE_EXHAUSTED`` beyond it) and the largest response sent.
+        max_request_bytes: the largest request message accepted (gRPC answers
+            ``RESOURCE_EXHAUSTED`` beyond it). The largest reply follows from it and
+            from the model: ``--max-batch`` rows of codes (4 bytes per value), plus the
+            request's size (for the echoed ``id``) and 64 KiB for the envelope.
 
     Returns:
-        The server and the port it is bound to.
+        The server, with the port it is bound to.
 
     Raises:
         ValueError: `address` cannot be bound (e.g. the port is taken).
     """
     handlers = GrpcHandlers(v2)
-    metrics = v2.service.metrics
+    service = v2.service
+    metrics = service.metrics
     rpcs = {
         name: _rpc(name, method, request_type, metrics)
         for name, (method, request_type) in handlers.methods().items()
     }
+    code_shape = service.encoder.output_shape[1:]
+    if all(isinstance(d, int) and d > 0 for d in code_shape):
+        codes = 4 * service.max_batch * math.prod(code_shape)
+        max_reply_bytes = min(max_request_bytes + codes + 64 * 1024, _GRPC_MAX_LENGTH)
+    else:  # A dynamic code size has no bound to derive: gRPC's default, none.
+        max_reply_bytes = -1
+    calls = _CountingHandler(grpc.method_handlers_generic_handler(SERVICE, rpcs))
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", max_reply_bytes),
             # gRPC sets SO_REUSEPORT by default, which lets a second server share a
             # taken port silently; a taken port must be an error, as for HTTP.
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpcs),))
+    server.add_generic_rpc_handlers((calls,))
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
         raise ValueError(f"Cannot listen for gRPC on {address}: {error}") from None
     if port == 0:
         raise ValueError(f"Cannot listen for gRPC on {address}.")
-    return server, port
+    return GrpcServer(server, port, calls)

@@ -2,8 +2,8 @@
 
 With a gRPC port, the one process also runs the gRPC service of
 `keras_cae.export.serving.kserve_v2_grpc` on uvicorn's event loop (`_Server`): it starts before
-the HTTP listener and, on SIGTERM, stops accepting calls together with it and
-finishes its calls in flight within the same `shutdown_timeout`. gRPC needs one
+the HTTP listener and, on SIGTERM, answers the calls that clients have sent, within
+the same `shutdown_timeout` as HTTP (`GrpcServer.stop`). gRPC needs one
 worker: several would each need their own gRPC listener, and gRPC's port sharing
 (SO_REUSEPORT) is not what uvicorn's workers use (they inherit one socket).
 
@@ -14,6 +14,9 @@ asks the kernel for SIGTERM when its master dies (Linux ``PR_SET_PDEATHSIG``;
 elsewhere a thread that watches the parent), so that a killed master leaves neither
 workers holding the port nor, once they stop, the directory behind. A new master
 also removes directories left by masters that are gone.
+
+HTTP connections get the request-head limits of `keras_cae.export.serving.http_limits`
+(a deadline and a size) and uvicorn's ``limit_concurrency``.
 """
 
 from __future__ import annotations
@@ -40,10 +43,18 @@ from fastapi import FastAPI
 
 from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
 from keras_cae.export.serving.codec import shape_text
+from keras_cae.export.serving.http_limits import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    http_protocol,
+)
 from keras_cae.export.serving.metrics import MULTIPROCESS_ENV, process_alive
 from keras_cae.export.serving.service import ModelService
 
-__all__ = ["serve"]
+__all__ = ["serve", "DEFAULT_LIMIT_CONCURRENCY"]
+
+#: Open connections or requests in progress, per worker, beyond which HTTP answers 503.
+DEFAULT_LIMIT_CONCURRENCY = 1000
 
 _CONFIG_ENV = "KERAS_CAE_SERVE_CONFIG"
 _MASTER_ENV = "KERAS_CAE_SERVE_MASTER"
@@ -66,7 +77,7 @@ class _Server(uvicorn.Server):
 
         service: ModelService = self.app.state.service
         try:
-            self.grpc, _ = create_grpc_server(
+            self.grpc = create_grpc_server(
                 self.app.state.v2, self.grpc_address, service.max_body_bytes
             )
         except ValueError as error:  # As uvicorn does when its own port is taken.
@@ -77,7 +88,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Both listeners stop accepting at once; each finishes its calls in flight.
+        # Both stop at once, each answering what its clients have sent, in one grace.
         grace = self.config.timeout_graceful_shutdown
         stopping = asyncio.ensure_future(self.grpc.stop(grace))
         await super().shutdown(sockets)
@@ -153,6 +164,9 @@ def serve(
     max_body_bytes: int | None = None,
     grpc_port: int | None = None,
     shutdown_timeout: int = 30,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
     access_log: bool = False,
     log_level: str = "info",
     on_ready: Callable[[FastAPI], None] | None = None,
@@ -178,6 +192,14 @@ def serve(
             (KServe v2 ``GRPCInferenceService``). Defaults to `None`: HTTP only.
             Needs ``workers=1``.
         shutdown_timeout: seconds to wait for in-flight requests after SIGTERM.
+        header_timeout: seconds an HTTP connection may take to send a request line and
+            headers, from its opening or from the previous response; then it is
+            closed. Defaults to `10`.
+        max_header_bytes: the largest HTTP request line and headers; larger is a 431.
+            Defaults to `65536`.
+        limit_concurrency: HTTP connections open or requests in progress (per worker)
+            beyond which requests are answered 503 (uvicorn's ``limit_concurrency``).
+            Defaults to `1000`.
         access_log: log every request (costs throughput). Defaults to `False`;
             ``/metrics`` counts requests either way.
         log_level: uvicorn's log level. Defaults to ``"info"``.
@@ -194,8 +216,10 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "threads": threads,
     }
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"`workers` should be a positive integer. Received: {workers!r}")
+    for argument, value in (("workers", workers), ("limit_concurrency", limit_concurrency)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{argument}` should be a positive integer. Received: {value!r}")
+    http = http_protocol(header_timeout, max_header_bytes)
     if grpc_port is not None:
         if workers != 1:
             raise ValueError(
@@ -210,12 +234,13 @@ def serve(
     # starts, with one clear error.
     app = create_app(**config)
     service: ModelService = app.state.service
+    where = f"[{host}]" if ":" in host else host  # An IPv6 address, as URLs write it.
     print(
         f"keras-cae serve: model {service.name!r} ({service.encoder.path}), input "
         f"{shape_text(service.encoder.input_shape)} {service.input_datatype} -> output "
-        f"{shape_text(service.encoder.output_shape)} FP32; http://{host}:{port}/v2/models/"
+        f"{shape_text(service.encoder.output_shape)} FP32; http://{where}:{port}/v2/models/"
         f"{service.name}/infer, /v1/models/{service.name}:predict, /metrics, /docs"
-        + (f"; gRPC {host}:{grpc_port}" if grpc_port is not None else ""),
+        + (f"; gRPC {where}:{grpc_port}" if grpc_port is not None else ""),
         flush=True,
     )
     options: dict[str, Any] = {
@@ -225,6 +250,8 @@ def serve(
         "access_log": access_log,
         "timeout_graceful_shutdown": shutdown_timeout,
         "server_header": False,
+        "http": http,
+        "limit_concurrency": limit_concurrency,
     }
     if workers == 1:
         if on_ready is not None:
@@ -235,8 +262,7 @@ def serve(
         if grpc_port is None:
             uvicorn.run(app, **options)
         else:
-            address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
-            _Server(uvicorn.Config(app, **options), app, address).run()
+            _Server(uvicorn.Config(app, **options), app, f"{where}:{grpc_port}").run()
         return
     del app
     _remove_stale_metrics_dirs()

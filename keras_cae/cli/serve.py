@@ -38,6 +38,15 @@ def add_parser(subparsers: Any) -> None:
     )
     add("--shutdown-timeout", type=POSITIVE_INT, default=30,
         help="seconds to finish in-flight requests on SIGTERM (default: 30)")  # fmt: skip
+    # The defaults are keras_cae.export.serving's (not imported here: FastAPI, uvicorn).
+    add("--header-timeout", type=number(0, None, False), default=10.0,
+        help="seconds an HTTP connection has to send its request line and headers, from "
+        "opening or from the previous response; then it is closed (default: 10)")  # fmt: skip
+    add("--max-header-bytes", type=POSITIVE_INT, default=65536,
+        help="largest HTTP request line + headers; more is a 431 (default: 65536)")  # fmt: skip
+    add("--limit-concurrency", type=POSITIVE_INT, default=1000,
+        help="HTTP connections open or requests in progress (per worker) beyond which "
+        "requests get a 503 (default: 1000)")  # fmt: skip
     add("--access-log", action="store_true", help="log every request")
     add("--log-level", default="info", choices=LOG_LEVELS,
         help="the server's log level: startup, shutdown and errors; with --access-log, "
@@ -58,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         args.encoder, host=args.host, port=args.port, name=args.name, max_batch=args.max_batch,
         workers=args.workers, threads=args.threads, max_body_bytes=args.max_body_bytes,
         grpc_port=args.grpc_port, shutdown_timeout=args.shutdown_timeout,
-        access_log=args.access_log, log_level=args.log_level,
+        header_timeout=args.header_timeout, max_header_bytes=args.max_header_bytes,
+        limit_concurrency=args.limit_concurrency, access_log=args.access_log,
+        log_level=args.log_level,
     )  # fmt: skip
     return 0
