@@ -347,6 +347,9 @@ class OnnxEncoder:
         input_scaling: how the training data was scaled (e.g. ``"x / 255"``), from
             the metadata; None when not recorded.
         providers: the execution providers the session actually uses.
+        skip_range_hint: the last clause of the out-of-range error, how to encode
+            anyway; a command line sets its own flag here. Defaults to ``"create the
+            OnnxEncoder with check_range=False"``.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -400,6 +403,7 @@ class OnnxEncoder:
         self.batch_size = int(batch_size)
         self.check_finite = check_finite
         self.check_range = check_range
+        self.skip_range_hint = "create the OnnxEncoder with check_range=False"
 
         if providers is None:
             providers = ["CPUExecutionProvider"]
@@ -610,7 +614,9 @@ class OnnxEncoder:
         """Raises for NaN/inf (when checked) first, else for values out of range."""
         if check_finite and not _all(_isfinite(x), axis=None):
             self._raise_non_finite(x)
-        check_input_range(x, self.input_range, scaling=self.input_scaling)
+        check_input_range(
+            x, self.input_range, scaling=self.input_scaling, how_to_skip=self.skip_range_hint
+        )
 
     def _raise_non_finite(self, x: np.ndarray) -> None:
         """Counts the rows holding NaN or ±inf (in chunks, to bound memory) and raises."""
