@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from keras_cae import penalties
 from keras_cae._choices import CORRUPTIONS
+from keras_cae._closed_form import closed_form_error
 from keras_cae._inputs import built_input_shape, check_batch_size, check_data, data_input_shape
+from keras_cae._step_cost import auto_fallback_notice
 from keras_cae._xla import xla_slowdown
 from keras_cae.distribute import replica_random, replica_share
 
@@ -206,7 +208,18 @@ class ContractiveAutoencoder(keras.Model):
         """The exact method `penalty` resolves to for this encoder (`"auto"` resolved)."""
         if self._penalty_method is None:
             method = penalties.resolve_method(self.encoder, self.penalty, training=True)
-            if self.penalty == "auto":
+            if self.penalty == "auto" and method == "batch_jacobian" and self._computes_penalty():
+                # Once per model, before the first step: what the exact fallback costs.
+                logger.warning(
+                    auto_fallback_notice(
+                        self.encoder,
+                        self.decoder,
+                        built_input_shape(self.encoder),
+                        closed_form_error(self.encoder, training=True) or "",
+                        self.num_projections,
+                    )
+                )
+            elif self.penalty == "auto":
                 logger.info("keras_cae: penalty='auto' uses %r for this encoder.", method)
             self._penalty_method = method
         return self._penalty_method
@@ -444,6 +457,8 @@ class ContractiveAutoencoder(keras.Model):
         check_data(self.encoder, x, y, kwargs.get("validation_data"))
         check_batch_size(self.distribute_strategy, x, args[0] if args else kwargs.get("batch_size"))
         self._build_for(data_input_shape(x))
+        if self.built and self._computes_penalty():
+            self.penalty_method  # noqa: B018  (resolves "auto", and says so, before training)
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
