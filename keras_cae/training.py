@@ -32,10 +32,17 @@ __all__ = [
 
 @dataclasses.dataclass
 class TrainResult:
-    """The trained model and the figures written to `metrics.json`."""
+    """The trained model, the figures written to `metrics.json`, and the first
+    `HELD_OUT_ROWS` held-out rows (model-shaped; None for streamed data), which
+    `keras-cae export` checks the exported files on."""
 
     model: ContractiveAutoencoder
     metrics: dict[str, Any]
+    held_out: np.ndarray | None = None
+
+
+#: How many held-out rows `train` keeps for the export's parity check.
+HELD_OUT_ROWS = 64
 
 
 def split(
@@ -195,7 +202,7 @@ def train(
         codes_test = model.encoder.predict(flat_test, batch_size=256, verbose=0)
         metrics["probe_accuracy_codes"] = probe_accuracy(codes_train, y_train, codes_test, y_test)
         metrics["probe_accuracy_raw"] = probe_accuracy(flat_train, y_train, flat_test, y_test)
-    return TrainResult(model=model, metrics=metrics)
+    return TrainResult(model=model, metrics=metrics, held_out=flat_test[:HELD_OUT_ROWS])
 
 
 def format_summary(metrics: dict[str, Any], out: str) -> str:
