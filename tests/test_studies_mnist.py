@@ -31,8 +31,8 @@ def _write_npz(path: str, n_train: int = 120, n_test: int = 40) -> str:
 def _config(**overrides: object) -> mnist.StudyConfig:
     settings = dict(
         train_size=80, val_size=40, hidden=6, pretrain_epochs=1, all_epochs=1, few_steps=4,
-        few_eval_every=2, patience=2, seeds=(0, 1), all_seeds=(0,), cae_lambdas=(0.01,),
-        dae_noises=(0.3,), cae_h=((0.01, 0.1),), geometry_points=5, budgets=("10", "all"),
+        few_eval_every=2, patience=2, few_patience=2, seeds=(0, 1), all_seeds=(0,),
+        cae_lambdas=(0.01,), dae_noises=(0.3,), cae_h=((0.01, 0.1),), geometry_points=5, budgets=("10", "all"),
         finetune_lrs=(1e-3,),
     )  # fmt: skip
     settings.update(overrides)
@@ -126,6 +126,11 @@ def test_unit_keys_change_with_the_settings_they_depend_on():
     assert base == mnist.unit_key(_config(), unit)
     assert base != mnist.unit_key(_config(pretrain_epochs=2), unit)
     assert base != mnist.unit_key(_config(few_steps=5), unit)
+    assert base == mnist.unit_key(_config(all_epochs=7), unit)
+    all_labels = mnist.Unit("finetune", "cae", (0.01,), 1e-3, "all", 0)
+    assert mnist.unit_key(_config(), all_labels) != mnist.unit_key(
+        _config(all_epochs=7), all_labels
+    )
     # Fine-tuning settings do not change a pre-training's key.
     pre = mnist.Unit("pretrain", "cae", (0.01,))
     assert mnist.unit_key(_config(), pre) == mnist.unit_key(_config(few_steps=5), pre)

@@ -87,7 +87,9 @@ class StudyConfig:
         all_epochs: most fine-tuning epochs with all labels.
         few_steps: most fine-tuning steps with few labels.
         few_eval_every: steps between validation measurements with few labels.
-        patience: measurements without a better validation error before stopping.
+        patience: epochs without a better validation error before stopping (all labels).
+        few_patience: measurements without a better validation error before stopping
+            (few labels).
         seeds: label seeds (labelled subset, validation subset, head initialisation).
         all_seeds: label seeds with all labels.
         pretrain_seed: the one seed of every pre-training.
@@ -105,10 +107,11 @@ class StudyConfig:
     pretrain_lr: float = 1e-3
     batch_size: int = 100
     finetune_lrs: tuple[float, ...] = (1e-3, 3e-4)
-    all_epochs: int = 20
-    few_steps: int = 1000
+    all_epochs: int = 40
+    few_steps: int = 2000
     few_eval_every: int = 25
     patience: int = 8
+    few_patience: int = 20
     seeds: tuple[int, ...] = (0, 1, 2)
     all_seeds: tuple[int, ...] = (0, 1, 2)
     pretrain_seed: int = 0
@@ -122,7 +125,9 @@ class StudyConfig:
     def __post_init__(self) -> None:
         for name in ("train_size", "val_size", "hidden", "pretrain_epochs", "batch_size"):
             _check_int(name, getattr(self, name), 1)
-        for name in ("all_epochs", "few_steps", "few_eval_every", "patience", "geometry_points"):
+        for name in ("all_epochs", "few_steps", "few_eval_every", "patience", "few_patience"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("geometry_points",):
             _check_int(name, getattr(self, name), 1)
         if not self.finetune_lrs or not all(0 < v < math.inf for v in self.finetune_lrs):
             raise ValueError(
@@ -298,10 +303,15 @@ def settings(config: StudyConfig, unit: Unit) -> dict[str, Any]:
     if unit.kind == "geometry":
         return {**base, "points": config.geometry_points, "geometry_version": 1}
     if unit.kind == "finetune":
+        if unit.budget == "all":
+            length = {"all_epochs": config.all_epochs, "patience": config.patience}
+        else:
+            length = {
+                "few_steps": config.few_steps, "few_eval_every": config.few_eval_every,
+                "few_patience": config.few_patience,
+            }  # fmt: skip
         return {
-            **base, "lr": unit.lr, "budget": unit.budget, "seed": unit.seed,
-            "all_epochs": config.all_epochs, "few_steps": config.few_steps,
-            "few_eval_every": config.few_eval_every, "patience": config.patience,
+            **base, "lr": unit.lr, "budget": unit.budget, "seed": unit.seed, **length,
             "pretrain_lr": config.pretrain_lr, "finetune_version": 1,
         }  # fmt: skip
     return base
@@ -564,6 +574,7 @@ def finetune(
         steps, every = config.all_epochs * per_epoch, per_epoch
     else:
         steps, every = config.few_steps, config.few_eval_every
+    patience = config.patience if total is None else config.few_patience
     tf.random.set_seed(seed)
     rng = np.random.default_rng([seed, 2])
     limit = math.sqrt(6.0 / (config.hidden + NUM_CLASSES))
@@ -620,7 +631,7 @@ def finetune(
                 best_weights = [v.numpy() for v in variables]
             else:
                 waited += 1
-                if waited >= config.patience:
+                if waited >= patience:
                     break
     for variable, value in zip(variables, best_weights or []):
         variable.assign(value)
@@ -1009,6 +1020,7 @@ def _parser() -> argparse.ArgumentParser:
             "--data", default="../shared/data/mnist.npz", help="a Keras-layout mnist.npz"
         )
         p.add_argument("--out", default="docs/results-mnist", help="report folder (report)")
+        p.add_argument("--docs", default=None, help="(report) also write DOCS/results-mnist.md")
         p.add_argument(
             "--commit-json", default=None, help="(run) copy each finished unit's JSON here"
         )
@@ -1037,8 +1049,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(("done " if cache.done(unit) else "todo ") + unit.name())
         return 0
     if args.command == "report":
-        path = write_report(build_report(config, cache, args.models), args.out)
-        print(path)
+        report = build_report(config, cache, args.models)
+        print(write_report(report, args.out))
+        if args.docs:
+            from keras_cae.studies import mnist_report
+
+            command = (
+                "python -m keras_cae.studies.mnist run --data ../shared/data/mnist.npz "
+                "--cache runs/mnist"
+            )
+            preamble = os.path.join(args.out, "preamble.md")
+            for path in mnist_report.write(report, args.docs, preamble, command):
+                print(path)
         return 0
     if not os.path.exists(args.data):
         print(f"error: --data {args.data!r} does not exist", file=sys.stderr)
