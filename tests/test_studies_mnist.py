@@ -32,8 +32,8 @@ def _config(**overrides: object) -> mnist.StudyConfig:
     settings = dict(
         train_size=80, val_size=40, hidden=6, pretrain_epochs=1, all_epochs=1, few_steps=4,
         few_eval_every=2, patience=2, few_patience=2, seeds=(0, 1), all_seeds=(0,),
-        cae_lambdas=(0.01,), dae_noises=(0.3,), cae_h=((0.01, 0.1),), geometry_points=5, budgets=("10", "all"),
-        finetune_lrs=(1e-3,),
+        cae_lambdas=(0.01,), dae_noises=(0.3,), cae_h=((0.01, 0.1),), geometry_points=5,
+        budgets=("10", "all"), finetune_lrs=(1e-3,),
     )  # fmt: skip
     settings.update(overrides)
     return mnist.StudyConfig(**settings)
