@@ -86,8 +86,9 @@ class ContractiveAutoencoder(keras.Model):
         contractive_weight: λ, the weight of the contractive penalty. Defaults to `0.1`.
         penalty: how the penalty is computed: `"auto"`, `"batch_jacobian"`,
             `"closed_form"` or `"hutchinson"` (see `keras_cae.contractive_penalty`).
-            `"auto"` is exact: the closed form for Dense chains, else
-            `batch_jacobian`. Defaults to `"auto"`.
+            `"auto"` is exact: the closed form for Dense chains and for one
+            convolution layer, else `batch_jacobian`, and then it logs once, before
+            training, the estimated cost of a step. Defaults to `"auto"`.
         num_projections: probes per sample for `penalty="hutchinson"`. Defaults to `4`.
         probe_distribution: `"rademacher"` or `"gaussian"` probes for
             `penalty="hutchinson"`. Defaults to `"rademacher"`.

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_cae import ContractiveAutoencoder, contractive_penalty, dense_autoencoder
 
-from ._variants import user_conv
+from ._variants import user_conv, user_single_conv
 
 
 @pytest.fixture
@@ -292,6 +292,73 @@ def test_input_range_is_recorded_by_fit_and_saved(x, tmp_path):
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
     assert small_model().penalty_method == "closed_form"
     assert small_model(penalty="hutchinson").penalty_method == "hutchinson"
+
+
+def test_auto_penalty_takes_the_closed_form_for_one_convolution_and_says_nothing(rng, caplog):
+    model = user_single_conv(contractive_weight=0.1, seed=0)
+    model.compile()
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        model.fit(rng.random((8, 8, 8, 1)).astype("float32"), epochs=1, verbose=0)
+    assert model.penalty_method == "closed_form"
+    assert not _notices(caplog)
+
+
+def test_auto_fallback_to_batch_jacobian_says_once_before_training_what_it_costs(rng, caplog):
+    model = user_conv(contractive_weight=0.1, seed=0)
+    model.compile()
+    data = rng.random((8, 8, 8, 1)).astype("float32")
+    steps = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs=None: steps.append(len(_notices(caplog)))
+    )
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        model.fit(data, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+        model.fit(data, epochs=1, verbose=0)
+    assert model.penalty_method == "batch_jacobian"
+    assert len(_notices(caplog)) == 1 and steps[0] == 1  # Once, before the first step.
+    # Hand count: encoder 4·4·4·9 (conv) + 64·6 (dense) = 960 multiply-adds, decoder
+    # 6·64 + 64·9 (transposed conv) = 960, code 6: 1 + 6·960/1920 = 4; 4 probes: 3.
+    message = _notices(caplog)[0].getMessage()
+    assert "uses the exact 'batch_jacobian'" in message and "(Dense) follows the Conv2D" in message
+    assert "a train step will cost about 4.0× a plain step" in message
+    assert "penalty='hutchinson'" in message and "4 probes, about 3.0× a plain step" in message
+
+
+def test_no_notice_without_a_penalty_or_with_an_explicit_method(rng, caplog):
+    data = rng.random((8, 8, 8, 1)).astype("float32")
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        for kwargs in ({"contractive_weight": 0.0}, {"penalty": "batch_jacobian"}):
+            model = user_conv(**kwargs)
+            model.compile()
+            model.fit(data, epochs=1, verbose=0)
+    assert not _notices(caplog)
+
+
+def test_conv_train_step_with_the_closed_form_equals_batch_jacobian(rng):
+    data = rng.random((6, 8, 8, 1)).astype("float32")
+    updates, losses = {}, {}
+    for penalty in ("closed_form", "batch_jacobian"):
+        model = user_single_conv(contractive_weight=0.5, penalty=penalty, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(1.0))
+        model.set_weights(_fixed_weights(model))
+        before = [w.numpy() for w in model.trainable_weights]
+        logs = model.train_on_batch(data, return_dict=True)
+        losses[penalty] = (logs["loss"], logs["contractive_loss"])
+        updates[penalty] = [b - w.numpy() for b, w in zip(before, model.trainable_weights)]
+    np.testing.assert_allclose(losses["closed_form"], losses["batch_jacobian"], rtol=1e-5)
+    for update, reference in zip(updates["closed_form"], updates["batch_jacobian"]):
+        # With SGD(1.0) the update is the gradient.
+        assert np.linalg.norm(update - reference) <= 1e-5 * np.linalg.norm(reference)
+
+
+def _notices(caplog):
+    return [record for record in caplog.records if record.name == "keras_cae"]
+
+
+def _fixed_weights(model):
+    """The same weights for every model of one architecture, with non-zero biases."""
+    weights_rng = np.random.default_rng(11)
+    return [weights_rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.weights]
 
 
 @pytest.mark.parametrize(

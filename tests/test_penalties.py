@@ -464,7 +464,14 @@ CONV_CASES = {
         ],
     ),
 }
-SLOW_CONV_CASES = {"1d-causal-stride-first", "2d-first-rect-stride", "3d-same-stride"}
+# Slow: XLA compiles (channels_first), many input coordinates, or five layers to trace.
+SLOW_CONV_CASES = {
+    "1d-causal-stride-first",
+    "1d-same-dilated-first-linear",
+    "2d-valid-rect-dilated",
+    "2d-first-rect-stride",
+    "3d-same-stride",
+}
 
 
 @pytest.mark.parametrize(
