@@ -39,6 +39,9 @@ def add_parser(subparsers: Any) -> None:
     add("--overwrite", action="store_true", help="replace an existing --out (shards: start over)")
     add("--batch-size", type=POSITIVE_INT, default=1024, help="rows per onnxruntime call")
     add("--threads", type=POSITIVE_INT, default=None, help="onnxruntime intra-op threads")
+    add("--split", choices=("train", "test", "all"), default=None,
+        help="for a .npz in the Keras layout (x_train, x_test): which images to encode "
+        "(default: test; all = x_train then x_test); the command says which it used")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_cae import shards
 
     if shards.is_shard_spec(args.input):
+        if args.split is not None:
+            raise CliError("--split applies to a .npz file in the Keras layout, not to shards")
         return _run_sharded(args)  # `encode_shards` locks --out itself.
     _check_out(args.out, args.overwrite)  # First: a refused --out leaves nothing behind.
     with _lock.output_lock(args.out, "--out"):
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_file(args: argparse.Namespace) -> int:
     """Encodes one file into the `--out` .npy file, which this process has locked."""
-    from keras_cae.data import load_array, to_model_input
+    from keras_cae.data import load_array, split_rows, to_model_input
     from keras_cae.export.runtime import OnnxEncoder
 
     _check_out(args.out, args.overwrite)  # Again, now that no other run can take it.
@@ -87,7 +92,13 @@ def _run_file(args: argparse.Namespace) -> int:
     )
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, "INPUT"))
+        rows, which = split_rows(dataset, args.split)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if dataset.has_split:
+        print(f"encoding {which}", flush=True)
+    try:
+        codes = encoder.encode(to_model_input(rows, encoder.input_shape, "INPUT"))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
     try:
