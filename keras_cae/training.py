@@ -408,7 +408,8 @@ def format_summary(metrics: dict[str, Any], out: str) -> str:
     ]
     if "probe_accuracy_codes" in metrics:
         lines.append(
-            f"logistic-regression probe accuracy: codes {metrics['probe_accuracy_codes']:.3f}, "
+            f"logistic-regression probe accuracy (fit on {metrics['probe_rows']} training "
+            f"rows): codes {metrics['probe_accuracy_codes']:.3f}, "
             f"raw inputs {metrics['probe_accuracy_raw']:.3f}"
         )
     elif "probe_skipped" in metrics:
@@ -513,6 +514,6 @@ def train_stream(
         "test_reconstruction_mse": squared_error / (num_rows * input_dim),
         "test_mean_jacobian_frobenius_sq": jacobian_sum / num_rows,
     }
-    return TrainResult(
-        model=model, metrics=_metrics(config, model, history, train_seconds, data, held_out)
-    )
+    metrics = _metrics(config, model, history, train_seconds, data, held_out)
+    metrics["probe_skipped"] = "streamed shards carry no labels"
+    return TrainResult(model=model, metrics=metrics)

@@ -144,3 +144,52 @@ def test_help_documents_the_layout_the_probe_and_the_defaults(capsys):
     for words in ("x_train, y_train, x_test, y_test", "--probe {logistic,none}", "'mnist'"):
         assert words in text
     assert train.PROBE_ROWS == training.PROBE_ROWS
+
+
+def test_quick_probe_fits_a_stratified_subsample_as_scikit_learn_does():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from keras_cae.training import probe_rows, quick_probe_accuracy
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [300, 200, 100])
+    x = rng.normal(size=(600, 5)) + y[:, None]
+    rows = probe_rows(y, 60, seed=0)
+    assert np.bincount(y[rows]).tolist() == [30, 20, 10]  # Stratified, 10 %.
+    x_test, y_test = (
+        rng.normal(size=(90, 5)) + np.repeat([0, 1, 2], 30)[:, None],
+        np.repeat([0, 1, 2], 30),
+    )
+    scaler = StandardScaler().fit(x[rows])
+    reference = LogisticRegression(tol=1e-3, max_iter=500).fit(scaler.transform(x[rows]), y[rows])
+    expected = reference.score(scaler.transform(x_test), y_test)
+    assert quick_probe_accuracy(x, y, x_test, y_test, max_rows=60) == expected
+
+
+def test_encode_picks_one_split_of_a_keras_layout_file_and_says_which(
+    tmp_path, capsys, model_path, weights
+):
+    path = tmp_path / "mnist.npz"
+    arrays = _keras_layout(path, n_train=7, n_test=4, shape=(2, 3))
+    w, b = weights
+
+    def expected(images):
+        x = images.reshape(len(images), -1).astype(np.float64) / 255
+        return 1 / (1 + np.exp(-(x @ w + b)))
+
+    out = tmp_path / "codes.npy"
+    code, stdout, _ = run(capsys, "encode", model_path, str(path), "--out", str(out))
+    assert code == 0 and "encoding x_test of mnist.npz (4 rows; the default --split test)" in stdout
+    np.testing.assert_allclose(np.load(out), expected(arrays["x_test"]), atol=1e-5)
+    code, stdout, _ = run(
+        capsys, "encode", model_path, str(path), "--out", str(out), "--overwrite", "--split", "all"
+    )
+    assert code == 0 and "(7 + 4 = 11 rows; --split all)" in stdout
+    joined = np.concatenate([arrays["x_train"], arrays["x_test"]])
+    np.testing.assert_allclose(np.load(out), expected(joined), atol=1e-5)
+    np.save(tmp_path / "x.npy", np.zeros((3, 6), np.float32))
+    argv = ["encode", model_path, str(tmp_path / "x.npy"), "--out", str(tmp_path / "c.npy")]
+    code, _, stderr = run(capsys, *argv, "--split", "train")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "--split train: x.npy has no train/test split" in stderr
