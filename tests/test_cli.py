@@ -154,7 +154,8 @@ def _main_without_tensorflow(argvs: list[list[str]]) -> tuple[list[int], list[st
         "print(codes)\n"
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), result.stderr.splitlines()
+    # `train` announces its phases on stdout ("loading ..."); the codes come last.
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr.splitlines()
 
 
 def _zip(path) -> str:
