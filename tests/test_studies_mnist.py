@@ -256,3 +256,21 @@ def test_singular_values_match_numpy_svd():
     np.testing.assert_allclose(
         mnist.singular_values(jac), np.linalg.svd(jac, compute_uv=False), rtol=1e-6, atol=1e-9
     )
+
+
+def test_the_markdown_report_puts_ours_beside_the_papers_and_lists_missing_units(tmp_path):
+    from keras_cae.studies import mnist_report
+
+    config = _config(cae_lambdas=(0.01,), budgets=("100", "all"))
+    cache = mnist.Cache(str(tmp_path), config)
+    for seed in (0, 1):
+        _fake_finetune(cache, config, "cae", (0.01,), 1e-3, "100", seed, 0.2, [0.13, 0.15][seed])
+        _fake_finetune(cache, config, "random", (), 1e-3, "100", seed, 0.3, [0.25, 0.28][seed])
+    report = mnist.build_report(config, cache)
+    text = mnist_report.markdown(report, "# preamble", "the command")
+    assert text.startswith("# preamble")
+    assert "| CAE (ours) | 14.00 ± 1.41 |" in text
+    assert "| CAE (paper) | 13.47 |" in text
+    assert "| random init (paper) | 25.81 |" in text
+    assert "| CAE vs random init | 100 | 2 | -12.50 |" in text
+    assert "`pretrain_ae`" in text and "the command" in text

@@ -350,7 +350,8 @@ def plan(config: StudyConfig, models: Sequence[str] = MODELS) -> list[Unit]:
 
     1. every model with its default hyper-parameters and the first fine-tuning
        learning rate, at every budget (the first all-label seed, then the few-label
-       seeds), then the geometry of every default encoder;
+       seeds), then the geometry of every default encoder, then the other all-label
+       seeds of these defaults;
     2. the other fine-tuning learning rates for the defaults;
     3. the other hyper-parameter values (every learning rate);
     4. the remaining all-label seeds for every configuration.
@@ -379,6 +380,10 @@ def plan(config: StudyConfig, models: Sequence[str] = MODELS) -> list[Unit]:
             add(Unit("finetune", model, hp, lr0, budget, seed))
     for model, hp in configs_first:
         add(Unit("geometry", model, hp))
+    if "all" in config.budgets:
+        for model, hp in configs_first:
+            for seed in config.all_seeds[1:]:
+                add(Unit("finetune", model, hp, lr0, "all", seed))
     for lr in other_lrs:
         for model, hp in configs_first:
             for budget, seed in _budgets_seeds(config):
@@ -908,7 +913,8 @@ def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[s
     """The configuration (hp, lr) of `model` at `budget` with the lowest mean validation error.
 
     Only configurations with every seed of the budget finished compete; with all labels,
-    those with the first seed (the others join when finished).
+    those with the first seed, compared on its validation error (the other seeds'
+    test errors join the result when finished).
     """
     seeds = list(config.seeds) if budget != "all" else list(config.all_seeds)
     best = None
@@ -921,7 +927,10 @@ def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[s
             if not done or (budget == "all" and done[0].seed != seeds[0]):
                 continue
             records = [cache.load(u) for u in done]
-            val = float(np.mean([r["val_error"] for r in records]))
+            # With all labels, configurations are compared on the first seed (all have it).
+            val = float(records[0]["val_error"] if budget == "all" else np.mean(
+                [r["val_error"] for r in records]
+            ))  # fmt: skip
             candidate = {
                 "hp": list(hp), "lr": lr, "val_error_mean": val,
                 "seeds": [u.seed for u in done],

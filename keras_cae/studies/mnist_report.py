@@ -212,6 +212,10 @@ def write(report: dict[str, Any], docs: str, preamble_path: str, command: str) -
     with open(preamble_path) as stream:
         preamble = stream.read()
     text = markdown(report, preamble, command)
+    epilogue = os.path.join(os.path.dirname(preamble_path), "conclusions.md")
+    if os.path.exists(epilogue):
+        with open(epilogue) as stream:
+            text += "\n" + stream.read()
     target = os.path.join(docs, "results-mnist.md")
     _atomic_write(target, lambda s: s.write(text))
     return [*paths, target]
