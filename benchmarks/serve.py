@@ -55,8 +55,11 @@ import time
 from typing import Any
 
 import numpy as np
+from peers.bench import PEERS, run_peers  # benchmarks/peers/bench.py
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "shared", "data", "mnist.npz"))  # fmt: skip
 NAME = "digits"
 _GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # What the bare app answers: a v2 response of one row's size.
@@ -545,12 +548,40 @@ def main() -> None:
     )
     parser.add_argument("--wrk-rounds", type=int, default=5, help="0: skip the wrk floor")
     parser.add_argument("--wrk-seconds", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(RESULTS, "serve.json"))
+    parser.add_argument("--out", help="default: results/serve.json (results/serve_peers.json "
+                        "with --peers)")  # fmt: skip
     parser.add_argument("--bare-grpc", type=int, help=argparse.SUPPRESS)  # Internal.
+    peers = parser.add_argument_group(
+        "peers (--peers): keras-cae against KServe, LitServe, Triton, BentoML and a bare "
+        "floor, each in its own venv under benchmarks/.venvs; see benchmarks/peers/bench.py"
+    )
+    peers.add_argument("--peers", action="store_true", help="run the peers benchmark")
+    peers.add_argument("--peer-names", nargs="+", default=list(PEERS), choices=PEERS,
+                       metavar="NAME", help=f"default: {' '.join(PEERS)}")  # fmt: skip
+    peers.add_argument("--keras-cae-bin", action="append", metavar="PATH",
+                       help="a keras-cae executable to benchmark (repeatable; the first is "
+                            "the baseline; default: this checkout's)")  # fmt: skip
+    peers.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    peers.add_argument("--connections", type=int, default=8, help="wrk/h2load -c (default 8)")
+    peers.add_argument("--mnist", default=_MNIST, help=f"default: {_MNIST}")
     args = parser.parse_args()
     if args.bare_grpc:
         asyncio.run(_bare_grpc(args.bare_grpc))
         return
+    if args.peers:
+        for name, value in (("--duration", args.duration), ("--rounds", args.rounds),
+                            ("--connections", args.connections)):  # fmt: skip
+            if value <= 0:
+                parser.error(f"{name} should be positive. Received: {value}")
+        for path in args.keras_cae_bin or ():
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                parser.error(f"--keras-cae-bin should be an executable file. Received: {path}")
+        if args.out is None:
+            args.out = os.path.join(RESULTS, "serve_peers.json")
+        run_peers(args)
+        return
+    if args.out is None:
+        args.out = os.path.join(RESULTS, "serve.json")
     if args.quick:
         args.requests, args.rounds, args.wrk_rounds, args.wrk_seconds = 200, 2, 2, 2
 
