@@ -564,6 +564,9 @@ def main() -> None:
     peers.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     peers.add_argument("--connections", type=int, default=8, help="wrk/h2load -c (default 8)")
     peers.add_argument("--mnist", default=_MNIST, help=f"default: {_MNIST}")
+    peers.add_argument("--grpc-model", help="a second encoder for the gRPC-vs-JSON comparison, "
+                       "keras-cae only (default: the digits encoder, 64 features; 'none': "
+                       "skip)")  # fmt: skip
     args = parser.parse_args()
     if args.bare_grpc:
         asyncio.run(_bare_grpc(args.bare_grpc))

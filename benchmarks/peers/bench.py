@@ -67,6 +67,7 @@ LABELS = {
     "floor": "bare floor: raw ASGI, uvloop+httptools, orjson, no checks",
 }
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+NOOP = "grpc.aio no-op"
 
 
 # ------------------------------------------------------------------------------------------
@@ -305,6 +306,26 @@ def format_bad_table(bad: dict[str, dict[str, str]], labels: dict[str, str]) -> 
     return "\n".join(lines)
 
 
+def format_grpc_table(grpc: dict[str, dict[str, Any]], rows: int) -> str:
+    """The Markdown table of gRPC against HTTP JSON per server (the no-op: the ceiling).
+
+    Example:
+        >>> print(format_grpc_table({"k": {"grpc_64": 30.0, "http_json_64": 10.0,
+        ...                                "cpu_us_per_req": 5.0}}, 64).splitlines()[2])
+        | k | 30 | 10 | 3.00 | 5 |
+    """
+    lines = [f"| server | gRPC {rows} rows req/s | HTTP JSON {rows} rows req/s | ÷ | "
+             "CPU µs/gRPC call |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name, value in grpc.items():
+        http = value.get("http_json_64")
+        cpu = value.get("cpu_us_per_req", math.nan)
+        cells = [name, f"{value['grpc_64']:,.0f}", "–" if http is None else f"{http:,.0f}",
+                 "–" if not http else f"{value['grpc_64'] / http:.2f}",
+                 "–" if math.isnan(cpu) else f"{cpu:,.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def targets(
     summary: list[dict[str, Any]], grpc: dict[str, dict[str, float]], keras_cae: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
@@ -343,10 +364,13 @@ def targets(
                     "ratio": ratio,
                     "met": ratio >= floor_goal,
                 }
-        rpc = grpc.get(server)
-        if rpc and rpc.get("http_json_64") and rpc.get("grpc_64"):
-            ratio = rpc["grpc_64"] / rpc["http_json_64"]
-            found["gRPC 64 rows vs HTTP JSON 64 rows >= 2"] = {"ratio": ratio, "met": ratio >= 2}
+        for key, rpc in grpc.items():  # The server's own, and with a second encoder.
+            if key != server and not key.startswith(server + " ["):
+                continue
+            if rpc.get("http_json_64") and rpc.get("grpc_64"):
+                ratio = rpc["grpc_64"] / rpc["http_json_64"]
+                goal = "gRPC 64 rows vs HTTP JSON 64 rows >= 2" + key[len(server) :]
+                found[goal] = {"ratio": ratio, "met": ratio >= 2}
         out[server] = found
     return out
 
@@ -409,6 +433,7 @@ class Server:
     port: int
     log: str
     grpc_port: int | None = None
+    model: str = ""  # "" for the benchmark's encoder, " [digits]" for the second one.
 
 
 def free_port() -> int:
@@ -431,14 +456,14 @@ def post(port: int, body: bytes, path: str = f"/v2/models/{NAME}/infer",
 
 def start(name: str, command: list[str], workdir: str, ready_body: bytes,
           env: dict[str, str] | None = None, grpc_port: int | None = None,
-          port: int | None = None, timeout: float = 180) -> Server:  # fmt: skip
+          port: int | None = None, timeout: float = 180, model: str = "") -> Server:  # fmt: skip
     """Starts `command` in its own session and waits until a v2 request gets a 200."""
     log = os.path.join(workdir, f"{name}.log")
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
                                    env={**os.environ, **(env or {})},
                                    start_new_session=True)  # fmt: skip
-    server = Server(name, process, port or 0, log, grpc_port)
+    server = Server(name, process, port or 0, log, grpc_port, model)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -631,6 +656,27 @@ def make_encoder(mnist: str, cache: str) -> str:
     return path
 
 
+def make_digits_encoder(cache: str) -> str:
+    """The 64 → 64 digits encoder (``keras-cae train --epochs 2`` on the bundled digits,
+    then ``export``), made once into `cache`: the encoder of docs/serving.md's earlier
+    gRPC-vs-JSON figures."""
+    path = os.path.join(cache, "exported", "encoder.onnx")
+    if os.path.exists(path):
+        return path
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cli = [sys.executable, "-m", "keras_cae.cli"]
+    for command in (
+        [*cli, "train", "--epochs", "2", "--out", os.path.join(cache, "run"), "--overwrite",
+         "--quiet"],
+        [*cli, "export", os.path.join(cache, "run", "model.keras"), "--out",
+         os.path.join(cache, "exported"), "--format", "onnx"],
+    ):  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return path
+
+
 def request_rows(features: int, mnist: str | None, count: int) -> np.ndarray:
     """MNIST test images scaled to [0, 1] where the model takes 784 features and the file
     is there, else seeded uniform rows."""
@@ -685,63 +731,87 @@ def run_peers(args: Any) -> dict[str, Any]:
     for peer in peers:
         ensure_venv(peer, base_python)
 
+    # The gRPC-vs-JSON comparison also runs on a second encoder (default: the 64-feature
+    # digits encoder of docs/serving.md's earlier gRPC figures), served by keras-cae only.
+    models = {"": (model, session, x_all)}
+    if args.grpc_model != "none":
+        second = args.grpc_model or make_digits_encoder(os.path.join(VENVS, "_digits"))
+        second_session = ort.InferenceSession(
+            os.path.abspath(second), options, providers=["CPUExecutionProvider"]
+        )
+        width = int(second_session.get_inputs()[0].shape[1])
+        models[" [digits]"] = (os.path.abspath(second), second_session,
+                               request_rows(width, None, max(args.rows)))  # fmt: skip
+        print(f"gRPC comparison also on: {second}, {width} features")
+
     bins = args.keras_cae_bin or [None]
-    ready = v2_body(x_all[:1])
     servers: dict[str, Server] = {}
     labels = dict(LABELS)
     keras_names = []
+    grpc_rows = 64 if 64 in args.rows else max(args.rows)
     try:
         for binary in bins:
             label = keras_cae_label(binary)
-            port, grpc_port = free_port(), free_port()
-            print(f"starting {label}")
-            servers[label] = start(label, keras_cae_command(binary, model, port, grpc_port),
-                                   workdir, ready, grpc_port=grpc_port, port=port)  # fmt: skip
             keras_names.append(label)
             labels[label] = label + " serve"
+            for suffix, (path, _, x) in models.items():
+                port, grpc_port = free_port(), free_port()
+                print(f"starting {label}{suffix}")
+                servers[label + suffix] = start(
+                    label + suffix, keras_cae_command(binary, path, port, grpc_port), workdir,
+                    v2_body(x[:1]), grpc_port=grpc_port, port=port, model=suffix,
+                )  # fmt: skip
         for peer in peers:
             port = free_port()
             command, env = peer_command(peer, model, port)
             print(f"starting {peer}")
-            servers[peer] = start(peer, command, workdir, ready, env=env, port=port)
+            servers[peer] = start(peer, command, workdir, v2_body(x_all[:1]), env=env, port=port)
         noop_port = free_port()
         noop = subprocess.Popen([sys.executable, os.path.join(BENCHMARKS, "serve.py"),
                                  "--bare-grpc", str(noop_port)], start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
-        servers["grpc.aio no-op"] = Server("grpc.aio no-op", noop, 0, "", noop_port)
+        for suffix in models:
+            servers[NOOP + suffix] = Server(NOOP + suffix, noop, 0, "", noop_port, suffix)
         _wait_port(noop_port)
 
-        bodies = {rows: v2_body(x_all[:rows]) for rows in args.rows}
-        expected = {rows: session.run(None, {session.get_inputs()[0].name: x_all[:rows]})[0]
-                    for rows in args.rows}  # fmt: skip
-        exact = check_all(servers, bodies, expected, x_all, keras_names)
+        bodies, expected, scripts, grpc_data = {}, {}, {}, {}
+        for suffix, (_, model_session, x) in models.items():
+            name = model_session.get_inputs()[0].name
+            for rows in args.rows:
+                bodies[suffix, rows] = v2_body(x[:rows])
+                expected[suffix, rows] = model_session.run(None, {name: x[:rows]})[0]
+                scripts[suffix, rows] = wrk_script(
+                    bodies[suffix, rows], f"/v2/models/{NAME}/infer",
+                    os.path.join(workdir, f"v2{suffix.strip(' []')}-{rows}.lua"),
+                )  # fmt: skip
+            message = grpc_request(x[:grpc_rows])
+            grpc_data[suffix] = os.path.join(workdir, f"grpc{suffix.strip(' []')}.bin")
+            with open(grpc_data[suffix], "wb") as file:  # gRPC framing: flag, length, message.
+                file.write(b"\0" + len(message).to_bytes(4, "big") + message)
+        exact = check_all(servers, bodies, expected, models, grpc_rows)
         print("bit-exact before timing: " + ", ".join(f"{k}: {v}" for k, v in exact.items()))
 
-        scripts = {rows: wrk_script(bodies[rows], f"/v2/models/{NAME}/infer",
-                                    os.path.join(workdir, f"v2-{rows}.lua"))
-                   for rows in args.rows}  # fmt: skip
-        grpc_rows = 64 if 64 in args.rows else max(args.rows)
-        message = grpc_request(x_all[:grpc_rows])
-        grpc_data = os.path.join(workdir, "grpc.bin")
-        with open(grpc_data, "wb") as file:  # gRPC framing: not compressed, length, message.
-            file.write(b"\0" + len(message).to_bytes(4, "big") + message)
-
         configs: list[tuple[str, str, int]] = []  # (server, "http"|"grpc", rows)
-        for name in servers:
-            if name == "grpc.aio no-op":
+        for name, server in servers.items():
+            if name.startswith(NOOP):
                 configs.append((name, "grpc", grpc_rows))
                 continue
+            if server.model:  # The second encoder: the gRPC comparison only.
+                configs += [(name, "http", grpc_rows), (name, "grpc", grpc_rows)]
+                continue
             configs += [(name, "http", rows) for rows in args.rows]
-            if name in keras_names:
+            if server.grpc_port:
                 configs.append((name, "grpc", grpc_rows))
 
         def one(config: tuple[str, str, int], seconds: int) -> dict[str, Any]:
             name, kind, rows = config
             server = servers[name]
             if kind == "http":
-                command = wrk_command(scripts[rows], server.port, seconds, args.connections)
+                script = scripts[server.model, rows]
+                command = wrk_command(script, server.port, seconds, args.connections)
                 return measure(command, parse_wrk, server.process.pid)
-            command = h2load_command(grpc_data, server.grpc_port, seconds, args.connections)
+            data = grpc_data[server.model]
+            command = h2load_command(data, server.grpc_port, seconds, args.connections)
             return measure(command, parse_h2load, server.process.pid)
 
         for config in configs:  # Warm-up.
@@ -754,33 +824,38 @@ def run_peers(args: Any) -> dict[str, Any]:
                 if result["errors"]:
                     print(f"  {config}: {result['errors']}")
             print(f"round {round_ + 1} of {args.rounds} done")
-        after = check_all(servers, bodies, expected, x_all, keras_names)
+        after = check_all(servers, bodies, expected, models, grpc_rows)
         print("bit-exact after timing: " + ", ".join(f"{k}: {v}" for k, v in after.items()))
 
         bad = {}
         for name, server in servers.items():
-            if name == "grpc.aio no-op":
+            if name.startswith(NOOP) or server.model:
                 continue
-            bad[name] = probe_bad(server, bad_requests(features), ready)
+            bad[name] = probe_bad(server, bad_requests(features), v2_body(x_all[:1]))
     finally:
         for server in servers.values():
             stop(server)
 
+    main_servers = [n for n, s in servers.items() if not s.model and not n.startswith(NOOP)]
     http_rates = {n: {r: [x["req_per_s"] for x in results[(n, "http", r)]] for r in args.rows}
-                  for n in servers if (n, "http", args.rows[0]) in results}  # fmt: skip
+                  for n in main_servers}  # fmt: skip
     http_cpu = {n: {r: [x["cpu_us_per_req"] for x in results[(n, "http", r)]
                         if "cpu_us_per_req" in x] for r in args.rows}
                 for n in http_rates}  # fmt: skip
     summary = summarize(http_rates, http_cpu, keras_names[0])
-    grpc: dict[str, dict[str, float]] = {}
-    for name in [*keras_names, "grpc.aio no-op"]:
-        rates = [x["req_per_s"] for x in results[(name, "grpc", grpc_rows)]]
-        grpc[name] = {"grpc_64": statistics.median(rates), "rounds": rates}
-        cpu = [x["cpu_us_per_req"] for x in results[(name, "grpc", grpc_rows)]
-               if "cpu_us_per_req" in x]  # fmt: skip
-        grpc[name]["cpu_us_per_req"] = statistics.median(cpu) if cpu else math.nan
-        if name in http_rates:
-            grpc[name]["http_json_64"] = statistics.median(http_rates[name][grpc_rows])
+    grpc: dict[str, dict[str, Any]] = {}
+    for name in servers:
+        if (name, "grpc", grpc_rows) not in results:
+            continue
+        runs = results[(name, "grpc", grpc_rows)]
+        cpu = [x["cpu_us_per_req"] for x in runs if "cpu_us_per_req" in x]
+        grpc[name] = {"grpc_64": statistics.median(x["req_per_s"] for x in runs),
+                      "rounds": [x["req_per_s"] for x in runs],
+                      "cpu_us_per_req": statistics.median(cpu) if cpu else math.nan}  # fmt: skip
+        if (name, "http", grpc_rows) in results:
+            http = [x["req_per_s"] for x in results[(name, "http", grpc_rows)]]
+            grpc[name]["http_json_64"] = statistics.median(http)
+            grpc[name]["http_rounds"] = http
     goals = targets(summary, grpc, keras_names)
     errors = {f"{n} {k} {r}": [x["errors"] for x in v if x["errors"]]
               for (n, k, r), v in results.items() if any(x["errors"] for x in v)}  # fmt: skip
@@ -790,13 +865,10 @@ def run_peers(args: Any) -> dict[str, Any]:
     print()
     print(table)
     print()
-    print(f"gRPC (h2load -t1 -c{args.connections} -m1, raw contents, {grpc_rows} rows) "
-          f"against HTTP JSON (wrk, {grpc_rows} rows), median req/s:")  # fmt: skip
-    for name, value in grpc.items():
-        http_part = (f", HTTP JSON {value['http_json_64']:,.0f}, ratio "
-                     f"{value['grpc_64'] / value['http_json_64']:.2f}"
-                     if "http_json_64" in value else " (the client's ceiling)")  # fmt: skip
-        print(f"  {name}: gRPC {value['grpc_64']:,.0f}{http_part}")
+    grpc_table = format_grpc_table(grpc, grpc_rows)
+    print(f"gRPC (h2load -t1 -c{args.connections} -m1, raw contents) against HTTP JSON "
+          f"(wrk -t1 -c{args.connections}), {grpc_rows} rows, median req/s:")  # fmt: skip
+    print(grpc_table)
     print()
     print(bad_table)
     print()
@@ -820,7 +892,7 @@ def run_peers(args: Any) -> dict[str, Any]:
         "versions": versions, "labels": {n: labels.get(n, n) for n in servers},
         "bit_exact": {"before": exact, "after": after},
         "http": summary, "grpc": grpc, "bad_requests": bad, "targets": goals,
-        "load_generator_errors": errors, "table_markdown": table,
+        "load_generator_errors": errors, "table_markdown": table, "grpc_markdown": grpc_table,
         "bad_requests_markdown": bad_table,
     }  # fmt: skip
     write_json(args.out, payload)
@@ -828,25 +900,28 @@ def run_peers(args: Any) -> dict[str, Any]:
     return payload
 
 
-def check_all(servers: dict[str, Server], bodies: dict[int, bytes],
-              expected: dict[int, np.ndarray], x_all: np.ndarray,
-              keras_names: list[str]) -> dict[str, str]:  # fmt: skip
-    """Every server's answer to every timed request against onnxruntime, bit for bit;
-    raises AssertionError naming the first that differs."""
+def check_all(servers: dict[str, Server], bodies: dict[tuple[str, int], bytes],
+              expected: dict[tuple[str, int], np.ndarray], models: dict[str, tuple],
+              grpc_rows: int) -> dict[str, str]:  # fmt: skip
+    """Every server's answer to every timed request (and keras-cae's gRPC answer) against
+    onnxruntime in this process, bit for bit; raises AssertionError naming the first
+    that differs."""
     out = {}
     for name, server in servers.items():
-        if name == "grpc.aio no-op":
+        if name.startswith(NOOP):
             continue
-        for rows, body in bodies.items():
+        for (model, rows), body in bodies.items():
+            if model != server.model:
+                continue
             status, reply = post(server.port, body)
             if status != 200:
                 raise AssertionError(f"{name}, {rows} rows: HTTP {status} {reply[:300]!r}")
-            if not bit_exact(decode_v2(reply), expected[rows]):
+            if not bit_exact(decode_v2(reply), expected[model, rows]):
                 raise AssertionError(f"{name}, {rows} rows: differs from onnxruntime")
-        if name in keras_names:
-            rows = max(bodies)
-            if not bit_exact(grpc_answer(server.grpc_port, x_all[:rows]), expected[rows]):
-                raise AssertionError(f"{name} gRPC, {rows} rows: differs from onnxruntime")
+        if server.grpc_port:
+            x = models[server.model][2][:grpc_rows]
+            if not bit_exact(grpc_answer(server.grpc_port, x), expected[server.model, grpc_rows]):
+                raise AssertionError(f"{name} gRPC, {grpc_rows} rows: differs from onnxruntime")
         out[name] = "equal"
     return out
 
