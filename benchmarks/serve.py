@@ -31,11 +31,25 @@ to a bare ASGI app on the same uvicorn (`bare_app`: reads the body, returns a fi
 JSON body), alternately for `--wrk-rounds` rounds; the table quotes the medians and
 their ratio. Skipped, and said so, where ``wrk`` is not installed.
 
+Peers (``--peers``, in benchmarks/peers/bench.py): keras-cae against KServe,
+LitServe, Triton (PyTriton's tritonserver), BentoML and a bare ASGI floor, each in its
+own pinned venv under benchmarks/.venvs (made on first use), all serving the same
+784→256→64 MNIST encoder with 1 onnxruntime thread and answering the same v2 JSON
+request, every answer checked bit for bit; ``wrk -t1 -c8`` for ``--duration`` s per
+server and rows, ``--rounds`` interleaved rounds, medians, CPU µs per request of each
+server's process tree; keras-cae's gRPC (h2load) against its HTTP JSON at 64 rows,
+with a no-op ``grpc.aio`` server as the ceiling; the bad-request table. Writes
+results/serve_peers.json.
+
 Usage::
 
     python benchmarks/serve.py                       # digits encoder, writes JSON
     python benchmarks/serve.py --model exported/encoder.onnx --workers 2
     python benchmarks/serve.py --quick               # fewer requests
+    python benchmarks/serve.py --peers               # against the peers, 3 × 10 s
+    python benchmarks/serve.py --peers --duration 2 --rounds 1 --peer-names floor
+    python benchmarks/serve.py --peers --keras-cae-bin /work/main/.venv/bin/keras-cae \
+        --keras-cae-bin /work/wt/h21-dataplane/.venv/bin/keras-cae  # two installs, one run
 """
 
 from __future__ import annotations

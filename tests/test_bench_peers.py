@@ -254,7 +254,12 @@ def test_format_bad_table_keeps_every_column_in_order():
 
 def test_targets_against_the_best_peer_the_floor_and_grpc():
     summary = bench.summarize(_RATES, _CPU, "keras-cae")
-    grpc = {"keras-cae": {"grpc_64": 300.0, "http_json_64": 155.0}}
+    grpc = {
+        "keras-cae": {"grpc_64": 300.0, "http_json_64": 155.0},
+        "keras-cae [digits]": {"grpc_64": 1500.0, "http_json_64": 700.0},
+        "keras-cae-other": {"grpc_64": 1.0, "http_json_64": 1.0},  # Another server's.
+        "grpc.aio no-op": {"grpc_64": 4000.0},  # No HTTP: no ratio.
+    }
     found = bench.targets(summary, grpc, ["keras-cae"])["keras-cae"]
     assert found == {
         "1 row vs best peer (triton) >= 1.2": {"ratio": 4500 / 1325, "met": True},
@@ -262,7 +267,15 @@ def test_targets_against_the_best_peer_the_floor_and_grpc():
         "64 rows vs best peer (triton) >= 1.2": {"ratio": 155 / 172, "met": False},
         "64 rows vs floor >= 0.85": {"ratio": 155 / 210, "met": False},
         "gRPC 64 rows vs HTTP JSON 64 rows >= 2": {"ratio": 300 / 155, "met": False},
+        "gRPC 64 rows vs HTTP JSON 64 rows >= 2 [digits]": {"ratio": 1500 / 700, "met": True},
     }
+
+
+def test_format_grpc_table():
+    grpc = {"k": {"grpc_64": 300.0, "http_json_64": 150.0, "cpu_us_per_req": 1234.0},
+            "grpc.aio no-op": {"grpc_64": 4000.0, "cpu_us_per_req": math.nan}}  # fmt: skip
+    assert bench.format_grpc_table(grpc, 64).split("\n")[2:] == [
+        "| k | 300 | 150 | 2.00 | 1,234 |", "| grpc.aio no-op | 4,000 | – | – | – |"]  # fmt: skip
 
 
 def test_write_json_is_atomic_and_overwrites_only_when_asked(tmp_path):
