@@ -845,13 +845,14 @@ def test_routers_answer_without_the_fast_path(model_path: str) -> None:
     from fastapi import FastAPI
 
     from keras_cae.export.serving import create_app, kserve_v2, tf_serving
-    from keras_cae.export.serving.errors import add_error_handlers
+    from keras_cae.export.serving.rest import BodyReader, add_error_handlers
 
     fast = create_app(model_path, name=NAME)
-    service = fast.state.service
+    dataplane = fast.state.dataplane
+    reader = BodyReader(dataplane.max_body_bytes)
     plain = FastAPI()
-    plain.include_router(kserve_v2.router(kserve_v2.V2Handlers(service, "0")))
-    plain.include_router(tf_serving.router(tf_serving.TFHandlers(service)))
+    plain.include_router(kserve_v2.router(kserve_v2.V2Handlers(dataplane, reader)))
+    plain.include_router(tf_serving.router(tf_serving.TFHandlers(dataplane, reader)))
     add_error_handlers(plain)
     requests = [
         ("/v2/models/enc/versions/1/infer", _v2_body(_batch(3))),

@@ -8,24 +8,26 @@ document says what this server accepts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from keras_cae.export.serving.service import ModelService
+    from keras_cae.export.serving.dataplane import DataPlane
 
 __all__ = [
     "ErrorResponse", "TFPredictRequest", "TFPredictResponse", "V2InferRequest",
     "V2InferResponse", "V2ModelMetadata", "V2ModelReady", "V2Live", "V2Ready",
-    "V2ServerMetadata", "V2Tensor", "ERRORS", "model_specific", "request_body",
+    "V2ServerMetadata", "V2Tensor", "ERRORS", "model_specific", "request_body", "V2_DATATYPES",
 ]  # fmt: skip
 
 V2Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BF16", "BYTES",
 ]  # fmt: skip
+#: Every datatype name of the protocol.
+V2_DATATYPES: tuple[str, ...] = get_args(V2Datatype)
 
 
 class _Schema(BaseModel):
@@ -165,7 +167,7 @@ ERRORS = {
 }
 
 
-def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
+def model_specific(service: DataPlane) -> dict[str, dict[str, Any]]:
     """The parts of the request schemas that depend on the served model: its tensor
     names, datatype, sample shape and value range, so that the OpenAPI document says
     what this server accepts (a JSON Schema cannot say that `data` holds as many
