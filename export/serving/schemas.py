@@ -8,13 +8,10 @@ document says what this server accepts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from keras_cae.export.serving.dataplane import DataPlane
 
 __all__ = [
     "ErrorResponse", "TFPredictRequest", "TFPredictResponse", "V2InferRequest",
@@ -167,7 +164,18 @@ ERRORS = {
 }
 
 
-def model_specific(service: DataPlane) -> dict[str, dict[str, Any]]:
+class ServedModel(Protocol):
+    """What `model_specific` reads of the served model (a `dataplane.DataPlane`)."""
+
+    encoder: Any
+    input_dtype: np.dtype
+    input_datatype: str
+    sample_shape: tuple[int | None, ...]
+    rank: int
+    max_batch: int
+
+
+def model_specific(service: ServedModel) -> dict[str, dict[str, Any]]:
     """The parts of the request schemas that depend on the served model: its tensor
     names, datatype, sample shape and value range, so that the OpenAPI document says
     what this server accepts (a JSON Schema cannot say that `data` holds as many
