@@ -277,7 +277,7 @@ _ROW = [0.5] * FEATURES
 
 
 def _v2(data: Any = None, shape: Any = None, datatype: str = "FP32", name: str = "x") -> str:
-    data = [_ROW] if data is None else data
+    data = [_ROW] if data is None else None if data == "null" else data
     shape = [1, FEATURES] if shape is None else shape
     tensor = {"name": name, "shape": shape, "datatype": datatype, "data": data}
     return json.dumps({"inputs": [tensor]})
@@ -352,6 +352,25 @@ _BAD_REQUESTS = [
      json.dumps({"instances": [_ROW] * (MAX_BATCH + 1)}), 400, "--max-batch"),
     ("tf-unknown-model", "POST", "/v1/models/nope:predict", json.dumps({"instances": [_ROW]}), 404,
      "Unknown model"),
+    # Client text that cannot be written back (a lone surrogate) or that nests deeper
+    # than the JSON writer goes is refused, never echoed (issue 20, item 3).
+    ("lone-surrogate-id", "POST", _INFER, json.dumps({**json.loads(_v2()), "id": "\ud800"}),
+     400, "lone surrogate"),
+    ("lone-surrogate-binary-output", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "parameters": {"binary_data_output": "\ud800"}}), 400,
+     "JSON boolean"),
+    ("deep-binary-output", "POST", _INFER,
+     json.dumps(json.loads(_v2()))[:-1] + ', "parameters": {"binary_data_output": '
+     + "[" * 500 + "]" * 500 + "}}", 400, "JSON boolean"),
+    ("lone-surrogate-output-name", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "outputs": [{"name": "\ud800"}]}), 400, "Unknown output"),
+    # A shape longer than any model's is refused before any work on it (item 9).
+    ("too-many-dims", "POST", _INFER, _v2(shape=[1] * 40), 400, "40 dimensions; at most 32"),
+    # What the OpenAPI schema refuses, the server refuses (item 10).
+    ("data-null", "POST", _INFER, _v2(data="null"), 400, "`data` null"),
+    ("tf-instances-null-and-inputs", "POST", _PREDICT, '{"inputs": [], "instances": null}', 400,
+     "exactly one of"),
+    ("tf-instances-null", "POST", _PREDICT, '{"instances": null}', 400, "null"),
     ("oversized-body", "POST", _INFER, "x" * (MAX_BODY + 1), 413, "--max-body-bytes"),
     ("oversized-chunked-body", "POST", _INFER, "chunked", 413, "--max-body-bytes"),
     ("wrong-method", "GET", _INFER, None, 405, "Method Not Allowed"),
