@@ -211,6 +211,8 @@ def test_json_numbers_fast_path_equals_the_element_wise_scan() -> None:
         text = json.dumps(data).encode()  # The wire, then the server's own parser.
         parsed = codec.loads(text)
         booleans = b"true" in text or b"false" in text
+        padded = text + b" " * 5000  # Past the size where numpy searches the bytes.
+        assert codec.may_hold_booleans(text) == booleans == codec.may_hold_booleans(padded)
         fast = _outcome(lambda: codec.json_numbers(parsed, depth, "data", booleans))
         reference = _outcome(lambda: _reference(parsed, depth, "data"))
         if isinstance(reference, tuple):
@@ -404,3 +406,12 @@ class _Spy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._encoder, name)
+
+
+@pytest.mark.parametrize("middle", [b"", b'"true"', b"false", b'"' + b"u" * 100 + b'"',
+                                    b'"' + b"ul" * 100 + b'true"', b"nul", b'"fals"'])  # fmt: skip
+def test_the_boolean_search_equals_the_substring_search(middle: bytes) -> None:
+    from keras_cae.export.serving.codec import may_hold_booleans
+
+    for document in (middle, b'{"x": [' + b"0.5," * 2000 + middle + b', 1], "u": 1}'):
+        assert may_hold_booleans(document) == (b"true" in document or b"false" in document)

@@ -35,7 +35,14 @@ import numpy as np
 
 from keras_cae.export.serving import schemas
 from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
-from keras_cae.export.serving.codec import dumps, flag, parse_json, parse_length, validate
+from keras_cae.export.serving.codec import (
+    dumps,
+    flag,
+    may_hold_booleans,
+    parse_json,
+    parse_length,
+    validate,
+)
 from keras_cae.export.serving.errors import InvalidRequest, echo, echo_list
 
 __all__ = ["InferInput", "InferRequest", "InferResponse", "MAX_RANK", "BINARY_HEADER"]
@@ -129,7 +136,7 @@ class InferRequest:
         if length is not None:
             body, binary = body[:length], body[length:]
         document = parse_json(body, "an inference request")
-        may_hold_booleans = b"true" in body or b"false" in body
+        booleans = may_hold_booleans(body)
         # The envelope goes through the schema without the tensors' data (a list the
         # schema would copy element by element); `data` is checked by the dataplane.
         tensors = document.get("inputs")
@@ -173,7 +180,7 @@ class InferRequest:
         for tensor, values in zip(payload.inputs, data, strict=True):
             item = InferInput(
                 tensor.name, tensor.datatype, tuple(tensor.shape), f"Input {echo(tensor.name)}",
-                data=values, may_hold_booleans=may_hold_booleans,
+                data=values, may_hold_booleans=booleans,
             )  # fmt: skip
             declared = (tensor.parameters or {}).get("binary_data_size")
             if declared is not None:
@@ -241,7 +248,7 @@ class InferRequest:
                     raise InvalidRequest(f"'inputs'[{input_name!r}] must be an array.")
         item = InferInput(
             None, None, None, where, data=values,
-            may_hold_booleans=b"true" in body or b"false" in body,
+            may_hold_booleans=may_hold_booleans(body),
         )  # fmt: skip
         tf_key = "predictions" if key == "instances" else "outputs"
         return cls(model_name, model_version, [item], "tfserving", tf_key=tf_key)
