@@ -76,6 +76,7 @@ def install_openapi(app: FastAPI, service: DataPlane) -> None:
                         **schema,
                         **{k: old[k] for k in ("title", "description") if k in old},
                     }
+            components.update(schemas.model_components(service))
             components["V2InferRequest"]["properties"]["inputs"].update(maxItems=1)
             # Exactly one of the two formats.
             components["TFPredictRequest"]["oneOf"] = [

@@ -48,8 +48,8 @@ from keras_cae.export.serving.errors import InvalidRequest, echo, echo_list
 __all__ = ["InferInput", "InferRequest", "InferResponse", "MAX_RANK", "BINARY_HEADER"]
 
 #: The most dimensions a request's shape may have; a longer shape is refused before
-#: any work on it (numpy's own limit is 64).
-MAX_RANK = 32
+#: any work on it (numpy's own limit is 64). The OpenAPI schema says the same.
+MAX_RANK = schemas.MAX_RANK
 #: The HTTP header of Triton's binary extension: the JSON part's length.
 BINARY_HEADER = b"inference-header-content-length"
 # The typed contents field of each datatype that has one.
