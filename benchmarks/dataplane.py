@@ -5,8 +5,8 @@ would call it, without sockets: the ASGI app called with a prepared scope and bo
 (v2 JSON, v2 with Triton's binary extension), or the gRPC ``ModelInfer`` handler
 called with the serialized message (parsed and the reply serialized, as `grpc.aio`
 would). "before" is the code at `--before` (default: main before the dataplane,
-c0dcb76), staged from git into a temporary folder and imported from there in its own
-process; "after" is this checkout. Both serve the same 784 → 256 → 64 sigmoid MLP
+c0dcb76) and "after" the code at `--after` (default: HEAD), each staged from git into
+a temporary folder and imported from there in a process of its own. Both serve the same 784 → 256 → 64 sigmoid MLP
 (made here with `onnx`, seed 0; onnxruntime, 1 intra-op thread) and answer the same
 requests: real MNIST rows scaled to [0, 1] (``../shared/data/mnist.npz``; random
 rows if absent). Every answer is checked against `OnnxEncoder.encode`.
@@ -200,7 +200,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def stage(ref: str, folder: str) -> str:
-    """`ref`'s `keras_cae` with `export/` as `keras_cae/export`, importable from `folder`."""
+    """`ref`'s `keras_cae` with `export/` as `keras_cae/export`, importable from the
+    returned folder (made in `folder`)."""
+    folder = os.path.join(folder, ref.replace("/", "_"))
+    os.makedirs(folder)
     archive = os.path.join(folder, "src.tar")
     with open(archive, "wb") as out:
         subprocess.run(["git", "-C", ROOT, "archive", ref, "keras_cae", "export"], stdout=out,
@@ -218,6 +221,7 @@ def stage(ref: str, folder: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="c0dcb76", help="git ref of the 'before' code")
+    parser.add_argument("--after", default="HEAD", help="git ref of the 'after' code")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=2000, help="requests per 1-row run")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
@@ -233,22 +237,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = os.path.join(folder, "encoder.onnx")
         make_model(model)
-        staged = stage(args.before, folder)
+        staged = {"before": stage(args.before, folder), "after": stage(args.after, folder)}
         command = [sys.executable, os.path.abspath(__file__), "--child", "--model", model,
                    "--iterations", str(args.iterations)]  # fmt: skip
         environment = {**os.environ, "OMP_NUM_THREADS": "1"}
         runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
         for round_ in range(args.rounds):
             for version in ("before", "after"):
-                env = dict(environment)
-                if version == "before":
-                    env["PYTHONPATH"] = staged
+                env = {**environment, "PYTHONPATH": staged[version]}
                 done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"{version} failed:\n{done.stderr[-3000:]}")
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 source = result.pop("source")
-                if source.startswith(staged) != (version == "before"):
+                if not source.startswith(staged[version]):
                     raise SystemExit(f"{version} imported the wrong code: {source}")
                 runs[version].append(result)
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
@@ -263,6 +265,8 @@ def main() -> None:
         print(f"{key:<18}{before:>12.1f}{after:>12.1f}{after / before:>14.2f}")
     payload = {
         "benchmark": "dataplane", "before": args.before, "rounds": args.rounds,
+        "after": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.after],
+                                capture_output=True, text=True).stdout.strip(),
         "iterations_1_row": args.iterations, "model": "784-256-64 sigmoid MLP (onnx, seed 0)",
         "data": "mnist x_test / 255" if os.path.exists(MNIST) else "uniform random",
         "python": sys.version.split()[0], "cpus": os.cpu_count(), "table": table, "runs": runs,
