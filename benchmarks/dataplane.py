@@ -6,10 +6,11 @@ would call it, without sockets: the ASGI app called with a prepared scope and bo
 called with the serialized message (parsed and the reply serialized, as `grpc.aio`
 would). "before" is the code at `--before` (default: main before the dataplane,
 c0dcb76) and "after" the code at `--after` (default: HEAD), each staged from git into
-a temporary folder and imported from there in a process of its own. Both serve the same 784 → 256 → 64 sigmoid MLP
-(made here with `onnx`, seed 0; onnxruntime, 1 intra-op thread) and answer the same
-requests: real MNIST rows scaled to [0, 1] (``../shared/data/mnist.npz``; random
-rows if absent). Every answer is checked against `OnnxEncoder.encode`.
+a temporary folder and imported from there in a process of its own. Both serve the
+same 784 → 256 → 64 sigmoid MLP (made here with `onnx`, seed 0; onnxruntime, 1
+intra-op thread) and answer the same requests: real MNIST rows scaled to [0, 1]
+(``../shared/data/mnist.npz``; random rows if absent). Every answer is checked
+against `OnnxEncoder.encode`.
 
 The two processes alternate for `--rounds` rounds, so that both see the same machine
 load; the table gives, per configuration, the median over rounds of each round's
@@ -66,8 +67,10 @@ def make_model(path: str) -> None:
     w1 = (rng.normal(size=(784, 256)) / 28).astype(np.float32)
     w2 = (rng.normal(size=(256, 64)) / 16).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Sigmoid", ["h"], ["a"]),
-         helper.make_node("MatMul", ["a", "W2"], ["z"]), helper.make_node("Sigmoid", ["z"], ["code"])],
+        [helper.make_node("MatMul", ["x", "W1"], ["h"]),
+         helper.make_node("Sigmoid", ["h"], ["a"]),
+         helper.make_node("MatMul", ["a", "W2"], ["z"]),
+         helper.make_node("Sigmoid", ["z"], ["code"])],
         "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 784])],
         [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["batch", 64])],
