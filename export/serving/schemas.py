@@ -211,7 +211,7 @@ def model_specific(service: ServedModel) -> dict[str, dict[str, Any]]:
     deep = {"$ref": f"#/components/schemas/{NUMBERS}"}  # Arrays nested to any depth.
     sample = nested(service.sample_shape, number)
     if flat:  # Or any sample shape of as many values, flattened (`to_model_input`).
-        sample = {"anyOf": [sample, {"type": "array", "items": {"type": "array", "items": deep}}]}
+        sample = {"anyOf": [sample, {"type": "array", "items": deep}]}
     batch = {**nested((None,), sample), "maxItems": service.max_batch}
     name = encoder.input_name
     keyed = {"type": "object", "required": [name], "additionalProperties": False}
