@@ -12,9 +12,10 @@ intra-op thread) and answer the same requests: real MNIST rows scaled to [0, 1]
 (``../shared/data/mnist.npz``; random rows if absent). Every answer is checked
 against `OnnxEncoder.encode`.
 
-The two processes alternate for `--rounds` rounds, so that both see the same machine
-load; the table gives, per configuration, the median over rounds of each round's
-median. Results go to ``benchmarks/results/dataplane.json``.
+Both processes stay up; for `--rounds` rounds, each configuration runs one short
+block of requests in one and then in the other (which goes first alternates), so that
+both see the same machine load; the table gives, per configuration, the median of the
+blocks' medians. Results go to ``benchmarks/results/dataplane.json``.
 
 What should move (written before measuring; the issue's in-process profile at 64 rows:
 a per-element type scan 0.74 ms, the worker-thread hop 0.33 ms against a 0.13 ms encode,
@@ -30,8 +31,8 @@ pydantic 0.11 ms):
 
 Usage::
 
-    python benchmarks/dataplane.py                 # 5 rounds
-    python benchmarks/dataplane.py --rounds 3 --quick
+    python benchmarks/dataplane.py                 # 30 rounds
+    python benchmarks/dataplane.py --quick         # 8 rounds
 """
 
 from __future__ import annotations
@@ -160,8 +161,7 @@ def child(args: argparse.Namespace) -> None:
 
             calls[key] = (grpc_call, expected, "grpc")
 
-    async def run() -> dict[str, float]:
-        out = {}
+    async def verify() -> None:
         for key, (call, expected, kind) in calls.items():
             answer = await call()
             if kind == "grpc":
@@ -176,26 +176,31 @@ def child(args: argparse.Namespace) -> None:
                 codes = np.frombuffer(answer[1][length:], "<f4")
             if not np.array_equal(codes, expected.ravel()):
                 raise AssertionError(f"{key}: codes differ from OnnxEncoder.encode")
-            count = args.iterations if key.endswith("/1") else max(args.iterations // 8, 20)
-            for _ in range(count // 10):  # Warm-up.
+            for _ in range(20):  # Warm-up.
                 await call()
-            times = []
-            for _ in range(count):
-                start = time.perf_counter()
-                await call()
-                times.append(time.perf_counter() - start)
-            out[key] = statistics.median(times) * 1e6
-        return out
+
+    async def block(key: str, count: int) -> float:
+        call = calls[key][0]
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e6
 
     try:
         import uvloop
 
-        uvloop.install()  # As uvicorn runs.
+        loop = uvloop.new_event_loop()  # As uvicorn runs.
     except ImportError:
-        pass
+        loop = asyncio.new_event_loop()
     import keras_cae.export.serving as serving
 
-    print(json.dumps({"source": serving.__file__, **asyncio.run(run())}))
+    loop.run_until_complete(verify())
+    print(json.dumps({"source": serving.__file__}), flush=True)
+    for line in sys.stdin:  # "key count": one timed block, answered with its median.
+        key, count = line.split()
+        print(loop.run_until_complete(block(key, int(count))), flush=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -225,8 +230,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="c0dcb76", help="git ref of the 'before' code")
     parser.add_argument("--after", default="HEAD", help="git ref of the 'after' code")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--iterations", type=int, default=2000, help="requests per 1-row run")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=200, help="requests per 1-row block")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
     parser.add_argument("--out", default=os.path.join(RESULTS, "dataplane.json"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -236,33 +241,51 @@ def main() -> None:
         child(args)
         return
     if args.quick:
-        args.iterations = 400
+        args.rounds = 8
     with tempfile.TemporaryDirectory() as folder:
         model = os.path.join(folder, "encoder.onnx")
         make_model(model)
         staged = {"before": stage(args.before, folder), "after": stage(args.after, folder)}
-        command = [sys.executable, os.path.abspath(__file__), "--child", "--model", model,
-                   "--iterations", str(args.iterations)]  # fmt: skip
-        environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-        runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-        for round_ in range(args.rounds):
-            for version in ("before", "after"):
-                env = {**environment, "PYTHONPATH": staged[version]}
-                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    raise SystemExit(f"{version} failed:\n{done.stderr[-3000:]}")
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                source = result.pop("source")
-                if not source.startswith(staged[version]):
-                    raise SystemExit(f"{version} imported the wrong code: {source}")
-                runs[version].append(result)
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        command = [sys.executable, os.path.abspath(__file__), "--child", "--model", model]
+        children = {}
+        for version in ("before", "after"):
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": staged[version]}
+            child_process = subprocess.Popen(
+                command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            ready = child_process.stdout.readline()  # type: ignore[union-attr]
+            if not ready:
+                raise SystemExit(f"{version} failed to start")
+            source = json.loads(ready)["source"]
+            if not source.startswith(staged[version]):
+                raise SystemExit(f"{version} imported the wrong code: {source}")
+            children[version] = child_process
+        runs: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+        try:
+            for round_ in range(args.rounds):
+                # Short blocks, the two versions back to back (in turn first), so that
+                # both see the same load on a shared machine.
+                order = ("before", "after") if round_ % 2 == 0 else ("after", "before")
+                for protocol, count in CONFIGS:
+                    key = f"{protocol}/{count}"
+                    requests = args.iterations if count == 1 else max(args.iterations // 8, 5)
+                    for version in order:
+                        process = children[version]
+                        process.stdin.write(f"{key} {requests}\n")  # type: ignore[union-attr]
+                        process.stdin.flush()  # type: ignore[union-attr]
+                        answer = process.stdout.readline()  # type: ignore[union-attr]
+                        runs[version].setdefault(key, []).append(float(answer))
+                print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        finally:
+            for process in children.values():
+                process.stdin.close()  # type: ignore[union-attr]
+                process.wait()
     table = []
     print(f"\n{'configuration':<18}{'before µs':>12}{'after µs':>12}{'after/before':>14}")
     for protocol, count in CONFIGS:
         key = f"{protocol}/{count}"
-        before = statistics.median(r[key] for r in runs["before"])
-        after = statistics.median(r[key] for r in runs["after"])
+        before = statistics.median(runs["before"][key])
+        after = statistics.median(runs["after"][key])
         table.append({"protocol": protocol, "rows": count, "before_us": round(before, 1),
                       "after_us": round(after, 1), "ratio": round(after / before, 3)})  # fmt: skip
         print(f"{key:<18}{before:>12.1f}{after:>12.1f}{after / before:>14.2f}")
@@ -270,7 +293,8 @@ def main() -> None:
         "benchmark": "dataplane", "before": args.before, "rounds": args.rounds,
         "after": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.after],
                                 capture_output=True, text=True).stdout.strip(),
-        "iterations_1_row": args.iterations, "model": "784-256-64 sigmoid MLP (onnx, seed 0)",
+        "requests_per_block_1_row": args.iterations,
+        "model": "784-256-64 sigmoid MLP (onnx, seed 0)",
         "data": "mnist x_test / 255" if os.path.exists(MNIST) else "uniform random",
         "python": sys.version.split()[0], "cpus": os.cpu_count(), "table": table, "runs": runs,
     }  # fmt: skip
