@@ -415,3 +415,28 @@ def test_the_boolean_search_equals_the_substring_search(middle: bytes) -> None:
 
     for document in (middle, b'{"x": [' + b"0.5," * 2000 + middle + b', 1], "u": 1}'):
         assert may_hold_booleans(document) == (b"true" in document or b"false" in document)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 64 * 784])
+def test_typed_grpc_contents_are_read_from_their_wire_bytes(count: int) -> None:
+    """`typed_array` equals protobuf's own element-by-element reading, also for contents
+    that are not one packed field (a field the schema does not know, unpacked values)."""
+    from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
+    from keras_cae.export.serving.infer_types import typed_array
+
+    x = np.random.default_rng(count).normal(size=count)
+    for field, dtype in (("fp32_contents", np.float32), ("fp64_contents", np.float64)):
+        values = x.astype(dtype)
+        contents = pb.InferTensorContents(**{field: values.tolist()})
+        got = typed_array(contents, field)
+        assert got.dtype == dtype and np.array_equal(got, values)
+        number = pb.InferTensorContents.DESCRIPTOR.fields_by_name[field].number
+        unknown = bytes([99 << 3 & 0x7F | 0x80, 99 >> 4, 1])  # Field 99, varint 1.
+        unpacked = b"".join(  # Each value with its own key (wire type 1 or 5).
+            bytes([number << 3 | (5 if dtype == np.float32 else 1)]) + v.tobytes()
+            for v in values[:3]
+        )
+        for wire in (contents.SerializeToString() + unknown, unpacked):
+            parsed = pb.InferTensorContents.FromString(wire)
+            expected = np.asarray(getattr(parsed, field), dtype=dtype)
+            assert np.array_equal(typed_array(parsed, field), expected)

@@ -248,6 +248,9 @@ class DataPlane:
         """
         sample = tuple(shape[1:])
         expected = self.sample_shape
+        if sample == expected and shape:  # The common case, at once.
+            self.check_rows(shape[0])
+            return tuple(shape)
         if len(shape) >= 1:
             if len(sample) == len(expected) and all(
                 e is None or e == s for e, s in zip(expected, sample, strict=True)

@@ -45,16 +45,23 @@ from keras_cae.export.serving.codec import (
 )
 from keras_cae.export.serving.errors import InvalidRequest, echo, echo_list
 
-__all__ = ["InferInput", "InferRequest", "InferResponse", "MAX_RANK", "BINARY_HEADER"]
+__all__ = [
+    "InferInput", "InferRequest", "InferResponse", "MAX_RANK", "BINARY_HEADER", "typed_array",
+]  # fmt: skip
 
 #: The most dimensions a request's shape may have; a longer shape is refused before
 #: any work on it (numpy's own limit is 64). The OpenAPI schema says the same.
 MAX_RANK = schemas.MAX_RANK
 #: The HTTP header of Triton's binary extension: the JSON part's length.
 BINARY_HEADER = b"inference-header-content-length"
-# The typed contents field of each datatype that has one.
+# The typed contents field of each datatype that has one, and its wire dtype.
 _TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
-_TYPED_DTYPE = {"fp32_contents": np.float32, "fp64_contents": np.float64}
+_TYPED_DTYPE = {"fp32_contents": np.dtype("<f4"), "fp64_contents": np.dtype("<f8")}
+# The wire key of each typed field, packed (proto3 packs repeated numbers).
+_PACKED_KEY = {
+    name: pb.InferTensorContents.DESCRIPTOR.fields_by_name[name].number << 3 | 2
+    for name in _TYPED_DTYPE
+}
 _V2_DATATYPES = frozenset(schemas.V2_DATATYPES)
 
 
@@ -66,7 +73,8 @@ class InferInput:
         name: the tensor name; `None` where the protocol has none (TF Serving).
         datatype: the protocol datatype (``"FP32"``); `None` for TF Serving's JSON.
         shape: the declared shape; `None` where the data's nesting gives it.
-        where: how errors name the tensor (``"Input 'x'"``, ``"'instances'"``).
+        label: how errors name the tensor where it has no name (``"'instances'"``);
+            `where` is ``"Input 'x'"`` otherwise.
         data: a JSON array (flat or nested), as parsed.
         raw: little-endian bytes (HTTP binary extension, gRPC raw contents).
         raw_declared: the byte count the request declares for `raw`
@@ -80,13 +88,18 @@ class InferInput:
     name: str | None
     datatype: str | None
     shape: tuple[int, ...] | None
-    where: str
+    label: str | None = None
     data: list[Any] | None = None
     raw: bytes | None = None
     raw_declared: Any = None
     array: np.ndarray | None = None
     may_hold_booleans: bool = True
     no_typed_field: bool = False
+
+    @property
+    def where(self) -> str:
+        """How errors name the tensor (made only for an error: it echoes client text)."""
+        return self.label or f"Input {echo(self.name)}"
 
 
 @dataclass(eq=False)
@@ -136,7 +149,6 @@ class InferRequest:
         if length is not None:
             body, binary = body[:length], body[length:]
         document = parse_json(body, "an inference request")
-        booleans = may_hold_booleans(body)
         # The envelope goes through the schema without the tensors' data (a list the
         # schema would copy element by element); `data` is checked by the dataplane.
         tensors = document.get("inputs")
@@ -175,19 +187,19 @@ class InferRequest:
                 flag(output.parameters, "binary_data", binary_output, f"outputs[{i}].parameters")
                 for i, output in enumerate(payload.outputs)
             )
+        # Only JSON data is searched for booleans (see `codec.json_numbers`).
+        booleans = any(values is not None for values in data) and may_hold_booleans(body)
         inputs = []
         claimed = False
         for tensor, values in zip(payload.inputs, data, strict=True):
-            item = InferInput(
-                tensor.name, tensor.datatype, tuple(tensor.shape), f"Input {echo(tensor.name)}",
-                data=values, may_hold_booleans=booleans,
-            )  # fmt: skip
+            item = InferInput(tensor.name, tensor.datatype, tuple(tensor.shape), data=values)
             declared = (tensor.parameters or {}).get("binary_data_size")
             if declared is not None:
                 if values is not None:
                     raise InvalidRequest(f"{item.where} has both `data` and `binary_data_size`.")
                 # One input is served: its bytes are all that follows the JSON header.
                 item.raw, item.raw_declared, claimed = binary, declared, True
+            item.may_hold_booleans = booleans
             inputs.append(item)
         return cls(
             model_name, model_version, inputs, "v2", id=payload.id, output_names=output_names,
@@ -265,13 +277,12 @@ class InferRequest:
         inputs = []
         for i, tensor in enumerate(request.inputs):
             _check_rank(tensor.shape, tensor.name)
-            where = f"Input {echo(tensor.name)}"
-            item = InferInput(tensor.name, tensor.datatype, tuple(tensor.shape), where)
+            item = InferInput(tensor.name, tensor.datatype, tuple(tensor.shape))
             filled = [field.name for field, _ in tensor.contents.ListFields()]
             if raw:
                 if filled:
                     raise InvalidRequest(
-                        f"{where} has both contents ({', '.join(filled)}) and "
+                        f"{item.where} has both contents ({', '.join(filled)}) and "
                         "raw_input_contents; send one of them."
                     )
                 item.raw = raw[i]
@@ -280,12 +291,11 @@ class InferRequest:
                 typed = _TYPED_FIELD[tensor.datatype]
                 if filled not in ([], [typed]):
                     raise InvalidRequest(
-                        f"{where} has datatype {tensor.datatype}, but its contents are in "
+                        f"{item.where} has datatype {tensor.datatype}, but its contents are in "
                         f"{', '.join(filled)}; {tensor.datatype} values go in {typed} (or in "
                         "raw_input_contents)."
                     )
-                values = getattr(tensor.contents, typed)
-                item.array = np.asarray(values, dtype=_TYPED_DTYPE[typed])
+                item.array = typed_array(tensor.contents, typed)
             else:  # The dataplane names the datatype it expects, or the field this lacks.
                 item.no_typed_field = True
             inputs.append(item)
@@ -387,5 +397,58 @@ class InferResponse:
         if self.request.raw_output:
             response.raw_output_contents.append(codes.astype("<f4", copy=False).tobytes())
         else:
-            output.contents.fp32_contents.extend(codes.ravel().tolist())
+            raw = codes.astype("<f4", copy=False).tobytes()
+            key = _PACKED_KEY["fp32_contents"]
+            output.contents.MergeFromString(_varint(key) + _varint(len(raw)) + raw)
         return response
+
+
+def typed_array(contents: pb.InferTensorContents, field: str) -> np.ndarray:
+    """A typed contents field (the only one set) as a numpy array, from its packed wire
+    bytes: protobuf hands out a repeated field one Python float at a time (about 0.1 µs
+    each), its serialization is a copy of the little-endian values.
+
+    Args:
+        contents: the tensor's contents, with only `field` set.
+        field: ``fp32_contents`` or ``fp64_contents``.
+
+    Returns:
+        A read-only array of the field's values.
+
+    Example:
+
+    >>> contents = pb.InferTensorContents(fp32_contents=[0.5, 2.0])
+    >>> typed_array(contents, "fp32_contents")
+    array([0.5, 2. ], dtype=float32)
+    """
+    dtype = _TYPED_DTYPE[field]
+    wire = contents.SerializeToString()
+    if not wire:
+        return np.empty(0, dtype)
+    key, start = _read_varint(wire, 0)
+    length, start = _read_varint(wire, start)
+    if key != _PACKED_KEY[field] or start + length != len(wire) or length % dtype.itemsize:
+        # Not one packed field (unknown fields kept, say): element by element.
+        return np.asarray(getattr(contents, field), dtype=dtype)
+    return np.frombuffer(wire, dtype, count=length // dtype.itemsize, offset=start)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, start: int) -> tuple[int, int]:
+    """The varint at `start` and the position after it (-1 if it runs past the end)."""
+    value = shift = 0
+    for position in range(start, min(start + 10, len(data))):
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position + 1
+        shift += 7
+    return -1, len(data) + 1
