@@ -15,7 +15,10 @@ against `OnnxEncoder.encode`.
 Both processes stay up; for `--rounds` rounds, each configuration runs one short
 block of requests in one and then in the other (which goes first alternates), so that
 both see the same machine load; the table gives, per configuration, the median of the
-blocks' medians. Results go to ``benchmarks/results/dataplane.json``.
+blocks' medians, of the process's CPU time per request (all its threads: what the
+request costs, whatever else the machine runs) and of the wall time (which, on a
+shared machine, also holds the time the process waited for a CPU). Results go to
+``benchmarks/results/dataplane.json``.
 
 What should move (written before measuring; the issue's in-process profile at 64 rows:
 a per-element type scan 0.74 ms, the worker-thread hop 0.33 ms against a 0.13 ms encode,
@@ -179,14 +182,15 @@ def child(args: argparse.Namespace) -> None:
             for _ in range(20):  # Warm-up.
                 await call()
 
-    async def block(key: str, count: int) -> float:
+    async def block(key: str, count: int) -> tuple[float, float]:
         call = calls[key][0]
-        times = []
+        wall, cpu = [], []
         for _ in range(count):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             await call()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e6
+            cpu.append(time.process_time() - start_cpu)
+            wall.append(time.perf_counter() - start)
+        return statistics.median(wall) * 1e6, statistics.median(cpu) * 1e6
 
     try:
         import uvloop
@@ -198,9 +202,9 @@ def child(args: argparse.Namespace) -> None:
 
     loop.run_until_complete(verify())
     print(json.dumps({"source": serving.__file__}), flush=True)
-    for line in sys.stdin:  # "key count": one timed block, answered with its median.
+    for line in sys.stdin:  # "key count": one timed block, answered with its medians.
         key, count = line.split()
-        print(loop.run_until_complete(block(key, int(count))), flush=True)
+        print(json.dumps(loop.run_until_complete(block(key, int(count)))), flush=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,7 +264,7 @@ def main() -> None:
             if not source.startswith(staged[version]):
                 raise SystemExit(f"{version} imported the wrong code: {source}")
             children[version] = child_process
-        runs: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+        runs: dict[str, dict[str, list[list[float]]]] = {"before": {}, "after": {}}
         try:
             for round_ in range(args.rounds):
                 # Short blocks, the two versions back to back (in turn first), so that
@@ -274,21 +278,28 @@ def main() -> None:
                         process.stdin.write(f"{key} {requests}\n")  # type: ignore[union-attr]
                         process.stdin.flush()  # type: ignore[union-attr]
                         answer = process.stdout.readline()  # type: ignore[union-attr]
-                        runs[version].setdefault(key, []).append(float(answer))
+                        runs[version].setdefault(key, []).append(json.loads(answer))
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         finally:
             for process in children.values():
                 process.stdin.close()  # type: ignore[union-attr]
                 process.wait()
     table = []
-    print(f"\n{'configuration':<18}{'before µs':>12}{'after µs':>12}{'after/before':>14}")
+    print(f"\n{'configuration':<16}{'CPU µs':>20}{'':>8}{'wall µs':>20}")
+    print(f"{'':<16}{'before':>10}{'after':>10}{'ratio':>8}{'before':>10}{'after':>10}{'ratio':>8}")
     for protocol, count in CONFIGS:
         key = f"{protocol}/{count}"
-        before = statistics.median(runs["before"][key])
-        after = statistics.median(runs["after"][key])
-        table.append({"protocol": protocol, "rows": count, "before_us": round(before, 1),
-                      "after_us": round(after, 1), "ratio": round(after / before, 3)})  # fmt: skip
-        print(f"{key:<18}{before:>12.1f}{after:>12.1f}{after / before:>14.2f}")
+        row: dict[str, Any] = {"protocol": protocol, "rows": count}
+        line = f"{key:<16}"
+        for index, measure in ((1, "cpu"), (0, "wall")):
+            before = statistics.median(block[index] for block in runs["before"][key])
+            after = statistics.median(block[index] for block in runs["after"][key])
+            row.update({f"{measure}_before_us": round(before, 1),
+                        f"{measure}_after_us": round(after, 1),
+                        f"{measure}_ratio": round(after / before, 3)})  # fmt: skip
+            line += f"{before:>10.1f}{after:>10.1f}{after / before:>8.2f}"
+        table.append(row)
+        print(line)
     payload = {
         "benchmark": "dataplane", "before": args.before, "rounds": args.rounds,
         "after": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.after],
