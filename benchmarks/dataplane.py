@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -130,6 +131,7 @@ def child(args: argparse.Namespace) -> None:
     from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
 
     app = create_app(args.model, name=NAME, max_batch=1024)
+    gc.freeze()  # As `keras-cae serve` does once the app is built.
     state = app.state
     target = getattr(state, "dataplane", None) or state.v2  # After, or before.
     handlers = kserve_v2_grpc.GrpcHandlers(target)

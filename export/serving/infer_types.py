@@ -65,7 +65,7 @@ _PACKED_KEY = {
 _V2_DATATYPES = frozenset(schemas.V2_DATATYPES)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class InferInput:
     """One input tensor as received; at most one of `data`, `raw` and `array` is set.
 
@@ -102,7 +102,7 @@ class InferInput:
         return self.label or f"Input {echo(self.name)}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class InferRequest:
     """A transport-neutral inference request.
 
@@ -337,7 +337,7 @@ def _keys(values: dict[str, Any]) -> str:
     return echo_list(list(values))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class InferResponse:
     """The dataplane's answer to an `InferRequest`: the codes and how to render them.
 
