@@ -40,7 +40,6 @@ from keras_cae._closed_form import (
     _broadcast_batch,
     _closed_form_factor,
     _functional_chain,  # noqa: F401  (tests import it from here)
-    _norm_with_first_kernel,
     closed_form_error,
 )
 from keras_cae._hutchinson import _layerwise_jvp, _stacked_jvp  # noqa: F401
@@ -140,8 +139,8 @@ def code_and_penalty(
     if not x.dtype.is_floating:
         x = tf.cast(x, keras.backend.floatx())
     if method == "closed_form":
-        code, factor, kernel = _closed_form_factor(encoder, x, training)
-        return code, _broadcast_batch(_norm_with_first_kernel(factor, kernel), x)
+        code, factor, norm = _closed_form_factor(encoder, x, training)
+        return code, _broadcast_batch(norm(factor), x)
     if method == "batch_jacobian":
         code, jacobian = _batch_jacobian(encoder, x, training)
         return code, _flat_jacobian_norm(jacobian)
@@ -308,14 +307,14 @@ def hessian_penalty(
     # Row s * batch + b of `stacked` is x_b for s = 0 and x_b + ε_{s,b} after.
     stacked = tf.concat([x, corrupted], axis=0)
     if method == "closed_form":
-        _, factor, kernel = _closed_form_factor(encoder, stacked, training)
+        _, factor, norm = _closed_form_factor(encoder, stacked, training)
         if factor is None:  # J does not depend on x.
             return tf.zeros([batch], tf.float32)
         rest = tf.shape(factor)[1:]
         grouped = tf.reshape(factor, tf.concat([[num_samples + 1, batch], rest], 0))
         difference = grouped[:1] - grouped[1:]
         flat = tf.reshape(difference, tf.concat([[-1], rest], 0))
-        norms = _norm_with_first_kernel(flat, kernel)
+        norms = norm(flat)
     elif method == "batch_jacobian":
         _, jacobian = _batch_jacobian(encoder, stacked, training)
         rest = tf.shape(jacobian)[1:]

@@ -37,10 +37,17 @@ __all__ = [
 
 @dataclasses.dataclass
 class TrainResult:
-    """The trained model and the figures written to `metrics.json`."""
+    """The trained model, the figures written to `metrics.json`, and the first
+    `HELD_OUT_ROWS` held-out rows (model-shaped; None for streamed data), which
+    `keras-cae export` checks the exported files on."""
 
     model: ContractiveAutoencoder
     metrics: dict[str, Any]
+    held_out: np.ndarray | None = None
+
+
+#: How many held-out rows `train` keeps for the export's parity check.
+HELD_OUT_ROWS = 64
 
 
 def split(
@@ -364,7 +371,7 @@ def train(
             )
             metrics["probe_rows"] = rows
     metrics["phase_seconds"] = clock.seconds
-    return TrainResult(model=model, metrics=metrics)
+    return TrainResult(model=model, metrics=metrics, held_out=flat_test[:HELD_OUT_ROWS])
 
 
 #: How `format_summary` names the phases of ``metrics["phase_seconds"]``.

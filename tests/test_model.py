@@ -253,6 +253,39 @@ def test_wrong_feature_count_is_rejected_before_training(rng):
         model.fit(rng.random((8, 10)).astype("float32"), epochs=1, verbose=0)
 
 
+def test_images_train_a_flat_encoder_as_their_flattened_rows(x):
+    """`to_model_input`'s rule: (n, 3, 4) samples train a Dense encoder built on 12."""
+    images = x.reshape(48, 3, 4)
+    flat, shaped = small_model(), small_model()
+    shaped.set_weights(flat.get_weights())
+    flat.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    shaped.fit(images, batch_size=16, epochs=1, shuffle=False, verbose=0,
+               validation_data=(images[:8], images[:8]))  # fmt: skip
+    for a, b in zip(flat.get_weights(), shaped.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+    assert shaped.evaluate(images, verbose=0) == pytest.approx(flat.evaluate(x, verbose=0))
+    assert shaped.predict(images, verbose=0).shape == (48, 12)
+    with pytest.raises(ValueError, match=r"samples of any shape holding 12 values"):
+        flat.fit(x.reshape(48, 2, 6)[:, :, :5], epochs=1, verbose=0)
+
+
+def test_input_range_is_recorded_by_fit_and_saved(x, tmp_path):
+    model = small_model()
+    model.compile(optimizer="sgd")
+    assert model.input_range is None  # Never trained.
+    model.fit(x * 2 - 0.5, batch_size=16, epochs=1, verbose=0)
+    expected = (float((x * 2 - 0.5).min()), float((x * 2 - 0.5).max()))
+    assert model.input_range == expected
+    model.fit(x, batch_size=16, epochs=1, verbose=0)  # A running range: only widens.
+    assert model.input_range == expected
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras").input_range == expected
+    # An archive saved before the range was recorded has no weights of the model's own.
+    old = small_model()
+    old.load_own_variables({})
+    assert old.input_range is None
+
+
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
     assert small_model().penalty_method == "closed_form"
     assert small_model(penalty="hutchinson").penalty_method == "hutchinson"

@@ -15,6 +15,7 @@ from keras_cae import _io, shards
 from keras_cae._choices import PENALTY_METHODS, STRATEGIES
 from keras_cae._phases import PhaseClock
 from keras_cae.cli.errors import CliError
+from keras_cae.cli.export import HELD_OUT_FILE
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
 from keras_cae.cli.sizes import load_data
@@ -212,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         with _io.atomic_directory(out, args.overwrite, "--out", "--overwrite") as staging:
             result.model.save(os.path.join(staging, "model.keras"))
             _io.atomic_write_json(os.path.join(staging, "metrics.json"), result.metrics)
+            if result.held_out is not None:  # `keras-cae export` checks parity on them.
+                _io.atomic_save_npy(os.path.join(staging, HELD_OUT_FILE), result.held_out)
     result.metrics["phase_seconds"]["save"] = clock.seconds["save"]
     print(training.format_summary(result.metrics, out))
     return 0
