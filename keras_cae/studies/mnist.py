@@ -666,7 +666,7 @@ def jacobians(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
     for kernel, bias in zip(weights[::2], weights[1::2]):
         h = _sigmoid(h @ kernel + bias)
         local = (h * (1 - h))[:, :, None] * np.asarray(kernel, np.float64).T[None]
-        jac = local if jac is None else np.einsum("nij,njk->nik", local, jac)
+        jac = local if jac is None else np.matmul(local, jac)
     return jac
 
 
