@@ -159,7 +159,10 @@ class DataPlane:
         x = self.read_input(request)
         if request.output_names:
             self.check_outputs(request.output_names)
-        codes = await self.encode(x)
+        if self.encode_cost(x.shape[0]) > INLINE_BUDGET_S:
+            codes = await self.encode(x)
+        else:  # On the event loop, without a coroutine of its own.
+            codes = self.check_codes(self._encode(x))
         self.metrics.observe_batch(request.protocol, x.shape[0])
         return InferResponse(request, self.name, VERSION, self.encoder.output_name, codes)
 
@@ -331,14 +334,19 @@ class DataPlane:
 
     async def encode(self, x: np.ndarray) -> np.ndarray:
         """The codes of a checked batch; an `InvalidRequest` if they overflow."""
+        if self.encode_cost(x.shape[0]) > INLINE_BUDGET_S:
+            loop = asyncio.get_running_loop()
+            return self.check_codes(await loop.run_in_executor(None, self._encode, x))
+        return self.check_codes(self._encode(x))
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
         try:
-            if self.encode_cost(x.shape[0]) > INLINE_BUDGET_S:
-                loop = asyncio.get_running_loop()
-                codes = await loop.run_in_executor(None, self.encoder.encode, x)
-            else:
-                codes = self.encoder.encode(x)
+            return self.encoder.encode(x)
         except ValueError as error:  # Shapes are checked earlier; kept as a guard.
             raise InvalidRequest(str(error)) from None
+
+    def check_codes(self, codes: np.ndarray) -> np.ndarray:
+        """`codes`, or an `InvalidRequest` if some are not finite (an overflow)."""
         if codes.size and not math.isfinite(codes.sum(dtype=np.float64)):
             bad = int((~np.isfinite(codes.reshape(len(codes), -1)).all(axis=1)).sum())
             raise InvalidRequest(
