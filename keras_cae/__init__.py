@@ -40,11 +40,11 @@ _EXPORTS = {
     "load_digits": "keras_cae.data",
     "load_array": "keras_cae.data",
     "load_mnist_npz": "keras_cae.data",
-    "stacked_encoder": "keras_cae.stacked",
-    "jacobian_spectrum": "keras_cae.analysis",
-    "jacobian_norm": "keras_cae.analysis",
-    "contraction_curve": "keras_cae.analysis",
-    "tangent_directions": "keras_cae.analysis",
+    "stacked_encoder": "keras_cae.studies.stacked",
+    "jacobian_spectrum": "keras_cae.studies.analysis",
+    "jacobian_norm": "keras_cae.studies.analysis",
+    "contraction_curve": "keras_cae.studies.analysis",
+    "tangent_directions": "keras_cae.studies.analysis",
     "load_model": "keras_cae.saving",
 }
 _TRAINING_MODULES = (

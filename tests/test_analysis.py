@@ -1,4 +1,4 @@
-"""Tests of keras_cae.analysis and keras_cae.plots against independent references.
+"""Tests of keras_cae.studies.analysis and keras_cae.studies.plots against independent references.
 
 References: NumPy float64 SVDs of the weight matrix (linear encoders), the closed form
 ``J = diag(σ′(Wᵀx + b)) Wᵀ`` of one Dense layer, and float64 NumPy evaluations of the
@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cae import analysis, dense_autoencoder, plots
+from keras_cae import dense_autoencoder
+from keras_cae.studies import analysis, plots
 
 RNG = np.random.default_rng(1234)
 

@@ -13,8 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from keras_cae import cli, compare, compare_protocol
+from keras_cae import cli
 from keras_cae.data import Dataset, load_digits
+from keras_cae.studies import compare, compare_protocol
 from keras_cae.training import probe_accuracy, split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_cae import cli, finetune, finetune_protocol, finetune_report
+from keras_cae import cli
 from keras_cae.data import load_digits
+from keras_cae.studies import finetune, finetune_protocol, finetune_report
 from tests.test_compare import tiny_images  # noqa: F401  (a fixture: 150 8×8 digits)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

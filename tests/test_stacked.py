@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_cae import dense_autoencoder, penalties
-from keras_cae.stacked import layer_seed, stacked_encoder
+from keras_cae.studies.stacked import layer_seed, stacked_encoder
 
 
 @pytest.fixture(scope="module")

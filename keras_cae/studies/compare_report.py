@@ -1,11 +1,12 @@
-"""Writes a `keras_cae.compare.ComparisonResult`: report.json, report.md and figures.
+"""Writes a `keras_cae.studies.compare.ComparisonResult`: report.json, report.md and figures.
 
 Nothing here trains or imports TensorFlow; the figures need matplotlib
 (``pip install 'keras-cae[plot]'``).
 
 Example:
 
->>> from keras_cae import compare_protocol, compare_report, load_digits  # doctest: +SKIP
+>>> from keras_cae import load_digits  # doctest: +SKIP
+>>> from keras_cae.studies import compare_protocol, compare_report  # doctest: +SKIP
 >>> result = compare_protocol.compare_models(load_digits(), seeds=3)  # doctest: +SKIP
 >>> compare_report.write_report(result, "runs/compare")  # doctest: +SKIP
 ['contraction_curves.png', 'jacobian_spectra.png', ..., 'report.json', 'report.md']
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from keras_cae import _io
-from keras_cae.compare import (
+from keras_cae.studies.compare import (
     MODELS,
     NOISE_LEVELS,
     NUM_DIRECTIONS,
@@ -263,7 +264,7 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
         "steadier measure of cost.",
         f"- Contraction curve: mean of ‖f(x + r·u) − f(x)‖ / r over test samples and "
         f"{config['contraction_directions_per_sample']} random unit directions u per sample "
-        "(`keras_cae.analysis.contraction_curve`).",
+        "(`keras_cae.studies.analysis.contraction_curve`).",
         "",
         "## Validation search",
         "",
@@ -314,7 +315,7 @@ def write_report(
     `overwrite`.
 
     Args:
-        result: from `keras_cae.compare_protocol.compare_models`.
+        result: from `keras_cae.studies.compare_protocol.compare_models`.
         out: the output directory.
         overwrite: replace an existing non-empty `out`. Defaults to `False`.
         command: the command line to record in the report.
@@ -326,7 +327,7 @@ def write_report(
         ValueError: if `out` exists (non-empty) and not `overwrite`, or is a file.
         ImportError: if matplotlib is not installed (`pip install 'keras-cae[plot]'`).
     """
-    from keras_cae import plots
+    from keras_cae.studies import plots
 
     report = to_dict(result)
     if command:

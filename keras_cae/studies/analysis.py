@@ -17,7 +17,7 @@ NumPy float64 arrays.
 Example:
 
 >>> import keras, numpy as np
->>> from keras_cae import analysis
+>>> from keras_cae.studies import analysis
 >>> encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, "sigmoid")])
 >>> x = np.random.default_rng(0).random((5, 6)).astype("float32")
 >>> analysis.jacobian_spectrum(encoder, x).shape
@@ -120,7 +120,7 @@ def jacobian(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -> np.
     Example:
 
     >>> import keras, numpy as np
-    >>> from keras_cae.analysis import jacobian
+    >>> from keras_cae.studies.analysis import jacobian
     >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> jacobian(encoder, np.zeros((3, 4))).shape
     (3, 2, 4)
@@ -183,7 +183,7 @@ def jacobian_spectrum(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZ
     Example:
 
     >>> import keras, numpy as np
-    >>> from keras_cae.analysis import jacobian_spectrum
+    >>> from keras_cae.studies.analysis import jacobian_spectrum
     >>> encoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, "tanh")])
     >>> jacobian_spectrum(encoder, np.zeros((3, 4))).shape
     (3, 2)
@@ -275,7 +275,7 @@ def contraction_curve(
     Example:
 
     >>> import keras, numpy as np
-    >>> from keras_cae.analysis import contraction_curve
+    >>> from keras_cae.studies.analysis import contraction_curve
     >>> encoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, use_bias=False)])
     >>> encoder.set_weights([2.0 * np.eye(3)])
     >>> contraction_curve(encoder, np.zeros((4, 3)), [0.1, 1.0]).round(4).tolist()
@@ -334,7 +334,7 @@ def tangent_directions(
     Example:
 
     >>> import keras, numpy as np
-    >>> from keras_cae.analysis import tangent_directions
+    >>> from keras_cae.studies.analysis import tangent_directions
     >>> encoder = keras.Sequential(
     ...     [keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(4, "sigmoid")]
     ... )

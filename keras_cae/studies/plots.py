@@ -1,4 +1,4 @@
-"""PNG figures for the analyses in `keras_cae.analysis`.
+"""PNG figures for the analyses in `keras_cae.studies.analysis`.
 
 Needs matplotlib (``pip install 'keras-cae[plot]'``), imported on first use. Figures
 are drawn on the non-interactive Agg canvas without touching pyplot's global state, so
@@ -10,7 +10,7 @@ TensorFlow.
 Example:
 
 >>> import numpy as np, tempfile, os
->>> from keras_cae import plots
+>>> from keras_cae.studies import plots
 >>> radii = [0.1, 0.5, 1.0]
 >>> path = os.path.join(tempfile.mkdtemp(), "contraction.png")
 >>> plots.plot_contraction_curves(radii, {"AE": [2.0, 1.8, 1.5]}, path) == path
@@ -58,7 +58,7 @@ def require_matplotlib() -> None:
         import matplotlib.figure  # noqa: F401
     except ImportError as error:
         raise ImportError(
-            f"keras_cae.plots needs matplotlib, which is not installed: {_INSTALL_HINT}"
+            f"keras_cae.studies.plots needs matplotlib, which is not installed: {_INSTALL_HINT}"
         ) from error
 
 
@@ -166,7 +166,7 @@ def plot_spectra(
 
     Args:
         spectra: model name → array ``(samples, rank)`` from
-            `keras_cae.analysis.jacobian_spectrum` (or a single spectrum ``(rank,)``).
+            `keras_cae.studies.analysis.jacobian_spectrum` (or a single spectrum ``(rank,)``).
         path: the PNG to write.
         title: the figure title.
         overwrite: replace an existing file. Defaults to `False`.
@@ -221,7 +221,7 @@ def plot_contraction_curves(
     drawn as their mean with a ±1 standard deviation band.
 
     Args:
-        radii: the distances r, as given to `keras_cae.analysis.contraction_curve`.
+        radii: the distances r, as given to `keras_cae.studies.analysis.contraction_curve`.
         curves: model name → ratios ``(len(radii),)`` or ``(runs, len(radii))``.
         path: the PNG to write.
         title: the figure title.
@@ -284,7 +284,7 @@ def plot_tangents(
 ) -> str:
     """Draws each input next to its tangent directions, one row per input.
 
-    Tangents come from `keras_cae.analysis.tangent_directions`; they are signed, so they
+    Tangents come from `keras_cae.studies.analysis.tangent_directions`; they are signed, so they
     are drawn with a diverging colour map centred on 0 (red positive, blue negative).
 
     Args:

@@ -1,16 +1,16 @@
 """Pre-train, then fine-tune with few or many labels: the protocol of Rifai et al. (2011).
 
 This module holds the protocol's typed results and its building blocks; the study
-itself is `keras_cae.finetune_protocol.finetune_study`, its report
-`keras_cae.finetune_report`. `keras-cae compare --protocol finetune` tests what the CAE paper
-claims: an encoder pre-trained without labels is a better starting point for a
+itself is `keras_cae.studies.finetune_protocol.finetune_study`, its report
+`keras_cae.studies.finetune_report`. `keras-cae compare --protocol finetune` tests what
+the CAE paper claims: an encoder pre-trained without labels is a better starting point for a
 classifier than random weights, most of all when labels are few. For each seed:
 
 1. Pre-training sees every training image, without labels. AE, DAE, CAE and CAE+H are
-   the one-layer models of `keras_cae.compare` (hyper-parameters from the same
+   the one-layer models of `keras_cae.studies.compare` (hyper-parameters from the same
    validation search: trained on the fit part with the first seed, scored by the
    validation probe accuracy); CAE-2 is a two-layer stack pre-trained greedily
-   (`keras_cae.stacked.stacked_encoder`) with the CAE's λ for both layers.
+   (`keras_cae.studies.stacked.stacked_encoder`) with the CAE's λ for both layers.
 2. Fine-tuning: the encoder gets a softmax layer, and the whole network is trained on
    ``k`` labelled images per class drawn from the fit part (the same images for every
    model, per seed and budget), or on all of them. ``random`` and ``random-2`` are the
@@ -203,7 +203,7 @@ def shift_images(x: np.ndarray, image_shape: Sequence[int], dy: int, dx: int) ->
     Example:
 
     >>> import numpy as np
-    >>> from keras_cae.finetune import shift_images
+    >>> from keras_cae.studies.finetune import shift_images
     >>> shift_images(np.arange(4.0).reshape(1, 4), (2, 2), 0, 1).tolist()
     [[0.0, 0.0, 0.0, 2.0]]
     """

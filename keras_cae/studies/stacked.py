@@ -4,7 +4,7 @@ Rifai et al. (ICML 2011, section 5) pre-train a two-layer encoder greedily: a on
 CAE is trained on the inputs, then a second one-layer CAE on the codes of the first,
 each with its own contractive penalty ``λ_k ‖∂h_k/∂h_{k-1}‖²_F``, computed in closed
 form. The encoders are then stacked, and usually fine-tuned with labels
-(`keras_cae.finetune`).
+(`keras_cae.studies.finetune`).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def stacked_encoder(
     Example:
 
     >>> import numpy as np
-    >>> from keras_cae.stacked import stacked_encoder
+    >>> from keras_cae.studies.stacked import stacked_encoder
     >>> x = np.random.default_rng(0).random((64, 16)).astype("float32")
     >>> encoder = stacked_encoder(x, [8, 4], epochs=1)
     >>> encoder.output_shape

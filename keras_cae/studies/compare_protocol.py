@@ -1,11 +1,12 @@
 """The AE / DAE / CAE / CAE+H study (`keras-cae compare`, ``--protocol models``).
 
-`compare_models` runs the protocol described in `keras_cae.compare` and returns a
-`keras_cae.compare.ComparisonResult`; `keras_cae.compare_report` writes it.
+`compare_models` runs the protocol described in `keras_cae.studies.compare` and returns a
+`keras_cae.studies.compare.ComparisonResult`; `keras_cae.studies.compare_report` writes it.
 
 Example:
 
->>> from keras_cae import compare_protocol, load_digits  # doctest: +SKIP
+>>> from keras_cae import load_digits  # doctest: +SKIP
+>>> from keras_cae.studies import compare_protocol  # doctest: +SKIP
 >>> result = compare_protocol.compare_models(load_digits(), seeds=3)  # doctest: +SKIP
 >>> result.search["CAE"].selected  # doctest: +SKIP
 {'contractive_weight': 0.001}
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_cae.compare import (
+from keras_cae.data import Dataset
+from keras_cae.studies.compare import (
     MODELS,
     NOISE_LEVELS,
     NUM_DIRECTIONS,
@@ -41,7 +43,6 @@ from keras_cae.compare import (
     _image_shape,
     model_params,
 )
-from keras_cae.data import Dataset
 
 __all__ = ["compare_models"]
 
@@ -110,7 +111,7 @@ def compare_models(
         progress: called with one line of text per step. Defaults to silence.
 
     Returns:
-        A `ComparisonResult`; write it with `keras_cae.compare_report.write_report`.
+        A `ComparisonResult`; write it with `keras_cae.studies.compare_report.write_report`.
 
     Raises:
         ValueError: for an invalid argument, or a selection that needs labels on
@@ -332,7 +333,7 @@ def _final_runs(
     """
     import keras
 
-    from keras_cae import analysis
+    from keras_cae.studies import analysis
 
     labelled = y_test is not None
     seeds = result.config.seeds

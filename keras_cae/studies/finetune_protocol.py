@@ -1,7 +1,7 @@
 """The pre-train → fine-tune study (`keras-cae compare --protocol finetune`).
 
-The protocol is described in `keras_cae.finetune`, which also holds its typed results;
-`keras_cae.finetune_report` writes them.
+The protocol is described in `keras_cae.studies.finetune`, which also holds its typed results;
+`keras_cae.studies.finetune_report` writes them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from keras_cae.data import Dataset
-from keras_cae.finetune import (
+from keras_cae.studies.finetune import (
     COMPARISONS,
     FINETUNED,
     PRETRAINED,
@@ -37,7 +37,7 @@ __all__ = ["finetune_study", "seed_runs", "lambda_sweep", "tests", "lambda_budge
 
 def check_config(config: FinetuneConfig) -> None:
     """Raises `ValueError` naming the first invalid setting of `config`."""
-    from keras_cae.compare import _check_grids
+    from keras_cae.studies.compare import _check_grids
 
     positive = ("epochs", "finetune_steps", "eval_every", "patience", "batch_size", "hidden_units")
     for name in (*positive, "lambda_seeds"):
@@ -112,7 +112,7 @@ class _Data:
 
 
 def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
-    from keras_cae.compare import SPLIT_SEED, VALIDATION_FRACTION, _image_shape
+    from keras_cae.studies.compare import SPLIT_SEED, VALIDATION_FRACTION, _image_shape
     from keras_cae.training import split
 
     x_train, x_test, y_train, y_test = split(dataset, config.test_fraction, SPLIT_SEED)
@@ -145,7 +145,7 @@ class _Runner:
         import keras
 
         from keras_cae.builders import dense_autoencoder
-        from keras_cae.stacked import stacked_encoder
+        from keras_cae.studies.stacked import stacked_encoder
 
         config = self.config
         begin = time.process_time()
@@ -167,7 +167,7 @@ class _Runner:
         """The untrained network a pre-trained one starts from (``random``, ``random-2``)."""
         import keras
 
-        from keras_cae.stacked import layer_seed
+        from keras_cae.studies.stacked import layer_seed
 
         units = self.config.hidden_units
         layers = [
@@ -201,10 +201,10 @@ def _probe(codes_train: np.ndarray, y_train: np.ndarray) -> Callable[[Any], Any]
 
 
 def _search(runner: _Runner) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The validation search of `keras_cae.compare` (probe criterion) for DAE, CAE, CAE+H."""
+    """The validation search of `studies.compare` (probe criterion) for DAE, CAE, CAE+H."""
     import keras
 
-    from keras_cae.compare import SEARCHED_ARGUMENT, _check_grids, model_params
+    from keras_cae.studies.compare import SEARCHED_ARGUMENT, _check_grids, model_params
 
     config, data = runner.config, runner.data
     values = _check_grids(config.grids, config.dae_corruption)
@@ -239,7 +239,7 @@ def _search(runner: _Runner) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]
 def _measure_pretrained(
     runner: _Runner, name: str, params: dict, seed: int, measure: _Measure
 ) -> tuple[Any, PretrainRun]:
-    from keras_cae import analysis
+    from keras_cae.studies import analysis
 
     data = runner.data
     encoder, model, cpu = runner.pretrain(name, params, data.x_train, seed)
@@ -294,7 +294,7 @@ def lambda_sweep(runner: _Runner, measure_budget: int | None) -> list[LambdaPoin
     """The CAE at every λ of the grid (seeds: the first `lambda_seeds`), on the test part."""
     import keras
 
-    from keras_cae import analysis
+    from keras_cae.studies import analysis
 
     config, data, points = runner.config, runner.data, []
     for seed in config.seeds[: config.lambda_seeds]:
@@ -380,14 +380,15 @@ def finetune_study(
         progress: called with one line of text per step. Defaults to silence.
 
     Returns:
-        A `FinetuneStudy`; write it with `keras_cae.finetune_report.write_report`.
+        A `FinetuneStudy`; write it with `keras_cae.studies.finetune_report.write_report`.
 
     Raises:
         ValueError: for unlabelled data or an invalid setting.
 
     Example:
 
-    >>> from keras_cae import finetune_protocol, load_digits  # doctest: +SKIP
+    >>> from keras_cae import load_digits  # doctest: +SKIP
+    >>> from keras_cae.studies import finetune_protocol  # doctest: +SKIP
     >>> study = finetune_protocol.finetune_study(load_digits())  # doctest: +SKIP
     """
     config = config or FinetuneConfig()

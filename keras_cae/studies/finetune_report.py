@@ -1,4 +1,4 @@
-"""Writes a `keras_cae.finetune.FinetuneStudy`: report.json, report.md and two figures.
+"""Writes a `keras_cae.studies.finetune.FinetuneStudy`: report.json, report.md and two figures.
 
 Nothing here trains or imports TensorFlow; the figures need matplotlib
 (``pip install 'keras-cae[plot]'``).
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from keras_cae import _io
-from keras_cae.finetune import FINETUNED, FinetuneStudy, summary
+from keras_cae.studies.finetune import FINETUNED, FinetuneStudy, summary
 
 __all__ = ["write_report", "format_markdown", "console_summary", "lambda_table"]
 
@@ -224,7 +224,7 @@ def format_markdown(study: FinetuneStudy, command: str | None = None) -> str:
 
 
 def _plot_accuracy(study: FinetuneStudy, path: str) -> None:
-    from keras_cae.plots import _new_figure, _save
+    from keras_cae.studies.plots import _new_figure, _save
 
     figure = _new_figure(7.5, 4.5)
     axes = figure.add_subplot(1, 1, 1)
@@ -246,7 +246,7 @@ def _plot_accuracy(study: FinetuneStudy, path: str) -> None:
 
 
 def _plot_lambda(study: FinetuneStudy, path: str) -> None:
-    from keras_cae.plots import _new_figure, _save
+    from keras_cae.studies.plots import _new_figure, _save
 
     rows = lambda_table(study)
     figure = _new_figure(10, 7)
@@ -292,7 +292,7 @@ def write_report(
     Built beside `out` and renamed into place when complete (`keras_cae._io`).
 
     Args:
-        study: from `keras_cae.finetune_protocol.finetune_study`.
+        study: from `keras_cae.studies.finetune_protocol.finetune_study`.
         out: the output directory.
         overwrite: replace an existing non-empty `out`. Defaults to `False`.
         command: the command line to record.

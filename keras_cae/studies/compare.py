@@ -32,12 +32,13 @@ Protocol (also written into every report):
 Example:
 
 This module holds the study's constants, typed results and building blocks; the
-study itself is `keras_cae.compare_protocol.compare_models`, its report
-`keras_cae.compare_report`.
+study itself is `keras_cae.studies.compare_protocol.compare_models`, its report
+`keras_cae.studies.compare_report`.
 
 Example:
 
->>> from keras_cae import compare_protocol, compare_report, load_digits  # doctest: +SKIP
+>>> from keras_cae import load_digits  # doctest: +SKIP
+>>> from keras_cae.studies import compare_protocol, compare_report  # doctest: +SKIP
 >>> result = compare_protocol.compare_models(load_digits(), seeds=3)  # doctest: +SKIP
 >>> compare_report.write_report(result, "runs/compare")  # doctest: +SKIP
 """
@@ -174,9 +175,9 @@ class RawRun:
 
 @dataclass
 class ComparisonResult:
-    """What `keras_cae.compare_protocol.compare_models` measured.
+    """What `keras_cae.studies.compare_protocol.compare_models` measured.
 
-    `keras_cae.compare_report` turns it into report.json, report.md and figures.
+    `keras_cae.studies.compare_report` turns it into report.json, report.md and figures.
     """
 
     config: CompareConfig
@@ -206,7 +207,7 @@ def model_params(name: str, dae_corruption: str, params: dict[str, Any]) -> dict
 
 
 def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    from keras_cae.plots import infer_image_shape
+    from keras_cae.studies.plots import infer_image_shape
 
     try:
         return infer_image_shape(input_shape)
