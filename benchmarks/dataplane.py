@@ -186,7 +186,7 @@ def child(args: argparse.Namespace) -> None:
                 reply = pb.ModelInferResponse.FromString(answer)
                 codes = np.asarray(reply.outputs[0].contents.fp32_contents, np.float32)
             elif kind == "array":
-                codes = answer
+                codes = answer.ravel()
             elif kind == "json":
                 assert answer[0] == 200, answer[1][:300]
                 codes = np.asarray(json.loads(answer[1])["outputs"][0]["data"], np.float32)
