@@ -32,6 +32,10 @@ pydantic 0.11 ms):
   float64 -> float32; ``np.asarray`` on the repeated field: to ~0.3x.
 - 1 row (any): the per-request overhead is about the same; within ±15 %.
 
+The last row, ``encode-only``, times `OnnxEncoder.encode` alone on one row, as each
+version's server calls it: the part of a difference that is the runtime's, not the
+serving code's.
+
 Usage::
 
     python benchmarks/dataplane.py                 # 30 rounds
@@ -59,7 +63,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist.npz")
 CONFIGS = [("v2-json", 1), ("v2-json", 64), ("v2-binary", 1), ("v2-binary", 64),
-           ("grpc-typed", 1), ("grpc-typed", 64)]  # fmt: skip
+           ("grpc-typed", 1), ("grpc-typed", 64), ("encode-only", 1)]  # fmt: skip
 NAME = "enc"
 
 
@@ -154,6 +158,15 @@ def child(args: argparse.Namespace) -> None:
             }).encode()  # fmt: skip
             length = [(b"inference-header-content-length", b"%d" % len(header))]
             calls[key] = (_asgi_call(app, path, header + x.tobytes(), length), expected, "binary")
+        elif protocol == "encode-only":  # The runtime alone, as the server calls it.
+            encoder = (
+                state.dataplane.encoder if hasattr(state, "dataplane") else state.service.encoder
+            )
+
+            async def encode_only(x: np.ndarray = x, encoder: Any = encoder) -> Any:
+                return encoder.encode(x)
+
+            calls[key] = (encode_only, expected, "array")
         else:
             request = pb.ModelInferRequest(model_name=NAME)
             tensor = request.inputs.add(name="x", datatype="FP32", shape=x.shape)
@@ -172,6 +185,8 @@ def child(args: argparse.Namespace) -> None:
             if kind == "grpc":
                 reply = pb.ModelInferResponse.FromString(answer)
                 codes = np.asarray(reply.outputs[0].contents.fp32_contents, np.float32)
+            elif kind == "array":
+                codes = answer.ravel()
             elif kind == "json":
                 assert answer[0] == 200, answer[1][:300]
                 codes = np.asarray(json.loads(answer[1])["outputs"][0]["data"], np.float32)

@@ -40,7 +40,10 @@ MAX_BODY = 64 * 1024
 NAME = "enc"
 
 
-def _make_encoder(path: str, seed: int = 0, features: int = FEATURES, code: int = CODE) -> None:
+def _make_encoder(
+    path: str, seed: int = 0, features: int = FEATURES, code: int = CODE,
+    metadata: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """x [N, 8] -> sigmoid(x @ W + b) -> code [N, 3] (or other sizes), dynamic batch, opset 17."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -61,6 +64,8 @@ def _make_encoder(path: str, seed: int = 0, features: int = FEATURES, code: int 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # Loadable by every onnxruntime that supports opset 17.
+    for key, value in (metadata or {}).items():  # As `keras-cae export` records them.
+        model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 

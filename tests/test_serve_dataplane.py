@@ -329,18 +329,25 @@ def test_a_700000_dimension_shape_is_refused_before_any_work(model_path: str) ->
     assert len(response.content) < 300, response.content[:500]
 
 
-def test_input_outside_the_trained_range_is_refused(model_path: str) -> None:
+def test_input_outside_the_trained_range_is_refused(tmp_path: Any) -> None:
+    """An encoder exported with its training input range (``keras_cae.input_range``)
+    refuses raw 0-255 pixels for a model trained on pixels / 255 over every transport,
+    with `check_input_range`'s message (the package's one rule), as a client error."""
+    from keras_cae.export.runtime import INPUT_RANGE_KEY, INPUT_SCALING_KEY
     from keras_cae.export.serving import create_app
+    from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
     from keras_cae.export.serving.errors import InvalidRequest
     from keras_cae.export.serving.infer_types import InferRequest
 
-    encoder = OnnxEncoder(model_path, check_finite=False)
-    # As an encoder exported with a recorded input scaling declares it.
-    encoder.input_range = (0.0, 1.0)  # type: ignore[attr-defined]
-    app = create_app(encoder, name="enc")
-    dataplane = app.state.dataplane
+    path = str(tmp_path / "ranged.onnx")
+    _make_encoder(path, metadata={INPUT_RANGE_KEY: "[0.0, 1.0]", INPUT_SCALING_KEY: "x / 255"})
+    encoder = OnnxEncoder(path)
+    assert encoder.input_range == (0.0, 1.0)
+    app = create_app(path, name="enc")
     inside = np.linspace(0, 1, 2 * FEATURES, dtype=np.float32).reshape(2, FEATURES)
-    raw = inside * 255  # Raw 8-bit pixels for a model trained on x / 255.
+    raw = inside * 255  # Raw 8-bit pixels.
+    with pytest.raises(ValueError) as reference:  # The rule, applied by the runtime.
+        encoder.encode(raw)
     answers = _post_all(app, [
         ("/v2/models/enc/infer", _tensor(inside)),
         ("/v2/models/enc/infer", _tensor(raw)),
@@ -351,20 +358,19 @@ def test_input_outside_the_trained_range_is_refused(model_path: str) -> None:
         np.asarray(answers[0].json()["outputs"][0]["data"], np.float32),
         encoder.encode(inside).ravel(),
     )
+    expected = str(reference.value).split(" To encode it anyway")[0]
+    assert "divide the inputs by 255" in expected
     for response in answers[1:]:
         assert response.status_code == 400
-        assert (
-            "outside [0, 1], the range the model was trained on, in 2 of 2 rows"
-            in (response.json()["error"])
-        )
+        error = response.json()["error"]
+        assert error.startswith(expected) and "this server checks every request" in error
+        assert "OnnxEncoder" not in error  # Nothing an HTTP client cannot act on.
     # gRPC goes through the same dataplane: the same refusal.
-    from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
-
     message = pb.ModelInferRequest(model_name="enc")
     message.inputs.add(name="x", datatype="FP32", shape=raw.shape)
     message.raw_input_contents.append(raw.astype("<f4").tobytes())
-    with pytest.raises(InvalidRequest, match="outside \\[0, 1\\]"):
-        asyncio.run(dataplane.infer(InferRequest.from_grpc(message)))
+    with pytest.raises(InvalidRequest, match="divide the inputs by 255"):
+        asyncio.run(app.state.dataplane.infer(InferRequest.from_grpc(message)))
 
 
 def test_the_worker_thread_is_chosen_by_the_measured_encode_cost(model_path: str) -> None:

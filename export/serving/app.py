@@ -79,8 +79,11 @@ def create_app(
     >>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
     """
     if not isinstance(encoder, OnnxEncoder):
-        # The dataplane checks for NaN and overflow itself (`DataPlane.to_input_dtype`).
-        encoder = OnnxEncoder(encoder, intra_op_num_threads=threads, check_finite=False)
+        # The dataplane checks for NaN, overflow and the input range itself, once, to
+        # answer in the protocol's terms (`DataPlane.to_input_dtype`).
+        encoder = OnnxEncoder(
+            encoder, intra_op_num_threads=threads, check_finite=False, check_range=False
+        )
     name = _default_name(encoder.path) if name is None else name
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ValueError(

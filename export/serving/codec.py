@@ -38,7 +38,7 @@ from keras_cae.export.serving.errors import InvalidRequest, echo
 
 __all__ = [
     "dumps", "loads", "parse_json", "validate", "describe_validation_error", "json_numbers",
-    "flag", "shape_text", "parse_length", "may_hold_booleans",
+    "flag", "shape_text", "parse_length", "may_hold_booleans", "FAST_PATH_MIN_BYTES",
 ]  # fmt: skip
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -52,6 +52,10 @@ _LENGTH = re.compile(rb"[0-9]{1,18}")
 # `may_hold_booleans`: below this size CPython's search is as fast; beyond this many
 # candidate letters, checking each in Python costs more than CPython's search.
 _SCAN_MIN_BYTES, _SCAN_MAX_LETTERS = 4096, 64
+#: Documents smaller than this are not searched for booleans: their tensors are
+#: checked element by element (`json_numbers` with ``may_hold_booleans=None``), which
+#: costs about what the search and the fast path together cost at this size.
+FAST_PATH_MIN_BYTES = 64 * 1024
 
 
 def dumps(content: Any) -> bytes:
@@ -158,7 +162,7 @@ def may_hold_booleans(document: bytes) -> bool:
 
 
 def json_numbers(
-    data: list[Any], depth: int, where: str, may_hold_booleans: bool = True
+    data: list[Any], depth: int, where: str, may_hold_booleans: bool | None = True
 ) -> np.ndarray:
     """The numbers of a (possibly nested) JSON array, as an array of its nesting's shape.
 
@@ -167,7 +171,9 @@ def json_numbers(
         depth: the most nesting levels accepted.
         where: what `data` is called in errors.
         may_hold_booleans: whether the JSON document's bytes hold ``true`` or
-            ``false`` anywhere; `False` lets the fast path skip its boolean check.
+            ``false`` anywhere; `False` lets the fast path skip its boolean check, and
+            `None` (not searched: a small document) goes to the element-wise scan,
+            which costs no more than the fast path for a few thousand values.
             Defaults to `True`.
 
     Returns:
@@ -184,6 +190,8 @@ def json_numbers(
     array([[1. , 2. ],
            [3. , 4.5]])
     """
+    if may_hold_booleans is None:
+        return _scan(data, depth, where)
     try:
         x = np.asarray(data)
     except (ValueError, TypeError, OverflowError):

@@ -36,6 +36,7 @@ import numpy as np
 from keras_cae.export.serving import schemas
 from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
 from keras_cae.export.serving.codec import (
+    FAST_PATH_MIN_BYTES,
     dumps,
     flag,
     may_hold_booleans,
@@ -80,8 +81,8 @@ class InferInput:
         raw_declared: the byte count the request declares for `raw`
             (``binary_data_size``); `None` where the transport has no such field.
         array: gRPC typed contents, already an array.
-        may_hold_booleans: whether the JSON document may hold a boolean (see
-            `codec.json_numbers`).
+        may_hold_booleans: whether the JSON document may hold a boolean; `None`: not
+            searched (see `codec.json_numbers`).
         no_typed_field: gRPC typed contents of a datatype that has no typed field.
     """
 
@@ -93,7 +94,7 @@ class InferInput:
     raw: bytes | None = None
     raw_declared: Any = None
     array: np.ndarray | None = None
-    may_hold_booleans: bool = True
+    may_hold_booleans: bool | None = None
     no_typed_field: bool = False
 
     @property
@@ -170,7 +171,8 @@ class InferRequest:
                     else:
                         data.append(None)
                 envelope_inputs.append(tensor)
-            document = {**document, "inputs": envelope_inputs}
+            if any(values is not None for values in data):
+                document = {**document, "inputs": envelope_inputs}
         payload = validate(schemas.V2InferRequest, document)
         for i, value in enumerate(data):
             if value is not None and not isinstance(value, list):
@@ -187,8 +189,7 @@ class InferRequest:
                 flag(output.parameters, "binary_data", binary_output, f"outputs[{i}].parameters")
                 for i, output in enumerate(payload.outputs)
             )
-        # Only JSON data is searched for booleans (see `codec.json_numbers`).
-        booleans = any(values is not None for values in data) and may_hold_booleans(body)
+        booleans = _booleans(body) if any(values is not None for values in data) else False
         inputs = []
         claimed = False
         for tensor, values in zip(payload.inputs, data, strict=True):
@@ -260,7 +261,7 @@ class InferRequest:
                     raise InvalidRequest(f"'inputs'[{input_name!r}] must be an array.")
         item = InferInput(
             None, None, None, where, data=values,
-            may_hold_booleans=may_hold_booleans(body),
+            may_hold_booleans=_booleans(body),
         )  # fmt: skip
         tf_key = "predictions" if key == "instances" else "outputs"
         return cls(model_name, model_version, [item], "tfserving", tf_key=tf_key)
@@ -311,6 +312,12 @@ class InferRequest:
             request.model_name, request.model_version or None, inputs, "v2_grpc",
             id=request.id, output_names=output_names, raw_output=bool(raw),
         )  # fmt: skip
+
+
+def _booleans(document: bytes) -> bool | None:
+    """Whether a JSON document may hold a boolean; `None` for a small one, whose tensors
+    are checked element by element anyway (`codec.json_numbers`)."""
+    return None if len(document) < FAST_PATH_MIN_BYTES else may_hold_booleans(document)
 
 
 def _check_rank(shape: Any, name: Any) -> None:
