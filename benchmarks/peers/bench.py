@@ -424,6 +424,21 @@ def ensure_venv(name: str, python: str, venvs: str = VENVS, log: Callable = prin
     return venv_python(name, venvs)
 
 
+_KEY_PACKAGES = {"kserve", "litserve", "nvidia-pytriton", "tritonclient", "bentoml", "uvicorn",
+                 "fastapi", "starlette", "pydantic", "numpy", "onnxruntime", "orjson", "uvloop",
+                 "httptools", "grpcio", "protobuf"}  # fmt: skip
+
+
+def venv_versions(python: str) -> dict[str, str]:
+    """The versions of the packages that matter here, as installed for `python`."""
+    command = [python, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip()[-300:]}
+    return {p["name"].lower(): p["version"] for p in json.loads(done.stdout)
+            if p["name"].lower() in _KEY_PACKAGES}  # fmt: skip
+
+
 @dataclasses.dataclass
 class Server:
     """A running server: its name, process (the root of its tree), ports and log."""
@@ -878,7 +893,16 @@ def run_peers(args: Any) -> dict[str, Any]:
                   f"{'met' if value['met'] else 'MISSED'}")  # fmt: skip
     if errors:
         print(f"load generator errors: {errors}")
-    versions = {"onnxruntime (this process)": ort.__version__, "python": platform.python_version()}
+    versions = {"this process": venv_versions(sys.executable), "python": platform.python_version()}
+    versions.update({peer: venv_versions(venv_python(peer)) for peer in peers})
+    for binary in args.keras_cae_bin or ():
+        versions[keras_cae_label(binary)] = venv_versions(
+            os.path.join(os.path.dirname(binary), "python")
+        )
+    triton_log = os.path.join(workdir, "triton.log")
+    if os.path.exists(triton_log):
+        found = re.search(r"server_version\s*\|\s*([\d.]+)", open(triton_log).read())
+        versions["tritonserver"] = found.group(1) if found else "unknown"
     payload = {
         "benchmark": "serve --peers", "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
