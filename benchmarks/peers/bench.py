@@ -731,6 +731,7 @@ def run_peers(args: Any) -> dict[str, Any]:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install wrk nghttp2-client)")
     workdir = tempfile.mkdtemp(prefix="bench-peers-")
+    load_before = os.getloadavg()
     mnist = args.mnist
     model = args.model or make_encoder(mnist, os.path.join(VENVS, "_encoder"))
     model = os.path.abspath(model)
@@ -907,7 +908,8 @@ def run_peers(args: Any) -> dict[str, Any]:
         "benchmark": "serve --peers", "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor(), "load_average": os.getloadavg(),
+                    "processor": _cpu_model(), "load_average_before": load_before,
+                    "load_average_after": os.getloadavg(),
                     "shared": True},
         "model": model, "features": features, "rows": args.rows, "rounds": args.rounds,
         "duration_s": args.duration, "connections": args.connections,
@@ -964,6 +966,14 @@ def probe_bad(server: Server, requests: list[tuple[str, bytes]], good: bytes) ->
     except OSError as error:
         out["then a good request"] = f"no answer ({type(error).__name__}): server down"
     return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            return next(x.split(":", 1)[1].strip() for x in file if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def _wait_port(port: int, timeout: float = 60) -> None:
