@@ -896,10 +896,18 @@ def run_peers(args: Any) -> dict[str, Any]:
         print(f"load generator errors: {errors}")
     versions = {"this process": venv_versions(sys.executable), "python": platform.python_version()}
     versions.update({peer: venv_versions(venv_python(peer)) for peer in peers})
-    for binary in args.keras_cae_bin or ():
-        versions[keras_cae_label(binary)] = venv_versions(
-            os.path.join(os.path.dirname(binary), "python")
-        )
+    for binary in [*(args.keras_cae_bin or ()), None]:
+        label = keras_cae_label(binary)
+        if binary is not None:
+            versions[label] = venv_versions(os.path.join(os.path.dirname(binary), "python"))
+        # The checkout it runs from (the venv's parent folder; this one's for the default).
+        folder = os.path.dirname(BENCHMARKS)
+        if binary is not None:
+            folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
+        command = ["git", "-C", folder, "log", "-1", "--format=%h %ad %s",
+                   "--date=format:%Y-%m-%d %H:%M"]  # fmt: skip
+        head = subprocess.run(command, capture_output=True, text=True)
+        versions.setdefault("commits", {})[label] = head.stdout.strip() or "unknown"
     triton_log = os.path.join(workdir, "triton.log")
     if os.path.exists(triton_log):
         found = re.search(r"server_version\s*\|\s*([\d.]+)", open(triton_log).read())
