@@ -134,11 +134,11 @@ class ContractiveAutoencoder(keras.Model):
         super().__init__(**kwargs)
         self.contractive_weight = _check_non_negative("contractive_weight", contractive_weight)
         self.penalty = penalties.check_method(penalty, "penalty")
-        penalties._check_hutchinson_args(num_projections, probe_distribution)
+        penalties.check_hutchinson_args(num_projections, probe_distribution)
         self.num_projections = num_projections
         self.probe_distribution = probe_distribution
         self.hessian_weight = _check_non_negative("hessian_weight", hessian_weight)
-        penalties._check_hessian_args(hessian_noise_stddev, hessian_samples)
+        penalties.check_hessian_args(hessian_noise_stddev, hessian_samples)
         self.hessian_noise_stddev = float(hessian_noise_stddev)
         self.hessian_samples = hessian_samples
         if corruption is not None and corruption not in CORRUPTIONS:
@@ -330,7 +330,7 @@ class ContractiveAutoencoder(keras.Model):
 
     def _check_jit_compile(self) -> None:
         """Turns XLA off, with a warning, where it makes the train step slower."""
-        if not getattr(self, "compiled", False) or self.jit_compile is not True:
+        if not getattr(self, "compiled", False) or getattr(self, "jit_compile", None) is not True:
             return
         if not self.encoder.built:
             return
@@ -406,7 +406,7 @@ class ContractiveAutoencoder(keras.Model):
         reconstruction, contractive, hessian = self._forward_with_penalties(
             inputs, training, compute_penalty
         )
-        reconstruction_loss = self._compute_loss(
+        reconstruction_loss = self.compute_loss(
             x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
         )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -488,9 +488,10 @@ class ContractiveAutoencoder(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
+        # Keras's own "loss" tracker, never updated by these steps, is left out: its
+        # result would replace ours under the same name in the logs.
         own = self._own_trackers()
-        keras_loss = getattr(self, "_loss_tracker", None)
-        rest = [m for m in super().metrics if m is not keras_loss and all(m is not o for o in own)]
+        rest = [m for m in super().metrics if m.name != "loss" and all(m is not o for o in own)]
         return own + rest
 
     def get_metrics_result(self) -> dict[str, Any]:

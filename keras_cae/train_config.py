@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keras_cae._checks import check_bool
+
 __all__ = ["TrainConfig", "PROBES", "default_contractive_weight"]
 
 #: The probes `keras-cae train` can run (`TrainConfig.probe`).
@@ -120,18 +122,14 @@ class TrainConfig:
     probe: str = "logistic"
 
     def __post_init__(self) -> None:
-        units = self.hidden_units
+        units: Any = self.hidden_units
         if _is_int(units):
             units = (units,)
         elif isinstance(units, Sequence) and not isinstance(units, str):
             units = tuple(units)
         # The values themselves are checked by `dense_autoencoder` when the model is built.
         object.__setattr__(self, "hidden_units", units)
-        if not isinstance(self.tied_weights, bool):
-            raise ValueError(
-                f"`tied_weights` should be True or False. Received: "
-                f"tied_weights={self.tied_weights!r}"
-            )
+        check_bool("tied_weights", self.tied_weights)
         rate = self.learning_rate
         if (
             not isinstance(rate, (int, float))
@@ -171,8 +169,8 @@ class TrainConfig:
 
         Example:
 
-        >>> TrainConfig(hidden_units=8).model_kwargs()["hidden_units"]
-        [8]
+        >>> TrainConfig(hidden_units=8).model_kwargs()["hidden_units"] == [8]
+        True
         """
         return {
             "hidden_units": list(self.hidden_units),
