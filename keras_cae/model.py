@@ -31,8 +31,7 @@ __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
 logger = logging.getLogger("keras_cae")
 
 _SEED_STATE_KEY = "seed_generator_state"
-# The names of the two weights that record the range of the inputs `fit` saw.
-_RANGE_WEIGHTS = ("input_min", "input_max")
+_INPUT_RANGE_KEY = "input_range"
 
 
 def _check_non_negative(name: str, value: Any) -> float:
@@ -135,11 +134,11 @@ class ContractiveAutoencoder(keras.Model):
         super().__init__(**kwargs)
         self.contractive_weight = _check_non_negative("contractive_weight", contractive_weight)
         self.penalty = penalties.check_method(penalty, "penalty")
-        penalties._check_hutchinson_args(num_projections, probe_distribution)
+        penalties.check_hutchinson_args(num_projections, probe_distribution)
         self.num_projections = num_projections
         self.probe_distribution = probe_distribution
         self.hessian_weight = _check_non_negative("hessian_weight", hessian_weight)
-        penalties._check_hessian_args(hessian_noise_stddev, hessian_samples)
+        penalties.check_hessian_args(hessian_noise_stddev, hessian_samples)
         self.hessian_noise_stddev = float(hessian_noise_stddev)
         self.hessian_samples = hessian_samples
         if corruption is not None and corruption not in CORRUPTIONS:
@@ -165,15 +164,18 @@ class ContractiveAutoencoder(keras.Model):
         self._penalty_method: str | None = None
         # The range of every input `fit` has trained on: +inf/-inf until the first step.
         # Exported into the ONNX metadata, where `OnnxEncoder` refuses inputs far outside.
-        self.input_min, self.input_max = (
-            self.add_weight(
-                shape=(),
-                initializer=keras.initializers.Constant(value),
+        # TensorFlow variables, not Keras weights: `get_weights()` keeps its layout (the
+        # encoder's and decoder's weights); `save_own_variables` saves them by name.
+        self._input_min, self._input_max = (
+            tf.Variable(
+                value,
+                dtype=tf.float32,
                 trainable=False,
                 name=name,
-                aggregation="only_first_replica",  # Every replica records the global range.
+                # Every replica records the global range (`_record_input_range`).
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
-            for name, value in zip(_RANGE_WEIGHTS, (np.inf, -np.inf))
+            for name, value in (("input_min", np.inf), ("input_max", -np.inf))
         )
         tie = getattr(decoder, "tie", None)
         if callable(tie):
@@ -228,11 +230,13 @@ class ContractiveAutoencoder(keras.Model):
     def input_range(self) -> tuple[float, float] | None:
         """The smallest and largest input value `fit` has trained on; None before any.
 
-        Recorded by every train step (over all replicas under `tf.distribute`), saved in
-        the `.keras` archive, and written by `keras_cae.export.export_encoder` into the
-        exported files, whose runtime (`OnnxEncoder`) refuses inputs far outside it
-        (raw 0-255 pixels for a model trained on pixels / 255). Archives saved before
-        this weight existed load with None.
+        Recorded by every train step (over all replicas under `tf.distribute`) in two
+        non-trainable variables that are not among the Keras weights (`get_weights` is
+        the encoder's and decoder's), saved in the `.keras` archive, and written by
+        `keras_cae.export.export_encoder` into the exported files, whose runtime
+        (`OnnxEncoder`) refuses inputs far outside it (raw 0-255 pixels for a model
+        trained on pixels / 255). Archives saved before the range was recorded load
+        with None.
 
         Example:
 
@@ -246,19 +250,19 @@ class ContractiveAutoencoder(keras.Model):
         >>> model.input_range
         (0.0, 1.0)
         """
-        low, high = float(self.input_min.numpy()), float(self.input_max.numpy())
+        low, high = float(self._input_min.numpy()), float(self._input_max.numpy())
         return (low, high) if low <= high else None
 
     def _record_input_range(self, x: Any) -> None:
-        """Widens `input_min`/`input_max` to this global batch's smallest/largest value."""
+        """Widens the recorded range to this global batch's smallest and largest value."""
         x = tf.cast(x, "float32")
         # Of no rows (a replica's share of a short last batch) these are +inf and -inf.
         extremes = tf.stack([tf.reduce_min(x), -tf.reduce_max(x)])
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             context = tf.distribute.get_replica_context()
             extremes = tf.reduce_min(context.all_gather(extremes[None], axis=0), axis=0)
-        self.input_min.assign(tf.minimum(self.input_min, extremes[0]))
-        self.input_max.assign(tf.maximum(self.input_max, -extremes[1]))
+        self._input_min.assign(tf.minimum(self._input_min, extremes[0]))
+        self._input_max.assign(tf.maximum(self._input_max, -extremes[1]))
 
     @property
     def penalty_method(self) -> str:
@@ -326,7 +330,7 @@ class ContractiveAutoencoder(keras.Model):
 
     def _check_jit_compile(self) -> None:
         """Turns XLA off, with a warning, where it makes the train step slower."""
-        if not getattr(self, "compiled", False) or self.jit_compile is not True:
+        if not getattr(self, "compiled", False) or getattr(self, "jit_compile", None) is not True:
             return
         if not self.encoder.built:
             return
@@ -402,7 +406,7 @@ class ContractiveAutoencoder(keras.Model):
         reconstruction, contractive, hessian = self._forward_with_penalties(
             inputs, training, compute_penalty
         )
-        reconstruction_loss = self._compute_loss(
+        reconstruction_loss = self.compute_loss(
             x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
         )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -484,9 +488,10 @@ class ContractiveAutoencoder(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
+        # Keras's own "loss" tracker, never updated by these steps, is left out: its
+        # result would replace ours under the same name in the logs.
         own = self._own_trackers()
-        keras_loss = getattr(self, "_loss_tracker", None)
-        rest = [m for m in super().metrics if m is not keras_loss and all(m is not o for o in own)]
+        rest = [m for m in super().metrics if m.name != "loss" and all(m is not o for o in own)]
         return own + rest
 
     def get_metrics_result(self) -> dict[str, Any]:
@@ -553,16 +558,21 @@ class ContractiveAutoencoder(keras.Model):
         """
         super().save_own_variables(store)
         store[_SEED_STATE_KEY] = self.seed_generator.state.value.numpy()
+        store[_INPUT_RANGE_KEY] = np.array(
+            [self._input_min.numpy(), self._input_max.numpy()], dtype=np.float32
+        )
 
     def load_own_variables(self, store: Any) -> None:
         """Loads what `save_own_variables` saved (files without the seed state load too,
         and files without the input range, which then stays unknown)."""
         if _SEED_STATE_KEY in store:
             self.seed_generator.state.assign(store[_SEED_STATE_KEY])
-            store = {key: store[key] for key in store.keys() if key != _SEED_STATE_KEY}
-        if not len(store.keys()):
-            return  # Saved before the input range was recorded: its only weights.
-        super().load_own_variables(store)
+        if _INPUT_RANGE_KEY in store:
+            low, high = np.asarray(store[_INPUT_RANGE_KEY], dtype=np.float32)
+            self._input_min.assign(low)
+            self._input_max.assign(high)
+        own = (_SEED_STATE_KEY, _INPUT_RANGE_KEY)
+        super().load_own_variables({key: store[key] for key in store.keys() if key not in own})
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -150,13 +150,14 @@ def code_and_penalty(
     if method == "batch_jacobian":
         code, jacobian = _batch_jacobian(encoder, x, training)
         return code, _flat_jacobian_norm(jacobian)
-    _check_hutchinson_args(num_projections, probe_distribution)
+    check_hutchinson_args(num_projections, probe_distribution)
     probes = _probes(tf.shape(x), num_projections, probe_distribution, seed, x.dtype)
     code, jvp = _stacked_jvp(encoder, x, probes, training)
     return code, tf.reduce_mean(tf.reduce_sum(tf.square(jvp), axis=2), axis=0)
 
 
-def _check_hutchinson_args(num_projections: int, probe_distribution: str) -> None:
+def check_hutchinson_args(num_projections: int, probe_distribution: str) -> None:
+    """Raises `ValueError` unless the Hutchinson estimator's arguments are valid."""
     if (
         not isinstance(num_projections, int)
         or isinstance(num_projections, bool)
@@ -238,7 +239,8 @@ def contractive_penalty(
     )[1]
 
 
-def _check_hessian_args(noise_stddev: float, num_samples: int) -> None:
+def check_hessian_args(noise_stddev: float, num_samples: int) -> None:
+    """Raises `ValueError` unless the CAE+H term's noise and sample count are valid."""
     if (
         not isinstance(noise_stddev, (int, float))
         or not math.isfinite(noise_stddev)
@@ -300,7 +302,7 @@ def hessian_penalty(
     >>> hessian_penalty(encoder, x, noise_stddev=0.1, seed=1).shape
     TensorShape([2])
     """
-    _check_hessian_args(noise_stddev, num_samples)
+    check_hessian_args(noise_stddev, num_samples)
     method = resolve_method(encoder, method, training)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -331,7 +333,7 @@ def hessian_penalty(
             tf.reshape(grouped[:1] - grouped[1:], tf.concat([[-1], rest], 0))
         )
     else:
-        _check_hutchinson_args(num_projections, probe_distribution)
+        check_hutchinson_args(num_projections, probe_distribution)
         probes = _probes(tf.shape(x), num_projections, probe_distribution, seed, x.dtype)
         shared = tf.tile(
             probes, tf.concat([[1, num_samples + 1], tf.ones_like(tf.shape(x)[1:])], 0)

@@ -360,16 +360,18 @@ def train(
         metrics["probe_skipped"] = f"no labels: {dataset.no_labels or 'the data has none'}"
     else:
         rows = min(len(flat_train), PROBE_ROWS)
-        with clock("probe", f"linear probe: logistic regression on {rows} training rows"):
+        probe = f"linear probe: logistic regression on {rows} training rows"
+        with clock("probe_codes", f"{probe}, codes"):
             codes_train = model.encoder.predict(flat_train, batch_size=256, verbose=0)
             codes_test = model.encoder.predict(flat_test, batch_size=256, verbose=0)
             metrics["probe_accuracy_codes"] = quick_probe_accuracy(
                 codes_train, y_train, codes_test, y_test, seed=config.seed
             )
+        with clock("probe_raw", f"{probe}, raw inputs ({flat_train.shape[1]} values each)"):
             metrics["probe_accuracy_raw"] = quick_probe_accuracy(
                 flat_train, y_train, flat_test, y_test, seed=config.seed
             )
-            metrics["probe_rows"] = rows
+        metrics["probe_rows"] = rows
     metrics["phase_seconds"] = clock.seconds
     return TrainResult(model=model, metrics=metrics, held_out=flat_test[:HELD_OUT_ROWS])
 
@@ -381,7 +383,8 @@ PHASE_NAMES = {
     "split": "split",
     "training": "training",
     "held_out": "held-out figures",
-    "probe": "probe",
+    "probe_codes": "probe on codes",
+    "probe_raw": "probe on raw inputs",
     "save": "save",
 }
 

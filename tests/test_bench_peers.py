@@ -310,3 +310,13 @@ def test_cli_refuses_bad_peer_options_with_exit_2(argv, words):
     )  # fmt: skip
     assert done.returncode == 2 and words in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("serve.py: error:")
+
+
+def test_check_all_after_the_rounds_reports_a_server_that_is_gone():
+    gone = bench.Server("gone", None, bench.free_port(), "")  # Nothing listens there.
+    bodies = {("", 1): bench.v2_body(np.float32([[0.5, 0.5]]))}
+    expected = {("", 1): np.float32([[0.25]])}
+    found = bench.check_all({"gone": gone}, bodies, expected, {}, 1, strict=False)
+    assert found["gone"].startswith("FAILED: ")
+    with pytest.raises(ConnectionRefusedError):
+        bench.check_all({"gone": gone}, bodies, expected, {}, 1)

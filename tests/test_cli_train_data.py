@@ -107,7 +107,7 @@ def test_probe_none_skips_the_probe_and_every_phase_is_announced_and_timed(tmp_p
     assert "held-out figures on 360 rows ..." in stdout and "writing " in stdout
     phases = metrics["phase_seconds"]
     assert {"load", "tensorflow", "training", "held_out"} <= set(phases)
-    assert "probe" not in phases and all(seconds >= 0 for seconds in phases.values())
+    assert "probe_codes" not in phases and all(seconds >= 0 for seconds in phases.values())
     summary = stdout.splitlines()[-2]
     assert summary.startswith("wall seconds: load data ") and "save " in summary
 
@@ -116,8 +116,12 @@ def test_probe_none_skips_the_probe_and_every_phase_is_announced_and_timed(tmp_p
 def test_the_probe_is_timed_and_the_default_lambda_and_why_are_printed(tmp_path, capsys):
     code, stdout, _, metrics = _train(capsys, tmp_path)
     assert code == 0 and 0 < metrics["probe_accuracy_codes"] <= 1
-    assert "linear probe: logistic regression on 1437 training rows ..." in stdout
-    assert metrics["probe_rows"] == 1437 and "probe" in metrics["phase_seconds"]
+    assert "linear probe: logistic regression on 1437 training rows, codes ..." in stdout
+    assert (
+        "linear probe: logistic regression on 1437 training rows, raw inputs (64 values" in stdout
+    )
+    assert metrics["probe_rows"] == 1437
+    assert {"probe_codes", "probe_raw"} <= set(metrics["phase_seconds"])
     expected = "λ = 0.003: the default for the bundled digits"
     assert stdout.count(expected) == 2  # Before training, and in the summary.
     assert metrics["config"]["contractive_weight"] == 0.003

@@ -15,7 +15,7 @@ import pytest
 
 from keras_cae import cli
 from keras_cae.data import Dataset, load_digits
-from keras_cae.studies import compare, compare_protocol
+from keras_cae.studies import _engine, compare, compare_protocol
 from keras_cae.training import probe_accuracy, split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -169,12 +169,12 @@ def test_one_fit_probe_scores_equal_separate_probe_accuracy_calls():
 
 
 def test_grids_are_checked():
-    assert compare._check_grids(None, "masking")["DAE"] == compare.SEARCH_GRIDS["DAE/masking"]
-    assert compare._check_grids({"CAE": [0.5]}, "gaussian")["CAE"] == (0.5,)
+    assert _engine.check_grids(None, "masking")["DAE"] == compare.SEARCH_GRIDS["DAE/masking"]
+    assert _engine.check_grids({"CAE": [0.5]}, "gaussian")["CAE"] == (0.5,)
     with pytest.raises(ValueError, match=r"only \['DAE', 'CAE', 'CAE\+H'\]"):
-        compare._check_grids({"AE": [1.0]}, "gaussian")
+        _engine.check_grids({"AE": [1.0]}, "gaussian")
     with pytest.raises(ValueError, match=r"grids\['CAE'\].*Received: \[\]"):
-        compare._check_grids({"CAE": []}, "gaussian")
+        _engine.check_grids({"CAE": []}, "gaussian")
     with pytest.raises(ValueError, match="selection="):
         compare_protocol.compare_models(
             Dataset(np.zeros((10, 4)), None, "z", "none"), selection="best"

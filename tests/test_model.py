@@ -283,10 +283,21 @@ def test_input_range_is_recorded_by_fit_and_saved(x, tmp_path):
     assert model.input_range == expected
     model.save(tmp_path / "model.keras")
     assert keras.models.load_model(tmp_path / "model.keras").input_range == expected
-    # An archive saved before the range was recorded has no weights of the model's own.
+    # The range is not among the Keras weights: get_weights() is the encoder's and decoder's.
+    parts = [*model.encoder.get_weights(), *model.decoder.get_weights()]
+    assert len(model.get_weights()) == len(parts)
+    # An archive saved before the range was recorded has no input range in its store.
     old = small_model()
     old.load_own_variables({})
     assert old.input_range is None
+
+
+def test_input_range_is_recorded_under_xla(x):
+    model = small_model(contractive_weight=0.0)  # The plain auto-encoder keeps XLA.
+    model.compile(optimizer="sgd", jit_compile=True)
+    model.fit(x - 3, batch_size=16, epochs=1, verbose=0)
+    assert model.jit_compile is True
+    assert model.input_range == (float((x - 3).min()), float((x - 3).max()))
 
 
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from keras_cae import contractive_penalty, hessian_penalty
-from keras_cae.penalties import _functional_chain, resolve_method
+from keras_cae._closed_form import _functional_chain
+from keras_cae.penalties import resolve_method
 
 from ._variants import user_conv
 
@@ -158,11 +159,11 @@ def test_closed_form_handles_functional_chains_activation_layers_and_dropout(rng
 
 def test_private_keras_api_for_functional_graphs():
     """Keras exports no public API to walk a Functional graph; the one function that
-    reads its internals is `keras_cae.penalties._functional_chain`. If this test fails
+    reads its internals is `keras_cae._closed_form._functional_chain`. If this test fails
     after a Keras upgrade, update that function."""
     where = (
         f"Keras {keras.__version__} changed a private API that "
-        "keras_cae.penalties._functional_chain reads; update that function:"
+        "keras_cae._closed_form._functional_chain reads; update that function:"
     )
     try:
         from keras.src.models.functional import Functional

@@ -749,7 +749,7 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
 
         # Other workers' snapshots lag by at most Metrics.FLUSH_SECONDS (0.5 s).
         deadline = time.monotonic() + 10
-        while (counts := scrape())[0] < 40 and time.monotonic() < deadline:
+        while (counts := scrape()) != (40, 2) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert counts == (40, 2)
         for _ in range(5):  # Whichever worker answers, the totals are the same.

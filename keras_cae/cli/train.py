@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                         "floor",
                     ),
                 ],
+                skip_for_own_split=["--test-fraction"],
             )
         if dataset.has_split and args.test_fraction is not None:
             raise CliError(

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_cae import penalties
+from keras_cae._checks import positive_int
 from keras_cae.data import check_finite
 
 __all__ = [
@@ -65,12 +66,6 @@ def _check_inputs(x: Any, name: str = "x") -> np.ndarray:
     array = array.astype(np.float32, copy=False)
     check_finite(array, name)
     return array
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -126,7 +121,7 @@ def jacobian(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -> np.
     (3, 2, 4)
     """
     x = _check_inputs(x)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     return np.concatenate([_flat_jacobians(encoder, part) for part in _batches(x, batch_size)])
 
 
@@ -149,7 +144,7 @@ def jacobian_norm(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -
         ValueError: if `x` or `batch_size` is invalid.
     """
     x = _check_inputs(x)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     method = penalties.resolve_method(encoder, "auto", training=False)
     squared = [
         np.asarray(penalties.contractive_penalty(encoder, part, method=method), dtype=np.float64)
@@ -189,7 +184,7 @@ def jacobian_spectrum(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZ
     (3, 2)
     """
     x = _check_inputs(x)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     values = [
         np.linalg.svd(_flat_jacobians(encoder, part), compute_uv=False)
         for part in _batches(x, batch_size)
@@ -229,7 +224,7 @@ def random_directions(shape: Sequence[int], num_directions: int, seed: int | Non
         A float64 array of shape ``(num_directions, *shape)``; every
         ``[i, b]`` slice has unit Euclidean norm.
     """
-    num_directions = _check_positive_int("num_directions", num_directions)
+    num_directions = positive_int("num_directions", num_directions)
     z = np.random.default_rng(seed).standard_normal((num_directions, *shape))
     flat = z.reshape(num_directions, shape[0], -1)
     norms = np.linalg.norm(flat, axis=2, keepdims=True)
@@ -282,16 +277,16 @@ def contraction_curve(
     [2.0, 2.0]
     """
     x = _check_inputs(x)
-    radii = _check_radii(radii)
-    num_directions = _check_positive_int("num_directions", num_directions)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    checked_radii = _check_radii(radii)
+    num_directions = positive_int("num_directions", num_directions)
+    batch_size = positive_int("batch_size", batch_size)
     directions = random_directions(x.shape, num_directions, seed)
-    totals = np.zeros(len(radii))
+    totals = np.zeros(len(checked_radii))
     for start in range(0, len(x), batch_size):
         part = x[start : start + batch_size]
         n = len(part)
         code = np.asarray(encoder(part, training=False), dtype=np.float64).reshape(n, -1)
-        for i, radius in enumerate(radii):
+        for i, radius in enumerate(checked_radii):
             # All directions of a batch go through the encoder in one call.
             step = radius * directions[:, start : start + n]
             moved = (part[np.newaxis] + step).astype(np.float32)
@@ -342,8 +337,8 @@ def tangent_directions(
     (2, 3, 8, 8)
     """
     x = _check_inputs(x)
-    k = _check_positive_int("k", k)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    k = positive_int("k", k)
+    batch_size = positive_int("batch_size", batch_size)
     input_size = math.prod(x.shape[1:])
     result = []
     for part in _batches(x, batch_size):

@@ -45,7 +45,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -204,46 +203,3 @@ def model_params(name: str, dae_corruption: str, params: dict[str, Any]) -> dict
     if name == "DAE":
         base["corruption"] = dae_corruption
     return {**base, **params}
-
-
-def _image_shape(input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    from keras_cae.studies.plots import infer_image_shape
-
-    try:
-        return infer_image_shape(input_shape)
-    except ValueError:
-        return None
-
-
-def _check_grids(
-    grids: Mapping[str, Sequence[float]] | None, dae_corruption: str
-) -> dict[str, tuple[float, ...]]:
-    """Returns the search values of DAE, CAE and CAE+H, or raises `ValueError`."""
-    defaults = {
-        "DAE": SEARCH_GRIDS[f"DAE/{dae_corruption}"],
-        "CAE": SEARCH_GRIDS["CAE"],
-        "CAE+H": SEARCH_GRIDS["CAE+H"],
-    }
-    grids = dict(grids or {})
-    unknown = sorted(set(grids) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"`grids` has values for {unknown}; only {list(defaults)} are searched "
-            "(the AE has no hyper-parameter)"
-        )
-    result = {}
-    for name, default in defaults.items():
-        values = grids.get(name, default)
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            array = np.asarray([np.nan])
-        upper = 1.0 if name == "DAE" and dae_corruption == "masking" else np.inf
-        if array.ndim != 1 or array.size == 0 or not np.all((array >= 0) & (array < upper)):
-            allowed = "probabilities in [0, 1)" if upper == 1.0 else "non-negative finite numbers"
-            raise ValueError(
-                f"`grids[{name!r}]` should be a non-empty sequence of {allowed}. "
-                f"Received: {values!r}"
-            )
-        result[name] = tuple(float(v) for v in array)
-    return result

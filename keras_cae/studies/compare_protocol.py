@@ -2,6 +2,8 @@
 
 `compare_models` runs the protocol described in `keras_cae.studies.compare` and returns a
 `keras_cae.studies.compare.ComparisonResult`; `keras_cae.studies.compare_report` writes it.
+The split, the search loop and the progress lines are the studies' shared engine
+(`keras_cae.studies._engine`).
 
 Example:
 
@@ -21,17 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from keras_cae._checks import positive_int
 from keras_cae.data import Dataset
+from keras_cae.studies import _engine
 from keras_cae.studies.compare import (
     MODELS,
     NOISE_LEVELS,
     NUM_DIRECTIONS,
     RADII,
-    SEARCHED_ARGUMENT,
     SELECTIONS,
-    SPLIT_SEED,
     TANGENTS,
-    VALIDATION_FRACTION,
     Candidate,
     CompareConfig,
     ComparisonResult,
@@ -39,18 +40,10 @@ from keras_cae.studies.compare import (
     ModelRun,
     RawRun,
     Search,
-    _check_grids,
-    _image_shape,
     model_params,
 )
 
 __all__ = ["compare_models"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _probe_scores(
@@ -117,9 +110,55 @@ def compare_models(
         ValueError: for an invalid argument, or a selection that needs labels on
             unlabelled data.
     """
-    seeds = _check_positive_int("seeds", seeds)
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    config = _check_arguments(
+        dataset, seeds, epochs, batch_size, hidden_units, learning_rate, test_fraction,
+        dae_corruption, selection, grids,
+    )  # fmt: skip
+    say = progress or (lambda line: None)
+
+    from keras_cae import training  # noqa: F401  (TensorFlow from here on)
+
+    started = time.perf_counter()
+    parts = _engine.split(dataset, config.test_fraction)
+    data = DataSplit(
+        name=dataset.name, scaling=dataset.scaling, input_shape=tuple(dataset.x.shape[1:]),
+        labelled=dataset.y is not None, num_train=len(parts.x_train), num_fit=len(parts.x_fit),
+        num_validation=len(parts.x_val), num_test=len(parts.x_test),
+    )  # fmt: skip
+    grid_sizes = [len(_engine.search_grid(name, config.grids)) for name in MODELS]
+    total_runs = sum(size for size in grid_sizes if size > 1) + len(MODELS) * len(config.seeds)
+    progress_line = _engine.Progress(say, total_runs, started)
+    say(
+        f"compare: {dataset.name}, {data.num_train} train ({data.num_fit} fit + "
+        f"{data.num_validation} validation) / {data.num_test} test, {config.epochs} epochs, "
+        f"seeds {list(config.seeds)}, {total_runs} training runs"
+    )
+    search = _search(config, parts, progress_line)
+    result = ComparisonResult(
+        config=config, data=data, search=search, runs={}, raw_runs=[], total_seconds=0.0,
+        image_shape=_engine.image_shape(data.input_shape),
+    )  # fmt: skip
+    _final_runs(result, parts, progress_line)
+    result.total_seconds = time.perf_counter() - started
+    return result
+
+
+def _check_arguments(
+    dataset: Dataset,
+    seeds: Any,
+    epochs: Any,
+    batch_size: Any,
+    hidden_units: Any,
+    learning_rate: Any,
+    test_fraction: Any,
+    dae_corruption: Any,
+    selection: Any,
+    grids: Any,
+) -> CompareConfig:
+    """The settings of `compare_models` as a `CompareConfig`, or `ValueError`."""
+    seeds = positive_int("seeds", seeds)
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
     if not 0 < test_fraction < 1:
         raise ValueError(
             f"`test_fraction` should be in (0, 1). Received: test_fraction={test_fraction!r}"
@@ -141,70 +180,20 @@ def compare_models(
             f"selection={selection!r} needs labels, and dataset {dataset.name!r} has none; "
             "use selection='reconstruction'"
         )
-    values = _check_grids(grids, dae_corruption)
+    values = _engine.check_grids(grids, dae_corruption)
     units = [hidden_units] if isinstance(hidden_units, (int, np.integer)) else list(hidden_units)
     if not units:
         raise ValueError(f"`hidden_units` should not be empty. Received: {hidden_units!r}")
-    units = [_check_positive_int("hidden_units", size) for size in units]
+    units = [positive_int("hidden_units", size) for size in units]
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(
             f"`learning_rate` should be a positive finite number. Received: {learning_rate!r}"
         )
-    say = progress or (lambda line: None)
-    config = CompareConfig(
+    return CompareConfig(
         seeds=tuple(range(seeds)), epochs=epochs, batch_size=batch_size,
         hidden_units=tuple(units), learning_rate=learning_rate, test_fraction=test_fraction,
         dae_corruption=dae_corruption, selection=selection, grids=values,
     )  # fmt: skip
-
-    from keras_cae import training  # TensorFlow from here on.
-
-    started = time.perf_counter()
-    x_train, x_test, y_train, y_test = training.split(dataset, test_fraction, SPLIT_SEED)
-    x_fit, x_val, y_fit, y_val = training.split(
-        Dataset(x_train, y_train, dataset.name, dataset.scaling), VALIDATION_FRACTION, SPLIT_SEED
-    )
-    flat = {
-        name: part.reshape(len(part), -1).astype(np.float32)
-        for name, part in (("train", x_train), ("test", x_test), ("fit", x_fit), ("val", x_val))
-    }
-    data = DataSplit(
-        name=dataset.name, scaling=dataset.scaling, input_shape=tuple(dataset.x.shape[1:]),
-        labelled=labelled, num_train=len(flat["train"]), num_fit=len(flat["fit"]),
-        num_validation=len(flat["val"]), num_test=len(flat["test"]),
-    )  # fmt: skip
-    grid_of = {
-        name: [{SEARCHED_ARGUMENT[name]: v} for v in values[name]] if name in values else [{}]
-        for name in MODELS
-    }
-    searched = [name for name in MODELS if len(grid_of[name]) > 1]
-    total_runs = sum(len(grid_of[name]) for name in searched) + len(MODELS) * seeds
-    progress_line = _Progress(say, total_runs, started)
-    say(
-        f"compare: {dataset.name}, {data.num_train} train ({data.num_fit} fit + "
-        f"{data.num_validation} validation) / {data.num_test} test, {epochs} epochs, "
-        f"seeds {list(config.seeds)}, {total_runs} training runs"
-    )
-    search = _search(config, grid_of, flat, y_fit, y_val, progress_line)
-    result = ComparisonResult(
-        config=config, data=data, search=search, runs={}, raw_runs=[], total_seconds=0.0,
-        image_shape=_image_shape(data.input_shape),
-    )  # fmt: skip
-    _final_runs(result, flat, y_train, y_test, progress_line)
-    result.total_seconds = time.perf_counter() - started
-    return result
-
-
-class _Progress:
-    """Numbers the training runs for `progress`: ``[k/total] text (elapsed)``."""
-
-    def __init__(self, say: Callable[[str], None], total: int, started: float) -> None:
-        self.say, self.total, self.started, self.count = say, total, started, 0
-
-    def step(self, text: str) -> None:
-        self.count += 1
-        elapsed = time.perf_counter() - self.started
-        self.say(f"[{self.count}/{self.total}] {text} ({elapsed:.0f} s elapsed)")
 
 
 def _fit(
@@ -230,15 +219,9 @@ def _fit(
     }
 
 
-def _noisy(x: np.ndarray, rng: np.random.Generator) -> dict[float, np.ndarray]:
-    """One draw per level, shared by every model (common random numbers)."""
-    return {s: (x + s * rng.standard_normal(x.shape)).astype(np.float32) for s in NOISE_LEVELS}
-
-
 def _codes(model: Any, x: np.ndarray) -> np.ndarray:
     # A direct call: `predict` builds a new tf.function per model, slower on small data.
-    parts = [model.encoder(x[i : i + 512], training=False) for i in range(0, len(x), 512)]
-    return np.concatenate([np.asarray(p) for p in parts])
+    return _engine.batched(lambda batch: model.encoder(batch, training=False), x, 512)
 
 
 def _reconstruct(model: Any, x: np.ndarray) -> np.ndarray:
@@ -266,67 +249,48 @@ _SELECTION_KEYS: dict[str, Callable[[Candidate], float]] = {
 
 
 def _search(
-    config: CompareConfig,
-    grid_of: dict[str, list[dict[str, float]]],
-    flat: dict[str, np.ndarray],
-    y_fit: np.ndarray | None,
-    y_val: np.ndarray | None,
-    progress: _Progress,
+    config: CompareConfig, parts: _engine.Split, progress: _engine.Progress
 ) -> dict[str, Search]:
     """Step 2 of the protocol: each candidate on the fit part, scored on validation."""
-    labelled = y_val is not None
+    labelled = parts.y_val is not None
     first_seed = config.seeds[0]
     val_inputs = {
-        "clean": flat["val"],
-        **_noisy(flat["val"], np.random.default_rng([first_seed, 1])),
+        "clean": parts.x_val,
+        **_engine.noisy_inputs(parts.x_val, NOISE_LEVELS, np.random.default_rng([first_seed, 1])),
     }
-    search: dict[str, Search] = {}
-    for name in MODELS:
-        grid = [dict(candidate) for candidate in grid_of[name]]
-        if name == "CAE+H":
-            cae_weight = search["CAE"].selected["contractive_weight"]
-            grid = [{"contractive_weight": cae_weight, **c} for c in grid]
-        if len(grid) == 1:
-            search[name] = Search(candidates=[], selected=grid[0])
-            continue
-        candidates = []
-        for params in grid:
-            model, seconds = _fit(
-                config, flat["fit"], model_params(name, config.dae_corruption, params), first_seed
-            )
-            recon = _reconstruct(model, flat["val"])
-            scores: dict[str, Any] = {
-                "reconstruction_mse": float(np.mean((recon - flat["val"]) ** 2)),
-            }
-            if labelled:
-                clean, noisy_acc = _probes(
-                    _codes(model, flat["fit"]), y_fit, val_inputs,
-                    lambda x, m=model: _codes(m, x), y_val,
-                )  # fmt: skip
-                scores["probe_accuracy"] = clean
-                scores["noisy_probe_accuracy"] = noisy_acc
-                scores["mean_probe_accuracy"] = float(np.mean([clean, *noisy_acc.values()]))
-            candidates.append(Candidate(params=params, validation=scores, **seconds))
-            shown = ", ".join(f"{k}={v:g}" for k, v in params.items())
-            probe_text = f", val probe {scores['probe_accuracy']:.3f}" if labelled else ""
-            progress.step(
-                f"search {name} {shown}: val MSE {scores['reconstruction_mse']:.4f}"
-                f"{probe_text}, {seconds['train_seconds']:.1f} s"
-            )
-        key = _SELECTION_KEYS[config.selection]
-        best = int(np.argmax([key(c) for c in candidates]))  # First of equals: weakest.
-        search[name] = Search(candidates=candidates, selected=candidates[best].params)
-        progress.say(f"selected {name}: {search[name].selected}")
-    return search
+
+    def evaluate(name: str, params: dict[str, float]) -> Candidate:
+        model, seconds = _fit(
+            config, parts.x_fit, model_params(name, config.dae_corruption, params), first_seed
+        )
+        recon = _reconstruct(model, parts.x_val)
+        scores: dict[str, Any] = {
+            "reconstruction_mse": float(np.mean((recon - parts.x_val) ** 2)),
+        }
+        if labelled:
+            clean, noisy_acc = _probes(
+                _codes(model, parts.x_fit), parts.y_fit, val_inputs,
+                lambda x, m=model: _codes(m, x), parts.y_val,
+            )  # fmt: skip
+            scores["probe_accuracy"] = clean
+            scores["noisy_probe_accuracy"] = noisy_acc
+            scores["mean_probe_accuracy"] = float(np.mean([clean, *noisy_acc.values()]))
+        shown = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        probe_text = f", val probe {scores['probe_accuracy']:.3f}" if labelled else ""
+        progress.step(
+            f"search {name} {shown}: val MSE {scores['reconstruction_mse']:.4f}"
+            f"{probe_text}, {seconds['train_seconds']:.1f} s"
+        )
+        return Candidate(params=params, validation=scores, **seconds)
+
+    found = _engine.search(
+        MODELS, config.grids, evaluate, _SELECTION_KEYS[config.selection],
+        selected=lambda name, params: progress.say(f"selected {name}: {params}"),
+    )  # fmt: skip
+    return {name: Search(candidates=c, selected=chosen) for name, (c, chosen) in found.items()}
 
 
-def _final_runs(
-    result: ComparisonResult,
-    flat: dict[str, np.ndarray],
-    y_train: np.ndarray | None,
-    y_test: np.ndarray | None,
-    progress: _Progress,
-) -> None:
+def _final_runs(result: ComparisonResult, parts: _engine.Split, progress: _engine.Progress) -> None:
     """Step 3: each model on the whole train part per seed, measured on the test part.
 
     Fills `result`'s runs, raw-input runs and the arrays behind the figures.
@@ -335,44 +299,45 @@ def _final_runs(
 
     from keras_cae.studies import analysis
 
-    labelled = y_test is not None
+    labelled = parts.y_test is not None
+    y_train, y_test = parts.y_train, parts.y_test
     seeds = result.config.seeds
-    examples = _pick_examples(y_test, 10, len(flat["test"]))
+    examples = _pick_examples(y_test, 10, len(parts.x_test))
     tangent_examples = examples[:6]
-    result.examples = flat["test"][examples]
+    result.examples = parts.x_test[examples]
     result.runs = {name: [] for name in MODELS}
     spectra: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     curves: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     for seed in seeds:
         test_inputs = {
-            "clean": flat["test"],
-            **_noisy(flat["test"], np.random.default_rng([seed, 0])),
+            "clean": parts.x_test,
+            **_engine.noisy_inputs(parts.x_test, NOISE_LEVELS, np.random.default_rng([seed, 0])),
         }
         if labelled:
-            clean, noisy_acc = _probes(flat["train"], y_train, test_inputs, lambda x: x, y_test)
+            clean, noisy_acc = _probes(parts.x_train, y_train, test_inputs, lambda x: x, y_test)
             result.raw_runs.append(
                 RawRun(seed=seed, probe_accuracy=clean, noisy_probe_accuracy=noisy_acc)
             )
         for name in MODELS:
-            model, seconds = _fit(result.config, flat["train"], result.params(name), seed)
-            recon = _reconstruct(model, flat["test"])
-            spectrum = analysis.jacobian_spectrum(model.encoder, flat["test"])
+            model, seconds = _fit(result.config, parts.x_train, result.params(name), seed)
+            recon = _reconstruct(model, parts.x_test)
+            spectrum = analysis.jacobian_spectrum(model.encoder, parts.x_test)
             curve = analysis.contraction_curve(
-                model.encoder, flat["test"], RADII, num_directions=NUM_DIRECTIONS, seed=seed
+                model.encoder, parts.x_test, RADII, num_directions=NUM_DIRECTIONS, seed=seed
             )
             run = ModelRun(
                 seed=seed,
                 **seconds,
-                reconstruction_mse=float(np.mean((recon - flat["test"]) ** 2)),
+                reconstruction_mse=float(np.mean((recon - parts.x_test) ** 2)),
                 jacobian_frobenius=float(
-                    analysis.jacobian_norm(model.encoder, flat["test"]).mean()
+                    analysis.jacobian_norm(model.encoder, parts.x_test).mean()
                 ),
                 contraction_curve=[float(v) for v in curve],
                 mean_spectrum=[float(v) for v in spectrum.mean(axis=0)],
             )
             if labelled:
                 clean, noisy_acc = _probes(
-                    _codes(model, flat["train"]), y_train, test_inputs,
+                    _codes(model, parts.x_train), y_train, test_inputs,
                     lambda x, m=model: _codes(m, x), y_test,
                 )  # fmt: skip
                 run.probe_accuracy = clean
@@ -384,7 +349,7 @@ def _final_runs(
             if seed == seeds[0]:
                 result.reconstructions[name] = recon[examples]
                 if name in ("AE", "CAE") and result.image_shape is not None:
-                    chosen = flat["test"][tangent_examples]
+                    chosen = parts.x_test[tangent_examples]
                     k = min(TANGENTS, spectrum.shape[1])
                     result.tangents[name] = (
                         analysis.tangent_directions(model.encoder, chosen, k=k),

@@ -31,12 +31,13 @@ classifier than random weights, most of all when labels are few. For each seed:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from keras_cae.studies._engine import summary
 
 __all__ = [
     "PRETRAINED",
@@ -322,10 +323,3 @@ def finetune_classifier(
         steps_per_epoch=period, shuffle=False, verbose=0, callbacks=[stop],
     )  # fmt: skip
     return classifier, (int(stop.best_epoch) + 1) * period
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one value)."""
-    array = np.asarray(values, dtype=np.float64)
-    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
-    return {"mean": float(array.mean()) if len(array) else math.nan, "std": std}

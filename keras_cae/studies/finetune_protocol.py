@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from keras_cae._checks import positive_int
 from keras_cae.data import Dataset
+from keras_cae.studies import _engine
+from keras_cae.studies.compare import model_params
 from keras_cae.studies.finetune import (
     COMPARISONS,
     FINETUNED,
@@ -37,14 +40,10 @@ __all__ = ["finetune_study", "seed_runs", "lambda_sweep", "tests", "lambda_budge
 
 def check_config(config: FinetuneConfig) -> None:
     """Raises `ValueError` naming the first invalid setting of `config`."""
-    from keras_cae.studies.compare import _check_grids
-
     positive = ("epochs", "finetune_steps", "eval_every", "patience", "batch_size", "hidden_units")
-    for name in (*positive, "lambda_seeds"):
-        value = getattr(config, name)
-        minimum = 0 if name == "lambda_seeds" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{name}` should be an integer >= {minimum}. Received: {value!r}")
+    for name in positive:
+        positive_int(name, getattr(config, name))
+    positive_int("lambda_seeds", config.lambda_seeds, minimum=0)
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ValueError(f"`seeds` should be distinct integers. Received: {config.seeds!r}")
     budgets = config.label_budgets
@@ -60,7 +59,7 @@ def check_config(config: FinetuneConfig) -> None:
         raise ValueError(f"`test_fraction` should be in (0, 1). Received: {config.test_fraction}")
     if any(not (v >= 0 and np.isfinite(v)) for v in config.lambda_grid):
         raise ValueError(f"`lambda_grid` should be non-negative. Received: {config.lambda_grid}")
-    _check_grids(config.grids, config.dae_corruption)
+    _engine.check_grids(config.grids, config.dae_corruption)
     if not config.models or not set(config.models) <= set(FINETUNED):
         raise ValueError(
             f"`models` should be a non-empty subset of {list(FINETUNED)}. "
@@ -79,10 +78,7 @@ class _Measure:
             if image_shape is None
             else {k: shift_images(x_test, image_shape, *d) for k, d in SHIFTS.items()}
         )
-        self.noisy = {
-            str(s): (x_test + s * rng.standard_normal(x_test.shape)).astype(np.float32)
-            for s in levels
-        }
+        self.noisy = {str(s): x for s, x in _engine.noisy_inputs(x_test, levels, rng).items()}
 
     def scores(self, score: Callable[[np.ndarray], float]) -> tuple[float, dict, dict]:
         return (
@@ -93,8 +89,7 @@ class _Measure:
 
 
 def _predict(model: Any, x: np.ndarray) -> np.ndarray:
-    parts = [np.asarray(model(x[i : i + 1024], training=False)) for i in range(0, len(x), 1024)]
-    return np.concatenate(parts)
+    return _engine.batched(lambda batch: model(batch, training=False), x, 1024)
 
 
 @dataclass
@@ -112,20 +107,10 @@ class _Data:
 
 
 def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
-    from keras_cae.studies.compare import SPLIT_SEED, VALIDATION_FRACTION, _image_shape
-    from keras_cae.training import split
-
-    x_train, x_test, y_train, y_test = split(dataset, config.test_fraction, SPLIT_SEED)
-    x_fit, x_val, y_fit, y_val = split(
-        Dataset(x_train, y_train, dataset.name, dataset.scaling), VALIDATION_FRACTION, SPLIT_SEED
-    )
-
-    def flat(a: np.ndarray) -> np.ndarray:
-        return a.reshape(len(a), -1).astype(np.float32)
-
+    p = _engine.split(dataset, config.test_fraction)
     return _Data(
-        flat(x_train), flat(x_fit), y_fit, flat(x_val), y_val, flat(x_test), y_test, y_train,
-        int(dataset.y.max()) + 1, _image_shape(tuple(dataset.x.shape[1:])),
+        p.x_train, p.x_fit, p.y_fit, p.x_val, p.y_val, p.x_test, p.y_test, p.y_train,
+        int(dataset.y.max()) + 1, _engine.image_shape(tuple(dataset.x.shape[1:])),
     )  # fmt: skip
 
 
@@ -134,11 +119,11 @@ class _Runner:
 
     def __init__(self, data: _Data, config: FinetuneConfig, say: Callable[[str], None]):
         self.data, self.config, self.say = data, config, say
-        self.started = time.perf_counter()
+        self.progress = _engine.Progress(say)
         self.input_dim = data.x_train.shape[1]
 
     def log(self, text: str) -> None:
-        self.say(f"{text} ({time.perf_counter() - self.started:.0f} s elapsed)")
+        self.progress.log(text)
 
     def pretrain(self, name: str, params: dict[str, Any], x: np.ndarray, seed: int) -> tuple:
         """Returns ``(encoder, model or None, CPU seconds)``; CAE-2 through the stack API."""
@@ -204,32 +189,27 @@ def _search(runner: _Runner) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]
     """The validation search of `studies.compare` (probe criterion) for DAE, CAE, CAE+H."""
     import keras
 
-    from keras_cae.studies.compare import SEARCHED_ARGUMENT, _check_grids, model_params
-
     config, data = runner.config, runner.data
-    values = _check_grids(config.grids, config.dae_corruption)
+    values = _engine.check_grids(config.grids, config.dae_corruption)
+    needs_cae = {"CAE", "CAE+H", "CAE-2"} & set(config.models)
+    models = [
+        n for n in ("DAE", "CAE", "CAE+H") if n in config.models or (n == "CAE" and needs_cae)
+    ]
+
+    def evaluate(name: str, search_params: dict[str, float]) -> dict[str, Any]:
+        params = model_params(name, config.dae_corruption, search_params)
+        encoder, _, _ = runner.pretrain(name, params, data.x_fit, config.seeds[0])
+        probe = _probe(np.asarray(encoder(data.x_fit)), data.y_fit)
+        accuracy = float(probe.score(np.asarray(encoder(data.x_val)), data.y_val))
+        runner.log(f"search {name} {params}: val probe {accuracy:.3f}")
+        keras.backend.clear_session()
+        return {"params": params, "validation_probe_accuracy": accuracy}
+
+    found = _engine.search(models, values, evaluate, lambda c: c["validation_probe_accuracy"])
     selected: dict[str, dict[str, Any]] = {"AE": {"contractive_weight": 0.0}}
     search: dict[str, Any] = {}
-    needs_cae = {"CAE", "CAE+H", "CAE-2"} & set(config.models)
-    for name in [n for n in ("DAE", "CAE", "CAE+H") if n in config.models or n == "CAE"]:
-        if name == "CAE" and not needs_cae:
-            continue
-        grid = [{SEARCHED_ARGUMENT[name]: v} for v in values[name]]
-        if name == "CAE+H":
-            grid = [
-                {"contractive_weight": selected["CAE"]["contractive_weight"], **c} for c in grid
-            ]
-        grid = [model_params(name, config.dae_corruption, c) for c in grid]
-        candidates = []
-        for params in grid if len(grid) > 1 else []:
-            encoder, _, _ = runner.pretrain(name, params, data.x_fit, config.seeds[0])
-            probe = _probe(np.asarray(encoder(data.x_fit)), data.y_fit)
-            accuracy = float(probe.score(np.asarray(encoder(data.x_val)), data.y_val))
-            candidates.append({"params": params, "validation_probe_accuracy": accuracy})
-            runner.log(f"search {name} {params}: val probe {accuracy:.3f}")
-            keras.backend.clear_session()
-        accuracies = [c["validation_probe_accuracy"] for c in candidates]
-        selected[name] = grid[int(np.argmax(accuracies))] if candidates else grid[0]
+    for name, (candidates, chosen) in found.items():
+        selected[name] = model_params(name, config.dae_corruption, chosen)
         search[name] = {"candidates": candidates, "selected": selected[name]}
     if needs_cae:
         selected["CAE-2"] = {"contractive_weight": selected["CAE"]["contractive_weight"]}

@@ -117,7 +117,7 @@ class StudyConfig:
     pretrain_seed: int = 0
     cae_lambdas: tuple[float, ...] = (1e-3, 3e-4, 3e-3)
     dae_noises: tuple[float, ...] = (0.3, 0.5)
-    cae_h: tuple[tuple[float, float], ...] = ((1e-3, 1e-3),)
+    cae_h: tuple[tuple[float, float], ...] = ((1e-3, 1e-3), (1e-3, 0.1))
     geometry_points: int = 500
     split_seed: int = 0
     budgets: tuple[str, ...] = BUDGETS
@@ -666,7 +666,7 @@ def jacobians(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
     for kernel, bias in zip(weights[::2], weights[1::2]):
         h = _sigmoid(h @ kernel + bias)
         local = (h * (1 - h))[:, :, None] * np.asarray(kernel, np.float64).T[None]
-        jac = local if jac is None else np.einsum("nij,njk->nik", local, jac)
+        jac = local if jac is None else np.matmul(local, jac)
     return jac
 
 
