@@ -114,7 +114,7 @@ class Metrics:
 
         Example:
 
-        >>> metrics = Metrics(max_batch=8, info={})
+        >>> metrics = Metrics(max_batch=8, info={"model": "enc"})
         >>> metrics.end(metrics.begin(), "ModelInfer", GRPC, "OK")
         """
         self.in_flight.inc()
