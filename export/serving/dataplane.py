@@ -86,7 +86,8 @@ class DataPlane:
 
     Example:
 
-    >>> encoder = OnnxEncoder("encoder.onnx", check_range=False)  # doctest: +SKIP
+    >>> encoder = OnnxEncoder("encoder.onnx", check_finite=False,
+    ...                       check_range=False)  # doctest: +SKIP
     >>> plane = DataPlane(encoder, "enc", 64, 2**20,
     ...                   Metrics(64, {}))  # doctest: +SKIP
     """
