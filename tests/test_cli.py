@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from keras_cae.cli import main
+from tests import ROOT
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -125,8 +126,6 @@ def test_unknown_subcommand_is_one_line(capsys):
 
 # ------------------------------------------------------------------------------------------
 # One error form for every command, checked before any work.
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fresh_python(code: str, **env: str) -> subprocess.CompletedProcess:

@@ -261,8 +261,9 @@ def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
 @pytest.mark.parametrize(
     "imports",
     [
-        "import keras_cae\nimport keras",
-        "import keras\nimport keras_cae",
+        # A fresh interpreter each (TensorFlow imported anew): about 12 s apiece.
+        pytest.param("import keras_cae\nimport keras", marks=pytest.mark.slow),
+        pytest.param("import keras\nimport keras_cae", marks=pytest.mark.slow),
         pytest.param("import tensorflow\nimport keras_cae\nimport keras", marks=pytest.mark.slow),
         pytest.param("import keras_cae\nimport tensorflow\nimport keras", marks=pytest.mark.slow),
         # A submodule that imports TensorFlow first, while the training modules import it.

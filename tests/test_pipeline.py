@@ -44,6 +44,8 @@ def _optimizer_state(model: keras.Model) -> list[np.ndarray]:
     return [_numpy(v) for v in model.optimizer.variables]
 
 
+# Every variant trains, exports and starts a server: about two minutes in all.
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", variant_params())
 def test_pipeline(variant: ModelVariant, tmp_path: Any) -> None:
     x = variant.data(TRAIN_ROWS)
