@@ -24,9 +24,8 @@ import tensorflow as tf
 import keras_cae
 from keras_cae import export
 from keras_cae.export import saved_model as saved_model_module
-
-from ._harness import assert_config_round_trip, assert_no_warnings, serve_one_request
-from ._variants import ModelVariant, dtype_policy, variant_params
+from tests._harness import assert_config_round_trip, assert_no_warnings, serve_one_request
+from tests._variants import ModelVariant, dtype_policy, variant_params
 
 BATCH_SIZES = (1, 7, 300)
 TRAIN_ROWS = 48

@@ -33,8 +33,7 @@ from keras_cae.cli import main  # noqa: E402
 from keras_cae.export import OnnxEncoder, _export  # noqa: E402
 from keras_cae.export import saved_model as saved_model_module  # noqa: E402
 from tests import ROOT  # noqa: E402
-
-from ._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
+from tests._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
 
 BATCH_SIZES = (1, 7, 300)
 

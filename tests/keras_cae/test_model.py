@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_cae import ContractiveAutoencoder, contractive_penalty, dense_autoencoder
-
-from ._variants import user_conv
+from tests._variants import user_conv
 
 
 @pytest.fixture
