@@ -155,6 +155,7 @@ def export_encoder(
     tolerance: float | None = None,
     input_shape: Sequence[int] | None = None,
     model_name: str | None = None,
+    probe_source: str | None = None,
 ) -> ExportResult:
     """Exports a trained encoder (and optionally decoder or whole model), verified.
 
@@ -186,7 +187,9 @@ def export_encoder(
         metadata: extra string metadata for the ONNX files and the manifest, e.g.
             ``{"training_data": "sklearn-digits", "input_scaling": "x / 16"}``.
         probe: the inputs the parity check runs on, shape ``(n, *features)`` with
-            n ≥ 2; real data is best. Defaults to 32 seeded uniform samples in [0, 1).
+            n ≥ 2; real data is best (held-out rows of the training data). Defaults
+            to 32 seeded uniform samples in the model's training input range
+            (`ContractiveAutoencoder.input_range`), or in [0, 1) when none is recorded.
         tolerance: see above. Defaults to `DEFAULT_TOLERANCE` (1e-4), or for a model
             that computes in float16 / bfloat16 (mixed precision) to
             `HALF_PRECISION_TOLERANCE` (2**-9 / 2**-6).
@@ -196,6 +199,10 @@ def export_encoder(
         model_name: the encoder's model name in the Triton repository (the other
             parts are ``<model_name>_decoder`` and ``<model_name>_autoencoder``); only
             with the `"triton"` format. Defaults to the part names (``"encoder"``).
+        probe_source: where the `probe` rows come from, for the manifest's ``"probe"``
+            record and the summary, e.g. ``"64 held-out rows of mnist.npz"``.
+            Defaults to ``"<n> rows given as probe"`` (or a description of the
+            uniform samples when `probe` is None).
 
     Returns:
         An `ExportResult` with the paths and the parity figures.
@@ -272,8 +279,17 @@ def export_encoder(
             )
 
     # ---- Probe batches: inputs for the encoder and the autoencoder, codes for the decoder.
+    input_range = getattr(model, "input_range", None) if is_cae else None
     # Every sample dimension is known here (checked above).
-    probe_x = probe_batch(probe, cast("tuple[int, ...]", full_input_shape[1:]))
+    probe_x = probe_batch(probe, cast("tuple[int, ...]", full_input_shape[1:]), input_range)
+    if probe_source is None:
+        low, high = (0.0, 1.0) if input_range is None else input_range
+        probe_source = (
+            f"{len(probe_x)} rows given as probe"
+            if probe is not None
+            else f"{len(probe_x)} seeded uniform random rows in [{low:.6g}, {high:.6g})"
+            + (" (the training input range)" if input_range is not None else "")
+        )
     with _step("run the Keras model on the probe batch"):
         codes = to_numpy(encoder(probe_x, training=False))
     layers = {"encoder": encoder}
@@ -340,7 +356,7 @@ def export_encoder(
                 )
         with _step("write manifest.json"):
             _manifest.write_manifest(
-                staging, out_dir, base_metadata, tolerance, len(probe_x), artifacts
+                staging, out_dir, base_metadata, tolerance, len(probe_x), artifacts, probe_source
             )
     return ExportResult(
         out_dir=out_dir,
@@ -348,4 +364,5 @@ def export_encoder(
         artifacts=tuple(artifacts),
         metadata=base_metadata,
         tolerance=tolerance,
+        probe=probe_source,
     )

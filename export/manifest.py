@@ -54,6 +54,7 @@ _RESERVED = (
     "hessian_weight",
     "penalty",
     "penalty_method",
+    "input_range",
 )
 
 
@@ -140,6 +141,10 @@ def model_metadata(
         )
         with contextlib.suppress(Exception):  # Resolving can fail for exotic encoders.
             metadata["penalty_method"] = str(model.penalty_method)
+        input_range = getattr(model, "input_range", None)
+        if input_range is not None:
+            # What `OnnxEncoder` checks inputs against (`runtime.check_input_range`).
+            metadata["input_range"] = json.dumps([float(input_range[0]), float(input_range[1])])
     metadata.update(extra)
     return metadata
 
@@ -150,9 +155,13 @@ def part_metadata(
     names: tuple[str, str],
     shapes: tuple[tuple[int | None, ...], tuple[int | None, ...]],
 ) -> dict[str, str]:
-    """`metadata` plus what describes one part: its name, graph names and shapes."""
+    """`metadata` plus what describes one part: its name, graph names and shapes.
+
+    The training input range describes the inputs ``x``: the decoder, whose input is a
+    code, does not get it.
+    """
     return {
-        **metadata,
+        **{k: v for k, v in metadata.items() if part != "decoder" or k != "input_range"},
         "part": part,
         "input_name": names[0],
         "output_name": names[1],
@@ -168,14 +177,17 @@ def write_manifest(
     tolerance: float,
     probe_rows: int,
     artifacts: Iterable[Artifact],
+    probe: str = "",
 ) -> None:
     """Writes ``manifest.json`` into `staging`, with artifact paths relative to
-    `out_dir` (where `staging` will be renamed to)."""
+    `out_dir` (where `staging` will be renamed to); `probe` says which rows the
+    parity checks ran on."""
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "metadata": dict(metadata),
         "tolerance": float(tolerance),
         "probe_rows": int(probe_rows),
+        "probe": probe,
         "artifacts": [artifact.to_dict(root=out_dir) for artifact in artifacts],
     }
     _io.atomic_write_json(os.path.join(staging, MANIFEST), manifest)

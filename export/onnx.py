@@ -173,7 +173,7 @@ class _OnnxWriter:
     def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
         from keras_cae.export.runtime import OnnxEncoder
 
-        yield OnnxEncoder(path, check_finite=False).encode
+        yield OnnxEncoder(path, check_finite=False, check_range=False).encode
 
 
 #: The writer `keras_cae.export.formats.WRITERS` maps `"onnx"` to.

@@ -37,7 +37,7 @@ DEFAULT_TOLERANCE = 1e-4
 #: ulp or two, 2**-11 to 2**-10 near 1 (measured 4.9e-4 on sigmoid codes); 8 bits for
 #: bfloat16. Twice the ulp at 1 still tells a wrong graph apart.
 HALF_PRECISION_TOLERANCE = {"float16": 2 * 2.0**-10, "bfloat16": 2 * 2.0**-7}
-#: Rows in the default probe batch (uniform in [0, 1), like the scaled inputs).
+#: Rows in the default probe batch (uniform in the training input range, else [0, 1)).
 DEFAULT_PROBE_SIZE = 32
 
 
@@ -68,9 +68,12 @@ def check_tolerance(tolerance: Any) -> float:
     return float(tolerance)
 
 
-def probe_batch(probe: Any, sample_shape: Sequence[int]) -> np.ndarray:
+def probe_batch(
+    probe: Any, sample_shape: Sequence[int], value_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """The float32 probe batch: `probe` checked, or `DEFAULT_PROBE_SIZE` seeded uniform
-    samples in [0, 1) for `probe=None`.
+    samples in `value_range` (the model's training input range; [0, 1) when None) for
+    `probe=None`.
 
     Raises:
         ValueError: `probe` is not ``(n, *sample_shape)`` with n ≥ 2, or is not finite.
@@ -78,7 +81,9 @@ def probe_batch(probe: Any, sample_shape: Sequence[int]) -> np.ndarray:
     sample_shape = tuple(sample_shape)
     if probe is None:
         rng = np.random.default_rng(0)
-        return rng.random((DEFAULT_PROBE_SIZE, *sample_shape), dtype=np.float32)
+        low, high = (0.0, 1.0) if value_range is None else value_range
+        uniform = rng.random((DEFAULT_PROBE_SIZE, *sample_shape), dtype=np.float32)
+        return (low + (high - low) * uniform).astype(np.float32)
     probe_x = np.asarray(probe, dtype=np.float32)
     if probe_x.shape[1:] != sample_shape or probe_x.shape[0] < 2:
         raise ValueError(

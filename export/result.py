@@ -58,6 +58,8 @@ class ExportResult:
         artifacts: one `Artifact` per part and format.
         metadata: the metadata written into the ONNX files (without the key prefix).
         tolerance: the tolerance the parity checks used.
+        probe: which rows the parity checks ran on, e.g. ``"64 held-out rows of
+            mnist.npz"``.
 
     Example:
 
@@ -71,6 +73,7 @@ class ExportResult:
     artifacts: tuple[Artifact, ...]
     metadata: dict[str, str] = field(default_factory=dict)
     tolerance: float = DEFAULT_TOLERANCE
+    probe: str = ""
 
     def path(self, format: str = "onnx", part: str = "encoder") -> str:
         """Returns the path of one artifact, e.g. ``result.path("onnx")``."""
@@ -105,6 +108,8 @@ class ExportResult:
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
         ]
+        if self.probe:
+            lines.append(f"parity checked on {self.probe}")
         return "\n".join(line.rstrip() for line in lines)
 
 

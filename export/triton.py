@@ -285,7 +285,7 @@ class _TritonWriter:
     def load(self, job: PartExport, path: str) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
         from keras_cae.export.runtime import OnnxEncoder
 
-        yield OnnxEncoder(verify_model(path), check_finite=False).encode
+        yield OnnxEncoder(verify_model(path), check_finite=False, check_range=False).encode
 
 
 #: The writer `keras_cae.export.formats.WRITERS` maps `"triton"` to.

@@ -1,6 +1,9 @@
 """The checks `ContractiveAutoencoder` runs on its data before Keras sees it.
 
-NumPy inputs with non-finite rows, a shape that does not match the encoder input, or
+NumPy inputs are given the encoder's input shape by the package's one shape rule,
+`keras_cae.data.to_model_input` (``(n, 28, 28)`` images flatten into a ``(None, 784)``
+Dense encoder). NumPy inputs with non-finite rows, a shape that neither matches nor
+flattens to the encoder input, or
 a global batch that the replicas of a `tf.distribute` strategy cannot share evenly
 raise a `ValueError` that names the argument, before training starts. The input
 shapes read here also let the model build itself from the data, as `fit` builds any
@@ -22,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cae.data import check_finite
+from keras_cae.data import check_finite, to_model_input
 
 __all__ = [
     "built_input_shape",
@@ -83,30 +86,56 @@ def expected_input_shape(encoder: keras.layers.Layer) -> tuple[int | None, ...] 
     return None
 
 
-def check_array(encoder: keras.layers.Layer, name: str, array: Any) -> None:
-    """Raises `ValueError` for NumPy data with non-finite rows or a wrong shape."""
+def check_array(
+    encoder: keras.layers.Layer, name: str, array: Any, check_values: bool = True
+) -> Any:
+    """NumPy data in the encoder's input shape (`to_model_input`'s rule), checked.
+
+    Returns anything that is not a numeric NumPy array unchanged. With
+    `check_values=False` only the shape is checked (not NaN and infinities).
+
+    Raises:
+        ValueError: the samples neither match nor flatten to the encoder input, or
+            rows hold NaN or infinities.
+    """
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        return
+        return array
     expected = expected_input_shape(encoder)
-    if expected is not None and (
-        array.ndim != len(expected)
-        or any(e is not None and e != a for e, a in zip(expected[1:], array.shape[1:]))
-    ):
-        raise ValueError(
-            f"`{name}` should have shape (batch, {', '.join(str(d) for d in expected[1:])}) "
-            f"to match the encoder input. Received: {name}.shape={array.shape}"
-        )
-    if array.ndim > 0:
+    if expected is not None:
+        try:
+            if array.ndim < 2:
+                raise ValueError("no batch axis")
+            array = to_model_input(array, expected, name)
+        except ValueError:
+            features = ", ".join(str(d) for d in expected[1:])
+            flat = (
+                f" (or samples of any shape holding {features} values, flattened)"
+                if len(expected) == 2
+                else ""
+            )
+            raise ValueError(
+                f"`{name}` should have shape (batch, {features}) to match the encoder "
+                f"input{flat}. Received: {name}.shape={array.shape}"
+            ) from None
+    if check_values and array.ndim > 0:
         check_finite(array, name)
+    return array
 
 
-def check_data(encoder: keras.layers.Layer, x: Any, y: Any, validation_data: Any = None) -> None:
-    """`check_array` on `x`, `y` and the arrays of a `validation_data` tuple."""
-    check_array(encoder, "x", x)
-    check_array(encoder, "y", y)
+def check_data(
+    encoder: keras.layers.Layer, x: Any, y: Any, validation_data: Any = None
+) -> tuple[Any, Any, Any]:
+    """`check_array` on `x`, `y` and the arrays of a `validation_data` tuple; returns
+    them in the encoder's input shape."""
+    x = check_array(encoder, "x", x)
+    y = check_array(encoder, "y", y)
     if isinstance(validation_data, (tuple, list)):
-        for part, name in zip(validation_data[:2], ("validation_data[0]", "validation_data[1]")):
-            check_array(encoder, name, part)
+        names = ("validation_data[0]", "validation_data[1]")
+        validation_data = type(validation_data)(
+            [check_array(encoder, name, part) for part, name in zip(validation_data[:2], names)]
+            + list(validation_data[2:])
+        )
+    return x, y, validation_data
 
 
 def check_batch_size(strategy: tf.distribute.Strategy, x: Any, batch_size: int | None) -> None:

@@ -14,7 +14,15 @@ import tensorflow as tf
 
 from keras_cae import penalties
 from keras_cae._choices import CORRUPTIONS
-from keras_cae._inputs import built_input_shape, check_batch_size, check_data, data_input_shape
+from keras_cae._closed_form import closed_form_error
+from keras_cae._inputs import (
+    built_input_shape,
+    check_array,
+    check_batch_size,
+    check_data,
+    data_input_shape,
+)
+from keras_cae._step_cost import auto_fallback_notice
 from keras_cae._xla import xla_slowdown
 from keras_cae.distribute import replica_random, replica_share
 
@@ -23,6 +31,7 @@ __all__ = ["ContractiveAutoencoder", "CORRUPTIONS"]
 logger = logging.getLogger("keras_cae")
 
 _SEED_STATE_KEY = "seed_generator_state"
+_INPUT_RANGE_KEY = "input_range"
 
 
 def _check_non_negative(name: str, value: Any) -> float:
@@ -76,8 +85,9 @@ class ContractiveAutoencoder(keras.Model):
         contractive_weight: λ, the weight of the contractive penalty. Defaults to `0.1`.
         penalty: how the penalty is computed: `"auto"`, `"batch_jacobian"`,
             `"closed_form"` or `"hutchinson"` (see `keras_cae.contractive_penalty`).
-            `"auto"` is exact: the closed form for Dense chains, else
-            `batch_jacobian`. Defaults to `"auto"`.
+            `"auto"` is exact: the closed form for Dense chains and for one
+            convolution layer, else `batch_jacobian`, and then it logs once, before
+            training, the estimated cost of a step. Defaults to `"auto"`.
         num_projections: probes per sample for `penalty="hutchinson"`. Defaults to `4`.
         probe_distribution: `"rademacher"` or `"gaussian"` probes for
             `penalty="hutchinson"`. Defaults to `"rademacher"`.
@@ -152,6 +162,21 @@ class ContractiveAutoencoder(keras.Model):
         self.contractive_loss_tracker = keras.metrics.Mean(name="contractive_loss")
         self.hessian_loss_tracker = keras.metrics.Mean(name="hessian_loss")
         self._penalty_method: str | None = None
+        # The range of every input `fit` has trained on: +inf/-inf until the first step.
+        # Exported into the ONNX metadata, where `OnnxEncoder` refuses inputs far outside.
+        # TensorFlow variables, not Keras weights: `get_weights()` keeps its layout (the
+        # encoder's and decoder's weights); `save_own_variables` saves them by name.
+        self._input_min, self._input_max = (
+            tf.Variable(
+                value,
+                dtype=tf.float32,
+                trainable=False,
+                name=name,
+                # Every replica records the global range (`_record_input_range`).
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            for name, value in (("input_min", np.inf), ("input_max", -np.inf))
+        )
         tie = getattr(decoder, "tie", None)
         if callable(tie):
             tie(encoder)
@@ -202,11 +227,60 @@ class ContractiveAutoencoder(keras.Model):
         return self.decoder(h, training=training)
 
     @property
+    def input_range(self) -> tuple[float, float] | None:
+        """The smallest and largest input value `fit` has trained on; None before any.
+
+        Recorded by every train step (over all replicas under `tf.distribute`) in two
+        non-trainable variables that are not among the Keras weights (`get_weights` is
+        the encoder's and decoder's), saved in the `.keras` archive, and written by
+        `keras_cae.export.export_encoder` into the exported files, whose runtime
+        (`OnnxEncoder`) refuses inputs far outside it (raw 0-255 pixels for a model
+        trained on pixels / 255). Archives saved before the range was recorded load
+        with None.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from keras_cae import dense_autoencoder
+        >>> model = dense_autoencoder(4, 2)
+        >>> model.input_range is None
+        True
+        >>> x = np.linspace(0, 1, 32, dtype="float32").reshape(8, 4)
+        >>> _ = model.fit(x, epochs=1, verbose=0)
+        >>> model.input_range
+        (0.0, 1.0)
+        """
+        low, high = float(self._input_min.numpy()), float(self._input_max.numpy())
+        return (low, high) if low <= high else None
+
+    def _record_input_range(self, x: Any) -> None:
+        """Widens the recorded range to this global batch's smallest and largest value."""
+        x = tf.cast(x, "float32")
+        # Of no rows (a replica's share of a short last batch) these are +inf and -inf.
+        extremes = tf.stack([tf.reduce_min(x), -tf.reduce_max(x)])
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            context = tf.distribute.get_replica_context()
+            extremes = tf.reduce_min(context.all_gather(extremes[None], axis=0), axis=0)
+        self._input_min.assign(tf.minimum(self._input_min, extremes[0]))
+        self._input_max.assign(tf.maximum(self._input_max, -extremes[1]))
+
+    @property
     def penalty_method(self) -> str:
         """The exact method `penalty` resolves to for this encoder (`"auto"` resolved)."""
         if self._penalty_method is None:
             method = penalties.resolve_method(self.encoder, self.penalty, training=True)
-            if self.penalty == "auto":
+            if self.penalty == "auto" and method == "batch_jacobian" and self._computes_penalty():
+                # Once per model, before the first step: what the exact fallback costs.
+                logger.warning(
+                    auto_fallback_notice(
+                        self.encoder,
+                        self.decoder,
+                        built_input_shape(self.encoder),
+                        closed_form_error(self.encoder, training=True) or "",
+                        self.num_projections,
+                    )
+                )
+            elif self.penalty == "auto":
                 logger.info("keras_cae: penalty='auto' uses %r for this encoder.", method)
             self._penalty_method = method
         return self._penalty_method
@@ -386,6 +460,7 @@ class ContractiveAutoencoder(keras.Model):
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._build_for((None, *x.shape[1:]))
+        self._record_input_range(x)
         with tf.GradientTape() as tape:
             total, reconstruction, terms = self._compute_terms(x, y, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(total)
@@ -437,19 +512,27 @@ class ContractiveAutoencoder(keras.Model):
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Trains the model, as `keras.Model.fit`; `y` defaults to `x`.
 
-        NumPy inputs are checked before training starts: rows with NaN or infinite
-        values, or a shape that does not match the encoder input, raise `ValueError`,
-        and so does a `batch_size` that the replicas of a `tf.distribute` strategy
-        cannot share evenly.
+        NumPy inputs take the encoder's input shape by `keras_cae.data.to_model_input`'s
+        rule, the one `keras-cae encode` and `OnnxEncoder` apply: ``(n, 28, 28)`` images
+        train a Dense encoder built on 784 inputs (so do `evaluate` and `predict`, whose
+        reconstructions are then flat). They are checked before training starts: rows
+        with NaN or infinite values, or samples that neither match nor flatten to the
+        encoder input, raise `ValueError`, and so does a `batch_size` that the replicas
+        of a `tf.distribute` strategy cannot share evenly. Other inputs (`tf.data`) must
+        already have the encoder's input shape.
         """
-        check_data(self.encoder, x, y, kwargs.get("validation_data"))
+        x, y, validation_data = check_data(self.encoder, x, y, kwargs.get("validation_data"))
+        if validation_data is not None:
+            kwargs["validation_data"] = validation_data
         check_batch_size(self.distribute_strategy, x, args[0] if args else kwargs.get("batch_size"))
         self._build_for(data_input_shape(x))
+        if self.built and self._computes_penalty():
+            self.penalty_method  # noqa: B018  (resolves "auto", and says so, before training)
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Evaluates the model, as `keras.Model.evaluate`; `y` defaults to `x`."""
-        check_data(self.encoder, x, y)
+        x, y, _ = check_data(self.encoder, x, y)
         self._build_for(data_input_shape(x))
         return super().evaluate(x, y, *args, **kwargs)
 
@@ -459,6 +542,7 @@ class ContractiveAutoencoder(keras.Model):
         Built here rather than on the first call, the model records a dynamic batch
         axis (`(None, ...)`), as after `fit`.
         """
+        x = check_array(self.encoder, "x", x, check_values=False)
         self._build_for(data_input_shape(x))
         return super().predict(x, *args, **kwargs)
 
@@ -474,13 +558,21 @@ class ContractiveAutoencoder(keras.Model):
         """
         super().save_own_variables(store)
         store[_SEED_STATE_KEY] = self.seed_generator.state.value.numpy()
+        store[_INPUT_RANGE_KEY] = np.array(
+            [self._input_min.numpy(), self._input_max.numpy()], dtype=np.float32
+        )
 
     def load_own_variables(self, store: Any) -> None:
-        """Loads what `save_own_variables` saved (files without the seed state load too)."""
+        """Loads what `save_own_variables` saved (files without the seed state load too,
+        and files without the input range, which then stays unknown)."""
         if _SEED_STATE_KEY in store:
             self.seed_generator.state.assign(store[_SEED_STATE_KEY])
-            store = {key: store[key] for key in store.keys() if key != _SEED_STATE_KEY}
-        super().load_own_variables(store)
+        if _INPUT_RANGE_KEY in store:
+            low, high = np.asarray(store[_INPUT_RANGE_KEY], dtype=np.float32)
+            self._input_min.assign(low)
+            self._input_max.assign(high)
+        own = (_SEED_STATE_KEY, _INPUT_RANGE_KEY)
+        super().load_own_variables({key: store[key] for key in store.keys() if key not in own})
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -10,12 +10,17 @@ of computing it:
   Works for any encoder, costs one backward pass per code unit.
 * ``"closed_form"`` — exact and cheap for encoders that are a chain of ``Dense``
   layers with element-wise activations: ``J = D_L W_Lᵀ ⋯ D_1 W_1ᵀ`` with
-  ``D_l = diag(σ_l′(a_l))``. One layer reduces to ``Σ_k σ′(a_k)² ‖W_{:,k}‖²``.
+  ``D_l = diag(σ_l′(a_l))``. One layer reduces to ``Σ_k σ′(a_k)² ‖W_{:,k}‖²``. Also
+  for one ``Conv1D``/``Conv2D``/``Conv3D`` layer with element-wise activations
+  (Flatten/Reshape around it allowed): ``Σ σ′(a)² ⊙ S`` with ``S`` the squared kernel
+  convolved with an all-ones input, one extra convolution independent of the batch.
 * ``"hutchinson"`` — the unbiased stochastic estimate ``E_v ‖J v‖²`` with
   Rademacher or Gaussian probes ``v`` (``E[v vᵀ] = I``), computed in forward mode
   for all probes as one stacked batch. Works for any encoder, including conv.
 * ``"auto"`` — ``"closed_form"`` where it applies, else ``"batch_jacobian"``.
-  Always exact; it never picks the stochastic method on its own.
+  Always exact; it never picks the stochastic method on its own. A
+  `ContractiveAutoencoder` that falls back says once, before training, what a step
+  will cost and that ``"hutchinson"`` exists (`keras_cae._step_cost`).
 
 The second-order term of CAE+H (Rifai et al., "Higher Order Contractive
 Auto-Encoder", ECML PKDD 2011), ``E_ε ‖J(x) − J(x + ε)‖²_F``, is computed with the
@@ -40,7 +45,6 @@ from keras_cae._closed_form import (
     _broadcast_batch,
     _closed_form_factor,
     _functional_chain,  # noqa: F401  (tests import it from here)
-    _norm_with_first_kernel,
     closed_form_error,
 )
 from keras_cae._hutchinson import _layerwise_jvp, _stacked_jvp  # noqa: F401
@@ -111,8 +115,9 @@ def resolve_method(encoder: Any, method: str, training: bool = False) -> str:
         training: whether the penalty is computed in training mode (Dropout active).
 
     Returns:
-        `"closed_form"` if `method="auto"` and the encoder is a Dense chain,
-        `"batch_jacobian"` if `method="auto"` otherwise, else `method` itself.
+        `"closed_form"` if `method="auto"` and the encoder is a Dense chain or one
+        convolution (see `keras_cae._closed_form`), `"batch_jacobian"` if
+        `method="auto"` otherwise, else `method` itself.
     """
     check_method(method)
     if method != "auto":
@@ -140,8 +145,8 @@ def code_and_penalty(
     if not x.dtype.is_floating:
         x = tf.cast(x, keras.backend.floatx())
     if method == "closed_form":
-        code, factor, kernel = _closed_form_factor(encoder, x, training)
-        return code, _broadcast_batch(_norm_with_first_kernel(factor, kernel), x)
+        code, factor, norm = _closed_form_factor(encoder, x, training)
+        return code, _broadcast_batch(norm(factor), x)
     if method == "batch_jacobian":
         code, jacobian = _batch_jacobian(encoder, x, training)
         return code, _flat_jacobian_norm(jacobian)
@@ -190,7 +195,8 @@ def contractive_penalty(
             be independent (no batch statistics across samples).
         x: a batch of inputs, shape ``(batch, *input_shape)``.
         method: `"batch_jacobian"` (exact, any encoder), `"closed_form"` (exact, chains
-            of `Dense` layers with element-wise activations), `"hutchinson"`
+            of `Dense` layers with element-wise activations, or one `Conv1D`/`Conv2D`/
+            `Conv3D` layer with element-wise activations), `"hutchinson"`
             (unbiased stochastic estimate, any encoder) or `"auto"` (`"closed_form"`
             where it applies, else `"batch_jacobian"`). Defaults to `"batch_jacobian"`.
         training: call the encoder in training mode. Defaults to `False`.
@@ -208,7 +214,8 @@ def contractive_penalty(
 
     Raises:
         ValueError: for an unknown `method`, or `"closed_form"` on an encoder that is
-            not a Dense chain (the message says why and which method to use).
+            neither a Dense chain nor one convolution (the message says why and which
+            method to use).
 
     Example:
 
@@ -310,14 +317,14 @@ def hessian_penalty(
     # Row s * batch + b of `stacked` is x_b for s = 0 and x_b + ε_{s,b} after.
     stacked = tf.concat([x, corrupted], axis=0)
     if method == "closed_form":
-        _, factor, kernel = _closed_form_factor(encoder, stacked, training)
+        _, factor, norm = _closed_form_factor(encoder, stacked, training)
         if factor is None:  # J does not depend on x.
             return tf.zeros([batch], tf.float32)
         rest = tf.shape(factor)[1:]
         grouped = tf.reshape(factor, tf.concat([[num_samples + 1, batch], rest], 0))
         difference = grouped[:1] - grouped[1:]
         flat = tf.reshape(difference, tf.concat([[-1], rest], 0))
-        norms = _norm_with_first_kernel(flat, kernel)
+        norms = norm(flat)
     elif method == "batch_jacobian":
         _, jacobian = _batch_jacobian(encoder, stacked, training)
         rest = tf.shape(jacobian)[1:]

@@ -39,6 +39,13 @@ def add_parser(subparsers: Any) -> None:
     add("--overwrite", action="store_true", help="replace an existing --out (shards: start over)")
     add("--batch-size", type=POSITIVE_INT, default=1024, help="rows per onnxruntime call")
     add("--threads", type=POSITIVE_INT, default=None, help="onnxruntime intra-op threads")
+    add("--no-range-check", action="store_true",
+        help="encode inputs even when they lie far outside the range the model was trained "
+        "on (by default they are refused: raw 0-255 pixels for a model trained on "
+        "pixels / 255 would give wrong codes; see docs/export.md)")  # fmt: skip
+    add("--split", choices=("train", "test", "all"), default=None,
+        help="for a .npz in the Keras layout (x_train, x_test): which images to encode "
+        "(default: test; all = x_train then x_test); the command says which it used")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -64,12 +71,35 @@ def _disk_full(error: OSError, what: str) -> CliError:
     return CliError(f"{os.strerror(error.errno or 0)} while writing {what}")
 
 
+def _open_encoder(args: argparse.Namespace, check_finite: bool) -> Any:
+    """The `OnnxEncoder` of the command, its range error naming `--no-range-check`."""
+    from keras_cae.export.runtime import OnnxEncoder
+
+    encoder = OnnxEncoder(
+        args.encoder,
+        intra_op_num_threads=args.threads,
+        batch_size=args.batch_size,
+        check_finite=check_finite,
+        check_range=not args.no_range_check,
+    )
+    encoder.skip_range_hint = "pass --no-range-check"
+    return encoder
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae encode`, one run per `--out` (an OS file lock, see
-    `keras_cae._lock`); imports no TensorFlow. A full disk is one line, exit code 2."""
+    `keras_cae._lock`); imports no TensorFlow. A full disk is one line, exit code 2.
+    A Keras or TensorFlow model given as ENCODER is named, with the export command."""
     from keras_cae import shards
+    from keras_cae.export.runtime import keras_model_kind, not_onnx_message
+
+    kind = keras_model_kind(args.encoder)
+    if kind is not None:
+        raise CliError(not_onnx_message(args.encoder, kind))
 
     if shards.is_shard_spec(args.input):
+        if args.split is not None:
+            raise CliError("--split applies to a .npz file in the Keras layout, not to shards")
         return _run_sharded(args)  # `encode_shards` locks --out itself.
     _check_out(args.out, args.overwrite)  # First: a refused --out leaves nothing behind.
     with _lock.output_lock(args.out, "--out"):
@@ -78,16 +108,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_file(args: argparse.Namespace) -> int:
     """Encodes one file into the `--out` .npy file, which this process has locked."""
-    from keras_cae.data import load_array, to_model_input
-    from keras_cae.export.runtime import OnnxEncoder
+    from keras_cae.data import load_array, split_rows, to_model_input
 
     _check_out(args.out, args.overwrite)  # Again, now that no other run can take it.
-    encoder = OnnxEncoder(
-        args.encoder, intra_op_num_threads=args.threads, batch_size=args.batch_size
-    )
+    encoder = _open_encoder(args, check_finite=True)
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, "INPUT"))
+        rows, which = split_rows(dataset, args.split)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if dataset.has_split:
+        print(f"encoding {which}", flush=True)
+    try:
+        codes = encoder.encode(to_model_input(rows, encoder.input_shape, "INPUT"))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
     try:
@@ -104,16 +137,10 @@ def _run_file(args: argparse.Namespace) -> int:
 
 def _run_sharded(args: argparse.Namespace) -> int:
     """Encodes a directory or glob of shards into the `--out` directory (resumable)."""
-    from keras_cae.export.runtime import OnnxEncoder
     from keras_cae.export.sharded import encode_shards
 
     # The shard reader checks every row for NaN and infinities, naming shard and row.
-    encoder = OnnxEncoder(
-        args.encoder,
-        intra_op_num_threads=args.threads,
-        batch_size=args.batch_size,
-        check_finite=False,
-    )
+    encoder = _open_encoder(args, check_finite=False)
 
     finished = []
 

@@ -3,6 +3,11 @@
 The model path is checked before TensorFlow is imported: a run directory of
 `keras-cae train` is read as its ``model.keras``, and a file that is not a Keras
 archive (or legacy ``.h5`` file) is refused with that reason.
+
+The parity check runs on real rows whenever the run has them: the held-out rows that
+`keras-cae train` keeps beside the model (``held_out.npy``), else, for the bundled
+digits, their first rows; otherwise on random rows in the model's training input
+range. The output and the manifest (``"probe"``) say which.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import zipfile
 from typing import Any
 
+import numpy as np
+
 from keras_cae import _io, _lock
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out
@@ -21,9 +28,12 @@ from keras_cae.cli.types import number
 from keras_cae.export import DEFAULT_FORMATS, DEFAULT_TOLERANCE, FORMATS, PARTS
 from keras_cae.export.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 
-__all__ = ["add_parser", "run", "resolve_model_path"]
+__all__ = ["add_parser", "run", "resolve_model_path", "HELD_OUT_FILE", "MODEL_FILE"]
 
 MODEL_FILE = "model.keras"  # What `keras-cae train` writes into its --out.
+#: The first held-out rows that `keras-cae train` keeps beside the model (as the model
+#: takes them), on which `keras-cae export` checks parity.
+HELD_OUT_FILE = "held_out.npy"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -102,6 +112,30 @@ def _training_metadata(model_path: str) -> tuple[dict[str, str], str | None]:
     return metadata, metadata.get("training_data")
 
 
+def _parity_probe(model_path: str, data_name: str | None) -> tuple[np.ndarray | None, str | None]:
+    """The rows to check parity on and what they are: the run's held-out rows when it
+    kept them, else the first digits for a digits model, else none (random rows)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), HELD_OUT_FILE)
+    data = data_name or "the training data"
+    if os.path.isfile(path):
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise CliError(f"{path}: cannot read the held-out rows ({error})") from None
+        return rows, (
+            f"the first {len(rows)} held-out rows of {data} ({HELD_OUT_FILE}, kept by "
+            "`keras-cae train`)"
+        )
+    if data_name == "sklearn-digits":
+        # Real inputs that can be rebuilt exactly (they ship with scikit-learn).
+        from keras_cae.data import load_digits
+
+        return load_digits().x[:64], (
+            f"the first 64 rows of sklearn-digits (training rows: this run kept no {HELD_OUT_FILE})"
+        )
+    return None, None
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs `keras-cae export`; prints the parity table.
 
@@ -120,12 +154,7 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, model_path: str) -> int:
     """Exports the model once `--out` is locked."""
     metadata, data_name = _training_metadata(model_path)
-    probe = None
-    if data_name == "sklearn-digits":
-        # Verify on real inputs when we can rebuild them exactly (they ship with sklearn).
-        from keras_cae.data import load_digits
-
-        probe = load_digits().x[:64]
+    probe, probe_source = _parity_probe(model_path, data_name)
 
     import_tensorflow(args.verbose)
     import keras
@@ -145,8 +174,8 @@ def _export(args: argparse.Namespace, model_path: str) -> int:
             expected = tuple(getattr(model, "encoder", model).input_shape[1:])
         except (AttributeError, ValueError):  # A layer or subclassed model: no input_shape.
             expected = None
-        if probe.shape[1:] != expected:
-            probe = None
+        if probe.ndim < 2 or len(probe) < 2 or probe.shape[1:] != expected:
+            probe, probe_source = None, None
     try:
         result = export_encoder(
             model,
@@ -159,6 +188,7 @@ def _export(args: argparse.Namespace, model_path: str) -> int:
             probe=probe,
             model_name=args.name,
             tolerance=args.tolerance,
+            probe_source=probe_source,
         )
     except ExportError as error:
         raise CliError(str(error)) from error

@@ -34,6 +34,17 @@ def _stderr_to_devnull() -> Iterator[None]:
         os.close(null)
 
 
+def _not_installed(error: ImportError) -> bool:
+    """Whether `error` is a module missing from the installation (the TensorFlow-free
+    service install), rather than an installed TensorFlow that fails to import."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return False
+    import importlib.machinery
+
+    # The path finder alone: a module blocked in `sys.modules` is still installed.
+    return importlib.machinery.PathFinder.find_spec(error.name.partition(".")[0]) is None
+
+
 def import_tensorflow(verbose: bool) -> None:
     """Imports TensorFlow and Keras; quietly unless `verbose`.
 
@@ -46,7 +57,9 @@ def import_tensorflow(verbose: bool) -> None:
         verbose: leave every log line as TensorFlow prints it.
 
     Raises:
-        CliError: the import failed (its log was hidden).
+        ModuleNotFoundError: TensorFlow, Keras or a module they need is not installed
+            (`keras_cae.cli.main` says which install has it).
+        CliError: an installed TensorFlow failed to import (its log was hidden).
 
     Example:
 
@@ -61,6 +74,8 @@ def import_tensorflow(verbose: bool) -> None:
                 import keras  # noqa: F401
                 import tensorflow  # noqa: F401
         except ImportError as error:  # Its log went to /dev/null: say where to see it.
+            if _not_installed(error):
+                raise  # `keras_cae.cli.main` names the install that has it, as for `train`.
             raise CliError(f"cannot import TensorFlow ({error}); --verbose shows its log") from None
     import absl.logging
     import tensorflow as tf

@@ -55,7 +55,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs `keras-cae serve` until the server stops."""
+    """Runs `keras-cae serve` until the server stops; a Keras or TensorFlow model given
+    as ENCODER.onnx is refused in one line, with the `keras-cae export` command."""
+    from keras_cae.export.runtime import keras_model_kind, not_onnx_message
+
+    kind = keras_model_kind(args.encoder)
+    if kind is not None:
+        raise CliError(not_onnx_message(args.encoder, kind))
     try:
         from keras_cae.export.serving import (
             serve,  # FastAPI, uvicorn, onnxruntime; never TensorFlow.

@@ -68,6 +68,11 @@ def run_case(strategy, x, units, kwargs):
         "single_weights": [w.tolist() for w in reference.get_weights()],
         "mirrored_weights": [w.tolist() for w in model.get_weights()],
         "replicas": strategy.num_replicas_in_sync,
+        "input_range": {
+            "data": [float(x.min()), float(x.max())],
+            "single": reference.input_range,
+            "mirrored": model.input_range,
+        },
     }
 
 

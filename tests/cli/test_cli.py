@@ -31,7 +31,7 @@ def test_train_on_digits_writes_a_loadable_model_and_metrics(tmp_path, capsys):
         capsys, "train", "--out", str(out), "--epochs", "2", "--hidden-units", "16", "--quiet"
     )
     assert code == 0
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.keras"]
+    assert sorted(os.listdir(out)) == ["held_out.npy", "metrics.json", "model.keras"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"] == "sklearn-digits"
     assert metrics["num_train"] + metrics["num_test"] == 1797
@@ -49,6 +49,8 @@ def test_train_on_digits_writes_a_loadable_model_and_metrics(tmp_path, capsys):
     _, x_test, _, _ = split(load_digits(), 0.2, 0)
     mse = float(np.mean((np.asarray(model.predict(x_test, verbose=0)) - x_test) ** 2))
     np.testing.assert_allclose(metrics["test_reconstruction_mse"], mse, rtol=1e-5)
+    # The rows `keras-cae export` checks parity on: the first held-out rows.
+    np.testing.assert_array_equal(np.load(out / "held_out.npy"), x_test[:64])
 
 
 def test_train_on_user_csv_without_labels(tmp_path, capsys, rng):
@@ -117,7 +119,7 @@ def test_existing_output_is_never_overwritten_without_overwrite(tmp_path, capsys
         "--overwrite",
     )
     assert code == 0
-    assert sorted(os.listdir(out)) == ["metrics.json", "model.keras"]
+    assert sorted(os.listdir(out)) == ["held_out.npy", "metrics.json", "model.keras"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".out")]  # No staging left.
 
 
@@ -153,7 +155,8 @@ def _main_without_tensorflow(argvs: list[list[str]]) -> tuple[list[int], list[st
         "print(codes)\n"
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), result.stderr.splitlines()
+    # `train` announces its phases on stdout ("loading ..."); the codes come last.
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr.splitlines()
 
 
 def _zip(path) -> str:
@@ -424,6 +427,31 @@ def test_a_missing_training_package_is_one_line_that_names_the_install(tmp_path)
     assert result.stderr.startswith("keras-cae train: error: this command needs the module")
     assert "'sklearn'," in result.stderr and "pip install keras-cae" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_export_without_tensorflow_installed_names_the_install(tmp_path):
+    """As in the service install: Keras and TensorFlow are not installed at all (the
+    path finder cannot find them), so `export` says which install has them, as `train`
+    does, instead of a failed TensorFlow import."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    argv = ["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "exported")]
+    result = _fresh_python(
+        "import importlib.machinery as machinery, sys\n"
+        "find = machinery.PathFinder.find_spec\n"
+        "def hide(name, path=None, target=None):\n"
+        "    top = name.partition('.')[0]\n"
+        "    return None if top in ('keras', 'tensorflow') else find(name, path, target)\n"
+        "machinery.PathFinder.find_spec = hide\n"
+        f"from keras_cae.cli import main; sys.exit(main({argv!r}))"
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("keras-cae export: error: this command needs the module")
+    assert "'keras'," in result.stderr and "pip install keras-cae" in result.stderr
+    assert "cannot import TensorFlow" not in result.stderr
+    assert not (tmp_path / "exported").exists()
 
 
 @pytest.mark.slow

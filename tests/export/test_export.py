@@ -591,3 +591,115 @@ def test_export_and_encode_example(tmp_path, capsys):
         "encoder_saved_model",
         "manifest.json",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# The training input range: recorded by `fit`, exported, checked by the runtime.
+
+
+def test_export_records_the_training_range_for_the_inputs_only(tmp_path):
+    model = keras_cae.dense_autoencoder(FEATURES, 3, tied_weights=True, seed=2)
+    x = np.random.default_rng(2).random((64, FEATURES)).astype(np.float32)
+    model.fit(x, epochs=1, batch_size=16, verbose=0)
+    result = export.export_encoder(model, tmp_path / "out", formats="onnx", parts=_export.PARTS)
+    recorded = json.dumps([float(x.min()), float(x.max())])
+    encoder = OnnxEncoder(result.path("onnx"))
+    assert encoder.metadata["keras_cae.input_range"] == recorded
+    assert encoder.input_range == model.input_range == (float(x.min()), float(x.max()))
+    autoencoder = OnnxEncoder(result.path("onnx", "autoencoder"))
+    assert autoencoder.input_range == encoder.input_range
+    # The decoder's input is a code, not x: no range of x on it.
+    assert OnnxEncoder(result.path("onnx", "decoder")).input_range is None
+    with open(result.manifest) as stream:
+        manifest = json.load(stream)
+    assert manifest["metadata"]["input_range"] == recorded
+    assert manifest["probe"] == result.probe
+    assert (
+        result.probe.startswith("32 seeded uniform random rows in [") and "training" in result.probe
+    )
+    np.testing.assert_allclose(encoder.encode(x), model.encoder(x).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="outside the range this model was trained on"):
+        encoder.encode(np.round(x * 255))
+    # An untrained model has no range: nothing to record, nothing checked.
+    untrained = keras_cae.dense_autoencoder(FEATURES, 3, seed=2)
+    result = export.export_encoder(untrained, tmp_path / "untrained", formats="onnx")
+    assert OnnxEncoder(result.path("onnx")).input_range is None
+
+
+def _mnist_layout(path: os.PathLike[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A tiny file in Keras's mnist.npz layout: uint8 4×4 images, labels 0 and 1."""
+    arrays = {
+        "x_train": rng.integers(0, 256, (80, 4, 4)).astype(np.uint8),
+        "y_train": np.arange(80) % 2,
+        "x_test": rng.integers(0, 256, (20, 4, 4)).astype(np.uint8),
+        "y_test": np.arange(20) % 2,
+    }
+    arrays["x_test"][0, 0, 0], arrays["x_test"][1, 0, 0] = 0, 255
+    np.savez(path, **arrays)
+    return arrays
+
+
+@pytest.mark.slow
+def test_cli_raw_pixels_are_refused_in_one_line_scaled_ones_encoded(tmp_path, capsys):
+    """The user path of issue 19: train on an mnist.npz (scaled /255 by `train`), export,
+    then encode the raw uint8 test images (refused, naming the fix) and the scaled ones."""
+    arrays = _mnist_layout(tmp_path / "digits.npz", np.random.default_rng(4))
+    run, out = tmp_path / "run", tmp_path / "exported"
+    train = ["train", "--data", str(tmp_path / "digits.npz"), "--out", str(run)]
+    assert main([*train, "--epochs", "1", "--hidden-units", "3", "--quiet"]) == 0
+    held_out = np.load(run / "held_out.npy")
+    assert held_out.ndim == 2 and held_out.shape[1] == 16 and 2 <= len(held_out) <= 64
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(out), "--format", "onnx"]) == 0
+    printed = capsys.readouterr().out
+    source = f"the first {len(held_out)} held-out rows of digits.npz (held_out.npy"
+    assert f"parity checked on {source}" in printed
+    with open(out / "manifest.json") as stream:
+        manifest = json.load(stream)
+    assert manifest["probe"].startswith(source) and manifest["probe_rows"] == len(held_out)
+    assert manifest["metadata"]["input_scaling"] == "x / 255"
+    model = keras.models.load_model(run / "model.keras")
+    assert json.loads(manifest["metadata"]["input_range"]) == list(model.input_range)
+    low, high = model.input_range
+    assert 0 <= low < 0.05 and 0.95 < high <= 1
+
+    raw, scaled = tmp_path / "raw.npy", tmp_path / "scaled.npy"
+    np.save(raw, arrays["x_test"])  # uint8 0..255, (20, 4, 4)
+    np.save(scaled, arrays["x_test"] / np.float32(255))
+    encoder = str(out / "encoder.onnx")
+    assert main(["encode", encoder, str(raw), "--out", str(tmp_path / "c.npy")]) == 2
+    error = _one_line_error(capsys)
+    assert "raw.npy: The input holds values from 0 to 255" in error
+    assert f"trained on, [{low:.6g}, {high:.6g}]" in error
+    assert "divide the inputs by 255, as `keras-cae train` did (x / 255)" in error
+    assert error.endswith("To encode it anyway, pass --no-range-check.")
+    assert not (tmp_path / "c.npy").exists()
+    with pytest.raises(ValueError, match="divide the inputs by 255.*check_range=False"):
+        OnnxEncoder(encoder).encode(arrays["x_test"])
+
+    flat = arrays["x_test"].reshape(20, 16) / np.float32(255)
+    assert main(["encode", encoder, str(scaled), "--out", str(tmp_path / "c.npy")]) == 0
+    codes = np.load(tmp_path / "c.npy")
+    np.testing.assert_allclose(codes, model.encoder(flat).numpy(), rtol=1e-5, atol=1e-6)
+    # Skipping the check is a deliberate choice: the raw values are encoded as given.
+    skip = ["--out", str(tmp_path / "r.npy"), "--no-range-check"]
+    assert main(["encode", encoder, str(raw), *skip]) == 0
+    np.testing.assert_allclose(
+        np.load(tmp_path / "r.npy"), model.encoder(flat * 255).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "a.npy", arrays["x_test"][:10] / np.float32(255))
+    np.save(shards / "b.npy", arrays["x_test"][10:])  # Raw.
+    assert main(["encode", encoder, str(shards), "--out", str(tmp_path / "codes")]) == 2
+    error = _one_line_error(capsys)
+    assert "b.npy: The input holds values from" in error and "--no-range-check" in error
+
+    # A Keras archive where the ONNX file goes: named, with the export command.
+    for command in (["encode", str(run / "model.keras"), str(scaled), "--out", "x.npy"],
+                    ["serve", str(run / "model.keras")]):  # fmt: skip
+        assert main(command) == 2
+        error = _one_line_error(capsys)
+        assert "is a Keras archive (.keras), not an ONNX file" in error
+        assert f"keras-cae export {run / 'model.keras'} --out exported" in error

@@ -121,13 +121,26 @@ def test_rank3_input_and_single_sample(image_model_path):
         encoder.encode(x.reshape(4, 6))
 
 
+def test_samples_that_flatten_to_a_flat_input_are_flattened(model_path, weights):
+    """`keras_cae.data.to_model_input`'s rule, as `keras-cae encode` and `fit` apply it:
+    (n, 2, 3) samples hold the 6 values of a (None, 6) model."""
+    encoder = OnnxEncoder(model_path)
+    x = np.random.default_rng(5).normal(size=(4, 2, 3))
+    expected = _reference(x.reshape(4, FEATURES), weights)
+    np.testing.assert_allclose(encoder.encode(x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(encoder.encode(x), encoder.encode(x.reshape(4, FEATURES)))
+    with pytest.raises(ValueError, match=r"holding 6 values \(flattened\); received an input "
+                       r"of shape \(4, 7\)"):  # fmt: skip
+        encoder.encode(np.zeros((4, 7)))
+
+
 def test_empty_batch(model_path):
     codes = OnnxEncoder(model_path).encode(np.zeros((0, FEATURES)))
     assert codes.shape == (0, CODE) and codes.dtype == np.float32
 
 
 @pytest.mark.parametrize(
-    "shape", [(2, FEATURES + 1), (FEATURES - 1,), (2, 1, FEATURES), (), (1, 2, 3, 4)]
+    "shape", [(2, FEATURES + 1), (FEATURES - 1,), (2, 1, FEATURES + 1), (), (1, 2, 3, 4)]
 )
 def test_wrong_shape_names_both_shapes(model_path, shape):
     with pytest.raises(ValueError) as info:
@@ -342,3 +355,120 @@ def test_public_run_is_used_without_the_native_session_or_off_cpu():
     assert _session_runner(session, ["CPUExecutionProvider"]) == session._sess.run
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert _session_runner(session, providers) == session.run  # Keeps EP fallback.
+
+
+# ------------------------------------------------------------------------------------------
+# The training input range recorded by `keras-cae export` (the `keras_cae.input_range`
+# metadata): inputs far outside it are refused, never encoded into wrong codes.
+
+
+def _with_metadata(source: str, target: str, props: dict[str, str]) -> str:
+    model = onnx.load(source)
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
+    onnx.save(model, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def ranged_path(tmp_path_factory: pytest.TempPathFactory, model_path: str) -> str:
+    """The dense model, trained (as recorded) on pixels / 255 in [0, 1]."""
+    target = str(tmp_path_factory.mktemp("runtime") / "ranged.onnx")
+    props = {"keras_cae.input_range": "[0.0, 1.0]", "keras_cae.input_scaling": "x / 255"}
+    return _with_metadata(model_path, target, props)
+
+
+def test_the_recorded_range_is_read(ranged_path, model_path):
+    encoder = OnnxEncoder(ranged_path)
+    assert encoder.input_range == (0.0, 1.0) and encoder.input_scaling == "x / 255"
+    unrecorded = OnnxEncoder(model_path)  # An export from before the range was recorded.
+    assert unrecorded.input_range is None and unrecorded.input_scaling is None
+    raw = np.full((2, FEATURES), 255, np.uint8)
+    assert unrecorded.encode(raw).shape == (2, CODE)  # Not checked: nothing to check against.
+
+
+def test_raw_pixels_are_refused_with_the_fix(ranged_path, weights):
+    encoder = OnnxEncoder(ranged_path)
+    raw = np.random.default_rng(0).integers(0, 256, (5, FEATURES)).astype(np.uint8)
+    raw[0, 0], raw[1, 1] = 0, 255
+    with pytest.raises(ValueError) as info:
+        encoder.encode(raw)
+    message = str(info.value)
+    assert "values from 0 to 255" in message
+    assert "trained on, [0, 1] (accepted: -1 to 2)" in message
+    assert "divide the inputs by 255, as `keras-cae train` did (x / 255)" in message
+    assert "check_range=False" in message
+    # The fix works, and the skip is deliberate: the raw values are encoded as asked.
+    np.testing.assert_allclose(encoder.encode(raw / 255), _reference(raw / 255, weights),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    skipped = OnnxEncoder(ranged_path, check_range=False).encode(raw)
+    np.testing.assert_allclose(skipped, _reference(raw, weights), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 7])  # One run, and chunks.
+def test_one_range_width_either_side_is_accepted(ranged_path, batch_size):
+    encoder = OnnxEncoder(ranged_path, batch_size=batch_size)
+    x = np.random.default_rng(1).uniform(-1, 2, (50, FEATURES)).astype(np.float32)
+    x[10, 2], x[40, 3] = -1.0, 2.0  # The edges of [0 - 1, 1 + 1].
+    assert encoder.encode(x).shape == (50, CODE)
+    for row, bad in ((0, -1.01), (49, 2.01), (23, 3.0)):
+        y = x.copy()
+        y[row, 0] = bad
+        with pytest.raises(ValueError, match="outside the range this model was trained on"):
+            encoder.encode(y)
+        with pytest.raises(ValueError, match="trained on"):
+            encoder.encode(y[row])  # One sample.
+
+
+def test_non_finite_values_keep_their_own_check(ranged_path):
+    x = np.zeros((4, FEATURES), np.float32)
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 of 4 rows"):
+        OnnxEncoder(ranged_path).encode(x)
+    x[1, 1] = np.inf  # Passed through on request; the finite values are in range.
+    assert OnnxEncoder(ranged_path, check_finite=False).encode(x).shape == (4, CODE)
+    x[0, 0] = 255.0
+    with pytest.raises(ValueError, match="values from 0 to 255"):
+        OnnxEncoder(ranged_path, check_finite=False).encode(x)
+
+
+@pytest.mark.parametrize("text", ["[1, 0]", "[0]", "nonsense", "[0, Infinity]", '{"a": 1}'])
+def test_a_malformed_range_is_refused_at_load(model_path, tmp_path, text):
+    path = _with_metadata(model_path, str(tmp_path / "bad.onnx"), {"keras_cae.input_range": text})
+    with pytest.raises(ValueError, match="keras_cae.input_range"):
+        OnnxEncoder(path)
+
+
+def test_check_input_range_is_one_public_rule():
+    from keras_cae.export.runtime import accepted_range, check_input_range
+
+    assert accepted_range((0.0, 1.0)) == (-1.0, 2.0)
+    assert accepted_range((3.0, 3.0)) == (0.0, 6.0)  # One value: widened by max(1, |3|).
+    check_input_range(np.array([255.0]), None)  # Nothing recorded: nothing checked.
+    check_input_range(np.zeros((0, 3)), (0.0, 1.0))
+    with pytest.raises(ValueError, match=r"from 0 to 16.*scale of the training data.*--flag"):
+        check_input_range(np.array([[0, 16]]), (0.0, 1.0), how_to_skip="pass --flag")
+
+
+# ------------------------------------------------------------------------------------------
+# A Keras or TensorFlow model where an ONNX file is expected.
+
+
+@pytest.mark.parametrize("kind", ["keras", "hdf5", "saved_model", "run_directory"])
+def test_a_keras_model_is_named_with_the_export_command(tmp_path, kind):
+    import zipfile
+
+    path = tmp_path / "model.keras"
+    if kind == "keras":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("metadata.json", "{}")
+            archive.writestr("config.json", "{}")
+    elif kind == "hdf5":
+        path = tmp_path / "model.h5"
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    else:
+        path = tmp_path / "dir"
+        path.mkdir()
+        (path / ("saved_model.pb" if kind == "saved_model" else "model.keras")).write_bytes(b"")
+    with pytest.raises(ValueError, match="not an ONNX file") as info:
+        OnnxEncoder(path)
+    assert "keras-cae export" in str(info.value) and "\n" not in str(info.value)

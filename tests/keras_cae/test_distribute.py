@@ -75,6 +75,9 @@ def _assert_same_run(case: dict) -> None:
 
 def _check_case(case: dict) -> None:
     _assert_same_run(case)
+    # Every replica records the range of the whole global batch, not of its own rows.
+    ranges = case["input_range"]
+    assert ranges["single"] == ranges["mirrored"] == ranges["data"]
     # The runs really trained (the comparison is not between two untouched models).
     assert case["single"]["history"]["loss"][0] != case["single"]["history"]["loss"][1]
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_cae import ContractiveAutoencoder, contractive_penalty, dense_autoencoder
-from tests._variants import user_conv
+from tests._variants import user_conv, user_single_conv
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_gradient_step_matches_hand_written_sgd(x):
     # One SGD step of the model equals a step on the loss written out by hand.
     model = small_model(contractive_weight=0.5, hidden_units=[6, 4])
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-    variables = [tf.Variable(w) for w in model.get_weights()]
     model_weights = model.trainable_weights
+    variables = [tf.Variable(w.numpy()) for w in model_weights]
     with tf.GradientTape() as tape:
         for variable, value in zip(model_weights, variables):
             variable.assign(value)
@@ -63,21 +63,24 @@ def test_gradient_step_matches_hand_written_sgd(x):
     gradients = tape.gradient(loss, model_weights)
     expected = [w.numpy() - 0.1 * g.numpy() for w, g in zip(model_weights, gradients)]
     model.fit(x, epochs=1, batch_size=len(x), shuffle=False, verbose=0)
-    for actual, wanted in zip(model.get_weights(), expected):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-7)
+    assert len(model_weights) == len(expected)
+    for actual, wanted in zip(model_weights, expected):
+        np.testing.assert_allclose(actual.numpy(), wanted, rtol=1e-5, atol=1e-7)
 
 
 def test_zero_weight_trains_exactly_like_a_plain_autoencoder(x):
     model = small_model(contractive_weight=0.0, hidden_units=[8, 4])
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     plain = keras.Sequential([keras.Input((12,)), model.encoder, model.decoder])
-    plain_weights = [np.array(w) for w in model.get_weights()]
+    plain_weights = model.encoder.get_weights() + model.decoder.get_weights()
     plain = keras.models.clone_model(plain)
     plain.set_weights(plain_weights)
     plain.compile(optimizer=keras.optimizers.SGD(0.5), loss="mean_squared_error")
     cae_history = model.fit(x, epochs=3, batch_size=16, shuffle=False, verbose=0)
     plain_history = plain.fit(x, x, epochs=3, batch_size=16, shuffle=False, verbose=0)
-    for actual, expected in zip(model.get_weights(), plain.get_weights()):
+    trained = model.encoder.get_weights() + model.decoder.get_weights()
+    assert len(trained) == len(plain.get_weights())
+    for actual, expected in zip(trained, plain.get_weights()):
         np.testing.assert_array_equal(actual, expected)
     np.testing.assert_allclose(
         cae_history.history["loss"], plain_history.history["loss"], rtol=1e-6
@@ -252,9 +255,120 @@ def test_wrong_feature_count_is_rejected_before_training(rng):
         model.fit(rng.random((8, 10)).astype("float32"), epochs=1, verbose=0)
 
 
+def test_images_train_a_flat_encoder_as_their_flattened_rows(x):
+    """`to_model_input`'s rule: (n, 3, 4) samples train a Dense encoder built on 12."""
+    images = x.reshape(48, 3, 4)
+    flat, shaped = small_model(), small_model()
+    shaped.set_weights(flat.get_weights())
+    flat.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    shaped.fit(images, batch_size=16, epochs=1, shuffle=False, verbose=0,
+               validation_data=(images[:8], images[:8]))  # fmt: skip
+    for a, b in zip(flat.get_weights(), shaped.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+    assert shaped.evaluate(images, verbose=0) == pytest.approx(flat.evaluate(x, verbose=0))
+    assert shaped.predict(images, verbose=0).shape == (48, 12)
+    with pytest.raises(ValueError, match=r"samples of any shape holding 12 values"):
+        flat.fit(x.reshape(48, 2, 6)[:, :, :5], epochs=1, verbose=0)
+
+
+def test_input_range_is_recorded_by_fit_and_saved(x, tmp_path):
+    model = small_model()
+    model.compile(optimizer="sgd")
+    assert model.input_range is None  # Never trained.
+    model.fit(x * 2 - 0.5, batch_size=16, epochs=1, verbose=0)
+    expected = (float((x * 2 - 0.5).min()), float((x * 2 - 0.5).max()))
+    assert model.input_range == expected
+    model.fit(x, batch_size=16, epochs=1, verbose=0)  # A running range: only widens.
+    assert model.input_range == expected
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras").input_range == expected
+    # The range is not among the Keras weights: get_weights() is the encoder's and decoder's.
+    parts = [*model.encoder.get_weights(), *model.decoder.get_weights()]
+    assert len(model.get_weights()) == len(parts)
+    # An archive saved before the range was recorded has no input range in its store.
+    old = small_model()
+    old.load_own_variables({})
+    assert old.input_range is None
+
+
+def test_input_range_is_recorded_under_xla(x):
+    model = small_model(contractive_weight=0.0)  # The plain auto-encoder keeps XLA.
+    model.compile(optimizer="sgd", jit_compile=True)
+    model.fit(x - 3, batch_size=16, epochs=1, verbose=0)
+    assert model.jit_compile is True
+    assert model.input_range == (float((x - 3).min()), float((x - 3).max()))
+
+
 def test_auto_penalty_resolves_to_closed_form_for_dense_chains():
     assert small_model().penalty_method == "closed_form"
     assert small_model(penalty="hutchinson").penalty_method == "hutchinson"
+
+
+def test_auto_penalty_takes_the_closed_form_for_one_convolution_and_says_nothing(rng, caplog):
+    model = user_single_conv(contractive_weight=0.1, seed=0)
+    model.compile()
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        model.fit(rng.random((8, 8, 8, 1)).astype("float32"), epochs=1, verbose=0)
+    assert model.penalty_method == "closed_form"
+    assert not _notices(caplog)
+
+
+def test_auto_fallback_to_batch_jacobian_says_once_before_training_what_it_costs(rng, caplog):
+    model = user_conv(contractive_weight=0.1, seed=0)
+    model.compile()
+    data = rng.random((8, 8, 8, 1)).astype("float32")
+    steps = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs=None: steps.append(len(_notices(caplog)))
+    )
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        model.fit(data, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+        model.fit(data, epochs=1, verbose=0)
+    assert model.penalty_method == "batch_jacobian"
+    assert len(_notices(caplog)) == 1 and steps[0] == 1  # Once, before the first step.
+    # Hand count: encoder 4·4·4·9 (conv) + 64·6 (dense) = 960 multiply-adds, decoder
+    # 6·64 + 64·9 (transposed conv) = 960, code 6: 1 + 6·960/1920 = 4; 4 probes: 3.
+    message = _notices(caplog)[0].getMessage()
+    assert "uses the exact 'batch_jacobian'" in message and "(Dense) follows the Conv2D" in message
+    assert "a train step will cost about 4.0× a plain step" in message
+    assert "penalty='hutchinson'" in message and "4 probes, about 3.0× a plain step" in message
+
+
+def test_no_notice_without_a_penalty_or_with_an_explicit_method(rng, caplog):
+    data = rng.random((8, 8, 8, 1)).astype("float32")
+    with caplog.at_level("WARNING", logger="keras_cae"):
+        for kwargs in ({"contractive_weight": 0.0}, {"penalty": "batch_jacobian"}):
+            model = user_conv(**kwargs)
+            model.compile()
+            model.fit(data, epochs=1, verbose=0)
+    assert not _notices(caplog)
+
+
+def test_conv_train_step_with_the_closed_form_equals_batch_jacobian(rng):
+    data = rng.random((6, 8, 8, 1)).astype("float32")
+    updates, losses = {}, {}
+    for penalty in ("closed_form", "batch_jacobian"):
+        model = user_single_conv(contractive_weight=0.5, penalty=penalty, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(1.0))
+        model.set_weights(_fixed_weights(model))
+        before = [w.numpy() for w in model.trainable_weights]
+        logs = model.train_on_batch(data, return_dict=True)
+        losses[penalty] = (logs["loss"], logs["contractive_loss"])
+        updates[penalty] = [b - w.numpy() for b, w in zip(before, model.trainable_weights)]
+    np.testing.assert_allclose(losses["closed_form"], losses["batch_jacobian"], rtol=1e-5)
+    for update, reference in zip(updates["closed_form"], updates["batch_jacobian"]):
+        # With SGD(1.0) the update is the gradient.
+        assert np.linalg.norm(update - reference) <= 1e-5 * np.linalg.norm(reference)
+
+
+def _notices(caplog):
+    return [record for record in caplog.records if record.name == "keras_cae"]
+
+
+def _fixed_weights(model):
+    """The same weights for every model of one architecture, with non-zero biases."""
+    weights_rng = np.random.default_rng(11)
+    return [weights_rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.weights]
 
 
 @pytest.mark.parametrize(

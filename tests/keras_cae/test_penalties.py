@@ -375,3 +375,225 @@ def test_hessian_penalty_of_a_linear_encoder_is_zero(rng):
 def test_bad_hessian_arguments_are_rejected(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         hessian_penalty(dense_encoder([4, 2]), np.zeros((1, 4), "float32"), **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# The closed form of one convolution layer.
+
+
+def conv_encoder(shape, layers, dtype="float64", seed=0):
+    """A Sequential encoder of `layers(dtype)` with random (non-zero) biases."""
+    keras.utils.set_random_seed(seed)
+    encoder = keras.Sequential([keras.Input(shape, dtype=dtype), *layers(dtype)])
+    bias_rng = np.random.default_rng(seed)
+    for layer in encoder.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(bias_rng.normal(scale=0.3, size=layer.bias.shape))
+    return encoder
+
+
+def batched_finite_difference_norm(encoder, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """As `finite_difference_norm`, with every perturbed input in one call."""
+    batch, size = x.shape[0], int(np.prod(x.shape[1:]))
+    steps = np.eye(size).reshape(size, 1, *x.shape[1:]) * eps
+    perturbed = np.concatenate([x[np.newaxis] + steps, x[np.newaxis] - steps])
+    codes = np.asarray(encoder(perturbed.reshape(-1, *x.shape[1:]))).reshape(2, size, batch, -1)
+    return np.sum(((codes[0] - codes[1]) / (2 * eps)) ** 2, axis=(0, 2))
+
+
+def _conv(rank, filters, kernel, activation, dtype, **kwargs):
+    kind = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+    return kind(filters, kernel, activation=activation, dtype=dtype, **kwargs)
+
+
+FIRST = {"data_format": "channels_first"}
+# (input shape, layers for a dtype): every padding, strides, dilation, groups and data
+# format, each with another activation. On CPU, TensorFlow runs channels_first float64
+# convolutions only through XLA, which Keras uses for grouped ones: the channels_first
+# cases are grouped. "quirk" has as many filters as its last spatial size (see
+# `keras_cae._closed_form._add_bias`).
+CONV_CASES = {
+    "1d-valid": ((7, 2), lambda d: [_conv(1, 3, 3, "tanh", d)]),
+    "1d-same-stride-groups": (
+        (9, 4),
+        lambda d: [_conv(1, 4, 3, "sigmoid", d, padding="same", strides=2, groups=2)],
+    ),
+    "1d-causal-dilated": (
+        (8, 2),
+        lambda d: [_conv(1, 3, 3, "relu", d, padding="causal", dilation_rate=2)],
+    ),
+    "1d-causal-stride-first": (
+        (2, 9),
+        lambda d: [_conv(1, 4, 2, "elu", d, padding="causal", strides=2, groups=2, **FIRST)],
+    ),
+    "1d-same-dilated-first-linear": (
+        (4, 7),
+        lambda d: [_conv(1, 2, 3, "linear", d, padding="same", dilation_rate=2, groups=2, **FIRST)],
+    ),
+    "2d-valid-rect-dilated": (
+        (6, 5, 1),
+        lambda d: [_conv(2, 3, (3, 2), "sigmoid", d, dilation_rate=(1, 2))],
+    ),
+    "2d-same-stride-groups": (
+        (5, 5, 4),
+        lambda d: [_conv(2, 4, 3, "tanh", d, padding="same", strides=2, groups=2)],
+    ),
+    "2d-first-rect-stride": (
+        (2, 6, 5),
+        lambda d: [
+            _conv(2, 4, 2, "softplus", d, padding="same", strides=(2, 1), groups=2, **FIRST)
+        ],
+    ),
+    "2d-first-quirk": (
+        (2, 7, 7),
+        lambda d: [_conv(2, 4, 3, "gelu", d, padding="same", strides=2, groups=2, **FIRST)],
+    ),
+    "3d-same-stride": (
+        (4, 3, 4, 1),
+        lambda d: [_conv(3, 2, 2, "tanh", d, padding="same", strides=2)],
+    ),
+    "reshape-conv-flatten-activation-dropout": (
+        (12,),
+        lambda d: [
+            keras.layers.Reshape((4, 3, 1), dtype=d),
+            _conv(2, 2, 2, "linear", d, padding="same"),
+            keras.layers.Flatten(dtype=d),
+            keras.layers.Activation("tanh", dtype=d),
+            keras.layers.Dropout(0.5, dtype=d),
+            keras.layers.Activation("sigmoid", dtype=d),
+        ],
+    ),
+}
+# Slow: XLA compiles (channels_first), many input coordinates, or five layers to trace.
+SLOW_CONV_CASES = {
+    "1d-causal-stride-first",
+    "1d-same-dilated-first-linear",
+    "2d-valid-rect-dilated",
+    "2d-first-rect-stride",
+    "3d-same-stride",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_CONV_CASES else [])
+        for name in CONV_CASES
+    ],
+)
+def test_conv_closed_form_matches_finite_differences_and_batch_jacobian(case, rng):
+    shape, layers = CONV_CASES[case]
+    encoder = conv_encoder(shape, layers)
+    assert resolve_method(encoder, "auto") == "closed_form"
+    x = rng.normal(size=(3, *shape))
+    closed_form = contractive_penalty(encoder, x, method="closed_form")
+    assert closed_form.shape == (3,)
+    # The independent reference: float64 central differences (accurate to ~1e-8 here);
+    # the closed form computes in float32.
+    assert relative_error(closed_form, batched_finite_difference_norm(encoder, x)) < 1e-5
+    # Values and gradients against batch_jacobian, in float32 (TensorFlow's CPU kernels
+    # for the Jacobian of a grouped float64 convolution are missing).
+    encoder32 = conv_encoder(shape, layers, "float32")
+    encoder32.set_weights([w.astype("float32") for w in encoder.get_weights()])
+    x32 = tf.constant(x.astype("float32"))
+    results = {}
+    for method in ("batch_jacobian", "closed_form"):
+        with tf.GradientTape() as tape:
+            penalty = contractive_penalty(encoder32, x32, method=method)
+            objective = tf.reduce_sum(penalty * tf.linspace(1.0, 2.0, 3))
+        grads = tape.gradient(objective, encoder32.trainable_weights)
+        grads = [tf.zeros_like(w) if g is None else g for g, w in zip(grads, encoder32.weights)]
+        results[method] = (penalty.numpy(), [np.asarray(g) for g in grads])
+    assert relative_error(results["closed_form"][0], results["batch_jacobian"][0]) < 1e-5
+    for grad, reference in zip(results["closed_form"][1], results["batch_jacobian"][1]):
+        # Zero where σ′² has no slope (relu's bias) or the encoder is linear.
+        assert np.linalg.norm(grad - reference) <= 1e-5 * np.linalg.norm(reference)
+
+
+def test_conv_closed_form_matches_an_explicit_sum_over_kernel_taps(rng):
+    # ‖J‖² = Σ_{p,c} σ′(a_pc)² Σ_{taps of p inside the input, c_in} W², written as loops.
+    encoder = conv_encoder(
+        (6, 2), lambda d: [_conv(1, 3, 3, "sigmoid", d, padding="same", strides=2)]
+    )
+    kernel, bias = (np.asarray(w, np.float64) for w in encoder.layers[0].get_weights())
+    x = rng.normal(size=(2, 6, 2))
+    expected = np.zeros(2)
+    # Output length ceil(6 / 2) = 3; "same" pads (3 − 1)·2 + 3 − 6 = 1 zero, on the right.
+    for position in range(3):
+        for channel in range(3):
+            taps = [t for t in range(3) if 2 * position + t < 6]
+            pre = bias[channel] + sum(x[:, 2 * position + t] @ kernel[t, :, channel] for t in taps)
+            slope = (1 / (1 + np.exp(-pre))) * (1 - 1 / (1 + np.exp(-pre)))
+            expected += slope**2 * sum(np.sum(kernel[t, :, channel] ** 2) for t in taps)
+    assert relative_error(contractive_penalty(encoder, x, method="closed_form"), expected) < 1e-5
+
+
+def test_conv_hessian_penalty_matches_direct_computation(rng):
+    # CAE+H: E_ε ‖J(x) − J(x + ε)‖², with the same ε as hessian_penalty draws.
+    encoder = conv_encoder(
+        (7, 7, 2), lambda d: [_conv(2, 4, 3, "tanh", d, padding="same", strides=2)]
+    )
+    x = rng.normal(size=(3, 7, 7, 2))
+    noise = keras.random.normal((2, 3, 7, 7, 2), stddev=0.3, seed=5).numpy()
+    clean = _jacobian(encoder, x).numpy()
+    expected = np.mean(
+        [
+            np.sum((clean - _jacobian(encoder, x + n).numpy()) ** 2, axis=(1, 2, 3, 4, 5, 6))
+            for n in noise
+        ],
+        axis=0,
+    )
+    actual = hessian_penalty(encoder, x, "closed_form", noise_stddev=0.3, num_samples=2, seed=5)
+    assert relative_error(actual, expected) < 1e-4
+
+
+def test_causal_conv1d_hutchinson_propagates_the_probes_exactly(rng):
+    from keras_cae.penalties import _stacked_jvp
+
+    encoder = conv_encoder(
+        (8, 2), lambda d: [_conv(1, 3, 3, "tanh", d, padding="causal", dilation_rate=2)]
+    )
+    x = tf.constant(rng.normal(size=(2, 8, 2)))
+    probes = tf.constant(rng.normal(size=(3, 2, 8, 2)))
+    code, jvp = _stacked_jvp(encoder, x, probes, False)
+    jacobian = tf.reshape(_jacobian(encoder, x), [2, -1, 16])
+    expected = tf.einsum("bkj,pbj->pbk", jacobian, tf.reshape(probes, [3, 2, -1]))
+    np.testing.assert_allclose(jvp, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(code, encoder(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layers, training, reason",
+    [
+        (
+            lambda d: [_conv(2, 2, 3, "tanh", d), keras.layers.Flatten(), keras.layers.Dense(3)],
+            False,
+            r"layer 'dense\w*' \(Dense\) follows the Conv2D layer",
+        ),
+        (
+            lambda d: [_conv(2, 2, 3, "relu", d), _conv(2, 2, 2, "tanh", d)],
+            False,
+            r"\(Conv2D\) follows the Conv2D layer",
+        ),
+        (lambda d: [_conv(2, 2, 3, "softmax", d)], False, "not element-wise"),
+        (
+            lambda d: [_conv(2, 2, 3, "tanh", d), keras.layers.Dropout(0.2)],
+            True,
+            "random in training",
+        ),
+        (
+            lambda d: [_conv(2, 2, 3, "tanh", d), keras.layers.BatchNormalization()],
+            False,
+            r"\(BatchNormalization\) follows",
+        ),
+    ],
+    ids=["conv-dense", "conv-stack", "softmax", "dropout-training", "conv-batchnorm"],
+)
+def test_conv_closed_form_refuses_what_it_cannot_make_exact(layers, training, reason):
+    encoder = conv_encoder((5, 5, 1), layers, "float32")
+    with pytest.raises(ValueError, match=reason) as error:
+        contractive_penalty(
+            encoder, np.zeros((2, 5, 5, 1)), method="closed_form", training=training
+        )
+    assert "batch_jacobian" in str(error.value) and "hutchinson" in str(error.value)
+    assert resolve_method(encoder, "auto", training=training) == "batch_jacobian"

@@ -40,7 +40,10 @@ MAX_BODY = 64 * 1024
 NAME = "enc"
 
 
-def _make_encoder(path: str, seed: int = 0, features: int = FEATURES, code: int = CODE) -> None:
+def _make_encoder(
+    path: str, seed: int = 0, features: int = FEATURES, code: int = CODE,
+    metadata: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """x [N, 8] -> sigmoid(x @ W + b) -> code [N, 3] (or other sizes), dynamic batch, opset 17."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -61,6 +64,8 @@ def _make_encoder(path: str, seed: int = 0, features: int = FEATURES, code: int 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # Loadable by every onnxruntime that supports opset 17.
+    for key, value in (metadata or {}).items():  # As `keras-cae export` records them.
+        model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 
@@ -277,7 +282,7 @@ _ROW = [0.5] * FEATURES
 
 
 def _v2(data: Any = None, shape: Any = None, datatype: str = "FP32", name: str = "x") -> str:
-    data = [_ROW] if data is None else data
+    data = [_ROW] if data is None else None if data == "null" else data
     shape = [1, FEATURES] if shape is None else shape
     tensor = {"name": name, "shape": shape, "datatype": datatype, "data": data}
     return json.dumps({"inputs": [tensor]})
@@ -352,6 +357,25 @@ _BAD_REQUESTS = [
      json.dumps({"instances": [_ROW] * (MAX_BATCH + 1)}), 400, "--max-batch"),
     ("tf-unknown-model", "POST", "/v1/models/nope:predict", json.dumps({"instances": [_ROW]}), 404,
      "Unknown model"),
+    # Client text that cannot be written back (a lone surrogate) or that nests deeper
+    # than the JSON writer goes is refused, never echoed (issue 20, item 3).
+    ("lone-surrogate-id", "POST", _INFER, json.dumps({**json.loads(_v2()), "id": "\ud800"}),
+     400, "lone surrogate"),
+    ("lone-surrogate-binary-output", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "parameters": {"binary_data_output": "\ud800"}}), 400,
+     "JSON boolean"),
+    ("deep-binary-output", "POST", _INFER,
+     json.dumps(json.loads(_v2()))[:-1] + ', "parameters": {"binary_data_output": '
+     + "[" * 500 + "]" * 500 + "}}", 400, "JSON boolean"),
+    ("lone-surrogate-output-name", "POST", _INFER,
+     json.dumps({**json.loads(_v2()), "outputs": [{"name": "\ud800"}]}), 400, "Unknown output"),
+    # A shape longer than any model's is refused before any work on it (item 9).
+    ("too-many-dims", "POST", _INFER, _v2(shape=[1] * 40), 400, "40 dimensions; at most 32"),
+    # What the OpenAPI schema refuses, the server refuses (item 10).
+    ("data-null", "POST", _INFER, _v2(data="null"), 400, "`data` null"),
+    ("tf-instances-null-and-inputs", "POST", _PREDICT, '{"inputs": [], "instances": null}', 400,
+     "exactly one of"),
+    ("tf-instances-null", "POST", _PREDICT, '{"instances": null}', 400, "null"),
     ("oversized-body", "POST", _INFER, "x" * (MAX_BODY + 1), 413, "--max-body-bytes"),
     ("oversized-chunked-body", "POST", _INFER, "chunked", 413, "--max-body-bytes"),
     ("wrong-method", "GET", _INFER, None, 405, "Method Not Allowed"),
@@ -727,7 +751,7 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
 
         # Other workers' snapshots lag by at most Metrics.FLUSH_SECONDS (0.5 s).
         deadline = time.monotonic() + 10
-        while (counts := scrape())[0] < 40 and time.monotonic() < deadline:
+        while (counts := scrape()) != (40, 2) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert counts == (40, 2)
         for _ in range(5):  # Whichever worker answers, the totals are the same.
@@ -847,13 +871,14 @@ def test_routers_answer_without_the_fast_path(model_path: str) -> None:
     from fastapi import FastAPI
 
     from keras_cae.export.serving import create_app, kserve_v2, tf_serving
-    from keras_cae.export.serving.errors import add_error_handlers
+    from keras_cae.export.serving.rest import BodyReader, add_error_handlers
 
     fast = create_app(model_path, name=NAME)
-    service = fast.state.service
+    dataplane = fast.state.dataplane
+    reader = BodyReader(dataplane.max_body_bytes)
     plain = FastAPI()
-    plain.include_router(kserve_v2.router(kserve_v2.V2Handlers(service, "0")))
-    plain.include_router(tf_serving.router(tf_serving.TFHandlers(service)))
+    plain.include_router(kserve_v2.router(kserve_v2.V2Handlers(dataplane, reader)))
+    plain.include_router(tf_serving.router(tf_serving.TFHandlers(dataplane, reader)))
     add_error_handlers(plain)
     requests = [
         ("/v2/models/enc/versions/1/infer", _v2_body(_batch(3))),
@@ -1030,15 +1055,119 @@ def test_fuzz_the_http_api(server: Server, client: Any) -> None:
             error = response.json()
             assert list(error) == ["error"] and isinstance(error["error"], str), error
             return
-        if response.headers["content-type"] != "application/json":
-            return  # The binary extension's answer; its JSON part is checked elsewhere.
         template = path.replace(f"/{NAME}", "/{name}").replace("/versions/1", "/versions/{version}")
         operation = document["paths"][template][method.lower()]
+        if "requestBody" in operation and not extra:
+            # What the server answers, the schema accepts (issue 20, item 10).
+            request = operation["requestBody"]["content"]["application/json"]["schema"]
+            jsonschema.validate(json.loads(content), {**request, "components": components})
+        if response.headers["content-type"] != "application/json":
+            return  # The binary extension's answer; its JSON part is checked elsewhere.
         schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
         jsonschema.validate(response.json(), {**schema, "components": components})
 
     check()
     assert server.process.poll() is None
+
+
+def _schema_valid_requests() -> Any:
+    """(path, body) of requests that the served model's OpenAPI schema describes and
+    whose data fits their shape (which a JSON Schema cannot say): every optional field
+    present, absent or null, each sample shape that flattens to the model's."""
+    from hypothesis import strategies as st
+
+    value = st.floats(-1e6, 1e6, width=32) | st.integers(-1000, 1000)
+    samples = st.sampled_from([[FEATURES], [2, 4], [4, 2], [2, 2, 2], [1, FEATURES], [FEATURES, 1]])
+    absent = object()
+
+    def maybe(strategy: Any) -> Any:
+        return st.just(absent) | st.none() | strategy
+
+    def fill(shape: list[int], draw: Any) -> Any:
+        flat = draw(st.lists(value, min_size=math.prod(shape), max_size=math.prod(shape)))
+        return np.asarray(flat, dtype=object).reshape(shape).tolist() if shape else flat
+
+    @st.composite
+    def v2(draw: Any) -> tuple[str, dict[str, Any]]:
+        shape = [draw(st.integers(0, 3) | st.just(MAX_BATCH)), *draw(samples)]
+        tensor: dict[str, Any] = {"name": "x", "shape": shape, "datatype": "FP32"}
+        if shape[0] > 0 or draw(st.booleans()):
+            data = fill(shape, draw)
+            tensor["data"] = data if draw(st.booleans()) else np.ravel(data).tolist()
+        body: dict[str, Any] = {"inputs": [tensor]}
+        outputs = [{"name": "code"}]
+        binary = st.fixed_dictionaries({}, optional={"binary_data": st.just(False)})
+        output_parameters = draw(maybe(binary))
+        if output_parameters is not absent:
+            outputs[0]["parameters"] = output_parameters
+        for key, strategy in [
+            ("id", maybe(st.text(max_size=8))),
+            ("parameters", maybe(st.just({}) | st.just({"binary_data_output": False}))),
+            ("outputs", maybe(st.just([]) | st.just(outputs))),
+        ]:
+            field = draw(strategy)
+            if field is not absent:
+                body[key] = field
+        parameters = draw(maybe(st.just({})))
+        if parameters is not absent:
+            tensor["parameters"] = parameters
+        return draw(st.sampled_from([_INFER, f"/v2/models/{NAME}/versions/1/infer"])), body
+
+    @st.composite
+    def tf(draw: Any) -> tuple[str, dict[str, Any]]:
+        sample = draw(samples)
+        rows = [fill(sample, draw) for _ in range(draw(st.integers(0, 3)))]
+        form = draw(st.sampled_from(["instances", "keyed", "inputs", "inputs-keyed"]))
+        if form == "keyed":
+            body: dict[str, Any] = {"instances": [{"x": row} for row in rows]}
+        elif form == "inputs-keyed":
+            body = {"inputs": {"x": rows}}
+        else:
+            body = {form: rows}
+        signature = draw(maybe(st.just("serving_default")))
+        if signature is not absent:
+            body["signature_name"] = signature
+        return _PREDICT, body
+
+    return v2() | tf()
+
+
+@pytest.mark.slow  # 10-25 s: 100 requests over loopback.
+def test_what_the_schema_describes_the_server_answers(server: Server, client: Any) -> None:
+    """The other direction of the fuzz test: every request the OpenAPI schema accepts
+    (with data that fits its shape) is answered 200 with the encoder's codes."""
+    from hypothesis import HealthCheck, given, settings
+
+    document = client.get("/openapi.json").json()
+    components = document["components"]
+
+    @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(request=_schema_valid_requests())
+    def check(request: tuple[str, dict[str, Any]]) -> None:
+        path, body = request
+        template = path.replace(f"/{NAME}", "/{name}").replace("/versions/1", "/versions/{version}")
+        operation = document["paths"][template]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.validate(body, {**schema, "components": components})  # Inside the schema.
+        response = client.post(path, content=json.dumps(body))
+        assert response.status_code == 200, (body, response.text)
+        answer = response.json()
+        reply = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(answer, {**reply, "components": components})
+        if path == _PREDICT:
+            values = body.get("instances", body.get("inputs"))
+            if isinstance(values, dict):
+                values = values["x"]
+            values = [row["x"] if isinstance(row, dict) else row for row in values]
+            codes = answer.get("predictions", answer.get("outputs"))
+        else:
+            values = body["inputs"][0].get("data", [])
+            codes = answer["outputs"][0]["data"]
+        x = np.asarray(values, dtype=np.float32).reshape(-1, FEATURES)
+        np.testing.assert_array_equal(_exact(codes).reshape(-1, CODE), server.encoder.encode(x))
+
+    check()
 
 
 # ------------------------------------------------------------------------------------------

@@ -253,6 +253,30 @@ def test_grpc_envelope_errors_are_invalid_argument(stub: Any, case: str) -> None
     assert words in error.value.details(), error.value.details()
 
 
+_HUGE_ECHOES = {
+    # (change, status, words): client text is echoed cut short, so the status reaches the
+    # client (an unbounded echo overflowed gRPC's metadata: RESOURCE_EXHAUSTED).
+    "20,000-character model name": (lambda r: setattr(r, "model_name", "m" * 20_000),
+                                    "NOT_FOUND", "(20000 characters)"),
+    "20,000-character input name": (lambda r: setattr(r.inputs[0], "name", "y" * 20_000),
+                                    "INVALID_ARGUMENT", "(20000 characters)"),
+    "10,000-dimension shape": (lambda r: r.inputs[0].shape.extend([1] * 9_998),
+                               "INVALID_ARGUMENT", "10000 dimensions; at most 32"),
+    "2,000 outputs": (lambda r: [r.outputs.add(name="z") for _ in range(2_000)],
+                       "INVALID_ARGUMENT", "(2000 in all)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_HUGE_ECHOES))
+def test_huge_client_values_get_their_status_and_a_short_message(stub: Any, case: str) -> None:
+    change, status, words = _HUGE_ECHOES[case]
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(_mutated(change))
+    assert error.value.code().name == status, error.value.details()
+    assert words in error.value.details(), error.value.details()
+    assert len(error.value.details()) < 500, error.value.details()
+
+
 def test_malformed_message_is_invalid_argument_not_internal(served: Any) -> None:
     with grpc.insecure_channel(served[1]) as channel:
         call = channel.unary_unary(_METHOD)  # No serializer: the bytes go as they are.
