@@ -13,35 +13,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-WORKERS = os.path.join(os.path.dirname(__file__), "_workers")
+from tests import ROOT
+from tests._loopback import free_ports
+
+# Two worker processes train, are killed and resumed: about a minute and a half.
+pytestmark = pytest.mark.slow
+
+WORKERS = os.path.join(ROOT, "tests", "_workers")
 WORKER = os.path.join(WORKERS, "multiworker.py")
 EPOCHS = 4
 KILL_AFTER_EPOCH = 1  # Zero-based: two epochs are backed up, then the workers die.
 TIMEOUT = 170  # Each worker's own watchdog ends it after 150 s.
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            handle = socket.socket()
-            handle.bind(("localhost", 0))
-            sockets.append(handle)
-        return [handle.getsockname()[1] for handle in sockets]
-    finally:
-        for handle in sockets:
-            handle.close()
-
-
 def _run_cluster(out: str, backup: str, *flags: str) -> list[subprocess.CompletedProcess]:
     """Starts both workers, waits for both (bounded), and always stops them."""
-    ports = ",".join(str(port) for port in _free_ports(2))
+    ports = ",".join(str(port) for port in free_ports(2))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env.pop("TF_CONFIG", None)
     processes = [
