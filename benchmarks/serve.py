@@ -31,11 +31,25 @@ to a bare ASGI app on the same uvicorn (`bare_app`: reads the body, returns a fi
 JSON body), alternately for `--wrk-rounds` rounds; the table quotes the medians and
 their ratio. Skipped, and said so, where ``wrk`` is not installed.
 
+Peers (``--peers``, in benchmarks/peers/bench.py): keras-cae against KServe,
+LitServe, Triton (PyTriton's tritonserver), BentoML and a bare ASGI floor, each in its
+own pinned venv under benchmarks/.venvs (made on first use), all serving the same
+784→256→64 MNIST encoder with 1 onnxruntime thread and answering the same v2 JSON
+request, every answer checked bit for bit; ``wrk -t1 -c8`` for ``--duration`` s per
+server and rows, ``--rounds`` interleaved rounds, medians, CPU µs per request of each
+server's process tree; keras-cae's gRPC (h2load) against its HTTP JSON at 64 rows,
+with a no-op ``grpc.aio`` server as the ceiling; the bad-request table. Writes
+results/serve_peers.json.
+
 Usage::
 
     python benchmarks/serve.py                       # digits encoder, writes JSON
     python benchmarks/serve.py --model exported/encoder.onnx --workers 2
     python benchmarks/serve.py --quick               # fewer requests
+    python benchmarks/serve.py --peers               # against the peers, 3 × 10 s
+    python benchmarks/serve.py --peers --duration 2 --rounds 1 --peer-names floor
+    python benchmarks/serve.py --peers --keras-cae-bin /work/main/.venv/bin/keras-cae \
+        --keras-cae-bin /work/wt/h21-dataplane/.venv/bin/keras-cae  # two installs, one run
 """
 
 from __future__ import annotations
@@ -55,8 +69,11 @@ import time
 from typing import Any
 
 import numpy as np
+from peers.bench import PEERS, run_peers  # benchmarks/peers/bench.py
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "shared", "data", "mnist.npz"))  # fmt: skip
 NAME = "digits"
 _GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # What the bare app answers: a v2 response of one row's size.
@@ -545,12 +562,43 @@ def main() -> None:
     )
     parser.add_argument("--wrk-rounds", type=int, default=5, help="0: skip the wrk floor")
     parser.add_argument("--wrk-seconds", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(RESULTS, "serve.json"))
+    parser.add_argument("--out", help="default: results/serve.json (results/serve_peers.json "
+                        "with --peers)")  # fmt: skip
     parser.add_argument("--bare-grpc", type=int, help=argparse.SUPPRESS)  # Internal.
+    peers = parser.add_argument_group(
+        "peers (--peers): keras-cae against KServe, LitServe, Triton, BentoML and a bare "
+        "floor, each in its own venv under benchmarks/.venvs; see benchmarks/peers/bench.py"
+    )
+    peers.add_argument("--peers", action="store_true", help="run the peers benchmark")
+    peers.add_argument("--peer-names", nargs="+", default=list(PEERS), choices=PEERS,
+                       metavar="NAME", help=f"default: {' '.join(PEERS)}")  # fmt: skip
+    peers.add_argument("--keras-cae-bin", action="append", metavar="PATH",
+                       help="a keras-cae executable to benchmark (repeatable; the first is "
+                            "the baseline; default: this checkout's)")  # fmt: skip
+    peers.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    peers.add_argument("--connections", type=int, default=8, help="wrk/h2load -c (default 8)")
+    peers.add_argument("--mnist", default=_MNIST, help=f"default: {_MNIST}")
+    peers.add_argument("--grpc-model", help="a second encoder for the gRPC-vs-JSON comparison, "
+                       "keras-cae only (default: the digits encoder, 64 features; 'none': "
+                       "skip)")  # fmt: skip
     args = parser.parse_args()
     if args.bare_grpc:
         asyncio.run(_bare_grpc(args.bare_grpc))
         return
+    if args.peers:
+        for name, value in (("--duration", args.duration), ("--rounds", args.rounds),
+                            ("--connections", args.connections)):  # fmt: skip
+            if value <= 0:
+                parser.error(f"{name} should be positive. Received: {value}")
+        for path in args.keras_cae_bin or ():
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                parser.error(f"--keras-cae-bin should be an executable file. Received: {path}")
+        if args.out is None:
+            args.out = os.path.join(RESULTS, "serve_peers.json")
+        run_peers(args)
+        return
+    if args.out is None:
+        args.out = os.path.join(RESULTS, "serve.json")
     if args.quick:
         args.requests, args.rounds, args.wrk_rounds, args.wrk_seconds = 200, 2, 2, 2
 

@@ -1,8 +1,8 @@
 """Is a CAE more contractive than a plain auto-encoder? The analysis API on the digits.
 
 Trains a plain auto-encoder (λ = 0) and a CAE (λ = 1e-3) with the same architecture,
-seed and budget, then measures both on held-out digits with `keras_cae.analysis` and
-draws the figures with `keras_cae.plots`. For the full, seeded AE / DAE / CAE / CAE+H
+seed and budget, then measures both on held-out digits with `keras_cae.studies.analysis` and
+draws the figures with `keras_cae.studies.plots`. For the full, seeded AE / DAE / CAE / CAE+H
 comparison with a validation search, run ``keras-cae compare`` instead.
 
 Run (about a minute on a laptop CPU; needs ``pip install 'keras-cae[plot]'``)::
@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 
-from keras_cae import _io, analysis, dense_autoencoder, load_digits, plots
+from keras_cae import _io, dense_autoencoder, load_digits
+from keras_cae.studies import analysis, plots
 from keras_cae.training import split
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -35,7 +35,6 @@ from keras_cae.export.parity import (
     to_numpy,
 )
 from keras_cae.export.result import Artifact, ExportResult
-from keras_cae.export.result import display_path as _display_path  # noqa: F401 (export/cli.py)
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -85,24 +84,18 @@ def _model_names(model_name: str | None, parts: Sequence[str]) -> dict[str, str]
 
 
 def _built_input_shape(layer: Any) -> tuple[int | None, ...] | None:
-    """The input shape a built layer was built or called with, batch axis set to None."""
+    """`keras_cae._inputs.built_input_shape`, refusing a model with several inputs."""
     try:
         inputs = layer.inputs  # Functional and Sequential models with an Input.
     except (AttributeError, ValueError):
         inputs = None
-    if isinstance(inputs, (list, tuple)) and inputs:
-        if len(inputs) != 1:
-            raise ValueError(
-                f"Only single-input models can be exported; {layer.name!r} has "
-                f"{len(inputs)} inputs."
-            )
-        return (None, *tuple(inputs[0].shape)[1:])
-    shapes = getattr(layer, "_build_shapes_dict", None)
-    if shapes and len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
-            return (None, *tuple(shape)[1:])
-    return None
+    if isinstance(inputs, (list, tuple)) and len(inputs) > 1:
+        raise ValueError(
+            f"Only single-input models can be exported; {layer.name!r} has {len(inputs)} inputs."
+        )
+    from keras_cae._inputs import built_input_shape  # TensorFlow: imported by the caller.
+
+    return built_input_shape(layer)
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int | None, ...]:
@@ -274,6 +267,7 @@ def export_encoder(
     encoder = model.encoder if is_cae else model
     if tolerance is None:
         tolerance = default_tolerance(model)
+    full_input_shape: tuple[int | None, ...] | None
     if input_shape is not None:
         full_input_shape = _check_input_shape(input_shape)
     else:
@@ -286,7 +280,8 @@ def export_encoder(
 
     # ---- Probe batches: inputs for the encoder and the autoencoder, codes for the decoder.
     input_range = getattr(model, "input_range", None) if is_cae else None
-    probe_x = probe_batch(probe, full_input_shape[1:], input_range)
+    # Every sample dimension is known here (checked above).
+    probe_x = probe_batch(probe, cast("tuple[int, ...]", full_input_shape[1:]), input_range)
     if probe_source is None:
         low, high = (0.0, 1.0) if input_range is None else input_range
         probe_source = (

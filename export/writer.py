@@ -55,10 +55,18 @@ class FormatWriter(Protocol):
         metadata_keys: the keys `metadata` returns (reserved for the export).
     """
 
-    file_name: str
-    write_step: str
-    load_step: str
-    metadata_keys: tuple[str, ...]
+    # Read-only, so that a writer may declare them as plain class attributes.
+    @property
+    def file_name(self) -> str: ...
+
+    @property
+    def write_step(self) -> str: ...
+
+    @property
+    def load_step(self) -> str: ...
+
+    @property
+    def metadata_keys(self) -> tuple[str, ...]: ...
 
     def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Returns `options` with this format's entries checked and normalised (raises

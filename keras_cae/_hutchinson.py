@@ -22,16 +22,16 @@ import keras
 import tensorflow as tf
 
 from keras_cae._closed_form import (
+    _CONV_LAYERS,
     _NON_ELEMENTWISE_ACTIVATIONS,
     _activation_and_derivative,
     _activation_name,
+    _add_bias,
+    _conv_op,
     _flatten_layers,
 )
 
 __all__: list[str] = []
-
-
-_CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 def _linear_map(layer: Any) -> Any:
@@ -41,24 +41,8 @@ def _linear_map(layer: Any) -> Any:
     if type(layer) is keras.layers.Dense:
         return lambda z: tf.matmul(z, tf.cast(layer.kernel, layer.compute_dtype))
     if type(layer) in _CONV_LAYERS:
-        return lambda z: layer.convolution_op(z, tf.cast(layer.kernel, layer.compute_dtype))
+        return lambda z: _conv_op(layer, z, tf.cast(layer.kernel, layer.compute_dtype))
     return None
-
-
-def _add_bias(layer: Any, pre: tf.Tensor) -> tf.Tensor:
-    """Adds the bias exactly as `Dense.call` / `BaseConv.call` do."""
-    if getattr(layer, "bias", None) is None:
-        return pre
-    bias = tf.cast(layer.bias, pre.dtype)
-    if type(layer) in _CONV_LAYERS:
-        rank = layer.rank
-        shape = (
-            (1,) * (rank + 1) + (-1,)
-            if layer.data_format == "channels_last"
-            else (1, -1) + (1,) * rank
-        )
-        bias = tf.reshape(bias, shape)
-    return pre + bias
 
 
 def _layerwise_jvp(

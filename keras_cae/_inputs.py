@@ -49,6 +49,7 @@ def built_input_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | Non
         inputs = layer.inputs
     except (AttributeError, ValueError):
         inputs = None
+    shape: Any
     if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
         shape = tuple(inputs[0].shape)
     else:

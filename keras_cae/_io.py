@@ -123,7 +123,7 @@ def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
     """
     parent = os.fspath(parent)
     _lock.remove_stale_locks(parent)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:

@@ -7,16 +7,11 @@ from typing import Any
 
 import keras
 
+from keras_cae._checks import positive_int
 from keras_cae.layers import TiedDecoder
 from keras_cae.model import ContractiveAutoencoder
 
 __all__ = ["dense_autoencoder"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
-    return value
 
 
 def dense_autoencoder(
@@ -66,15 +61,15 @@ def dense_autoencoder(
     >>> model.encoder.output_shape
     (None, 16)
     """
-    _check_positive_int("input_dim", input_dim)
+    positive_int("input_dim", input_dim)
     units = [hidden_units] if isinstance(hidden_units, int) else list(hidden_units)
     if not units:
         raise ValueError(
             f"`hidden_units` should be a positive integer or a non-empty list of them. "
             f"Received: hidden_units={hidden_units!r}"
         )
-    for value in units:
-        _check_positive_int("hidden_units", value)
+    for size in units:
+        positive_int("hidden_units", size)
     for name, value in (("activation", activation), ("output_activation", output_activation)):
         try:
             keras.activations.get(value)

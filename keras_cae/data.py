@@ -1,7 +1,12 @@
-"""Data loading: the bundled scikit-learn digits and user arrays (.npy, .npz, .csv).
+"""Data loading: the bundled scikit-learn digits, MNIST and user arrays (.npy, .npz, .csv).
 
-Nothing here downloads: the digits (1,797 real 8×8 handwritten digits, UCI) ship
-inside scikit-learn. This module imports no TensorFlow.
+The digits (1,797 real 8×8 handwritten digits, UCI) ship inside scikit-learn. A file
+in the layout of Keras's ``mnist.npz`` (``x_train``, ``y_train``, ``x_test``,
+``y_test``) keeps its own split: `Dataset.x` holds the training images and
+`Dataset.x_test` the test images, never joined unless asked (`split_rows`). MNIST
+itself (`load_mnist`) is read from Keras's cache, ``$KERAS_HOME/datasets/mnist.npz``;
+only when that file is missing is Keras asked to download it. Nothing else here
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ __all__ = [
     "Dataset",
     "load_digits",
     "load_array",
+    "load_mnist",
     "load_mnist_npz",
+    "mnist_cache_path",
+    "split_rows",
+    "SPLITS",
     "MNIST_KEYS",
     "check_finite",
     "to_model_input",
@@ -28,12 +37,32 @@ SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs as float32, optional integer labels, a name and how inputs were scaled."""
+    """Inputs as float32, optional integer labels, a name and how inputs were scaled.
+
+    Attributes:
+        x: the inputs; for a file with its own split, its training images only.
+        y: integer labels of `x`, or `None`.
+        name: the file's base name (or ``"sklearn-digits"``, ``"mnist"``).
+        scaling: how `x` was scaled from the stored values, e.g. ``"x / 255"``.
+        x_test: the file's own test images (``x_test`` of the Keras layout), kept
+            apart from `x`; `None` when the file has no split.
+        y_test: labels of `x_test`, or `None`.
+        no_labels: why `y` is `None` when the file has arrays but none named as
+            labels (``"y"``, or ``"y_train"``/``"y_test"``); empty otherwise.
+    """
 
     x: np.ndarray
     y: np.ndarray | None
     name: str
     scaling: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    no_labels: str = ""
+
+    @property
+    def has_split(self) -> bool:
+        """Whether the file came with its own test part (`x_test`)."""
+        return self.x_test is not None
 
 
 def load_digits() -> Dataset:
@@ -191,14 +220,20 @@ def _read_csv(path: str) -> np.ndarray:
 
 
 def load_array(path: str | os.PathLike[str]) -> Dataset:
-    """Loads a 2-D or higher float array from `.npy`, `.npz` (key `x`, or its only
-    array; an optional `y` holds labels) or `.csv` (numbers only; one header row allowed).
+    """Loads a 2-D or higher float array from `.npy`, `.npz` or `.csv`.
+
+    An `.npz` file is read as the Keras MNIST layout when it holds ``x_train`` and
+    ``x_test`` (`load_mnist_npz`: its own split is kept); otherwise its array ``x``
+    (or its only array) holds the inputs and an optional ``y`` the labels. A `.csv`
+    holds numbers only (one header row allowed). When there are no labels,
+    `Dataset.no_labels` says why (a probe needs them).
 
     Args:
         path: the file to read.
 
     Returns:
-        A `Dataset` with float32 inputs. Labels only from `.npz` files with a `y` array.
+        A `Dataset` with float32 inputs. Labels only from `.npz` files with a `y`
+        array (or ``y_train``/``y_test`` in the Keras layout).
 
     Raises:
         ValueError: unknown suffix, unreadable file, text cells, fewer than 2 dims,
@@ -210,8 +245,9 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
     >>> from keras_cae.data import load_array
     >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
     >>> np.save(path, np.zeros((4, 3)))
-    >>> load_array(path).x.shape
-    (4, 3)
+    >>> data = load_array(path)
+    >>> data.x.shape, data.has_split, data.no_labels
+    ((4, 3), False, 'a .npy file holds no labels')
     """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
@@ -222,13 +258,14 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     labels = None
+    no_labels = f"a {suffix} file holds no labels"
     try:
         if suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
-                if set(MNIST_KEYS) <= set(keys):
+                if {"x_train", "x_test"} <= set(keys):
                     return load_mnist_npz(path)
                 if "x" in archive:
                     values = archive["x"]
@@ -236,9 +273,16 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
                     values = archive[keys[0]]
                 else:
                     raise ValueError(
-                        f"{path}: expected an array named 'x' or a single array, found {keys}"
+                        f"{path}: expected an array named 'x' or a single array, or the "
+                        f"Keras layout {list(MNIST_KEYS)}; found {keys}"
                     )
                 labels = archive["y"] if "y" in archive else None
+                others = [key for key in keys if key != "x"]
+                no_labels = (
+                    f"it has no array named 'y' (its arrays: {', '.join(keys)})"
+                    if others
+                    else "it holds no array named 'y'"
+                )
         else:
             values = _read_csv(path)
     except (OSError, EOFError) as error:
@@ -260,31 +304,35 @@ def load_array(path: str | os.PathLike[str]) -> Dataset:
     if labels is not None and labels.shape[:1] != x.shape[:1]:
         raise ValueError(f"{path}: 'y' has {labels.shape[0]} rows but 'x' has {x.shape[0]}")
     name = os.path.basename(path)
-    return Dataset(x=x, y=labels, name=name, scaling="none")
+    return Dataset(
+        x=x, y=labels, name=name, scaling="none", no_labels="" if labels is not None else no_labels
+    )
 
 
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def load_mnist_npz(path: str | os.PathLike[str]) -> Dataset:
-    """Loads a file in the layout of Keras's ``mnist.npz``, scaled as Rifai et al. did.
+def load_mnist_npz(path: str | os.PathLike[str], name: str | None = None) -> Dataset:
+    """Loads a file in the layout of Keras's ``mnist.npz``, keeping its own split.
 
-    The file holds ``x_train``, ``y_train``, ``x_test`` and ``y_test``; the images are
-    uint8 in 0..255 and are divided by 255 (inputs in [0, 1], as in the CAE paper).
-    Train and test are concatenated in that order: the studies make their own
-    stratified split. `load_array` calls this for any `.npz` with these four keys.
-    Nothing is downloaded: the file must be on disk already.
+    The file holds ``x_train`` and ``x_test`` (uint8 images in 0..255, divided by 255
+    here: inputs in [0, 1], as in the CAE paper) and their labels ``y_train`` and
+    ``y_test``. Train and test stay apart: `Dataset.x` and `Dataset.y` are the
+    training part, `Dataset.x_test` and `Dataset.y_test` the test part (use
+    `split_rows` for one of them or both joined). A file without both label arrays
+    loads with no labels, and `Dataset.no_labels` says why. Nothing is downloaded.
 
     Args:
         path: the `.npz` file.
+        name: the dataset's name. Defaults to the file's base name.
 
     Returns:
-        A `Dataset` with ``x`` of shape ``(n_train + n_test, *image_shape)`` (float32),
-        integer labels ``y`` and scaling ``"x / 255"``.
+        A `Dataset` with ``x`` the training images (float32), ``x_test`` the test
+        images, integer labels when the file has them, and scaling ``"x / 255"``.
 
     Raises:
-        ValueError: if a key is missing, the images are not uint8, or the labels do
-            not match the images.
+        ValueError: if ``x_train`` or ``x_test`` is missing, the images are not
+            uint8, or the labels do not match the images.
 
     Example:
 
@@ -294,29 +342,39 @@ def load_mnist_npz(path: str | os.PathLike[str]) -> Dataset:
     >>> images, labels = np.full((3, 4, 4), 255, np.uint8), np.arange(3)
     >>> np.savez(path, x_train=images, y_train=labels, x_test=images[:1], y_test=labels[:1])
     >>> data = load_mnist_npz(path)
-    >>> data.x.shape, float(data.x.max()), data.scaling
-    ((4, 4, 4), 1.0, 'x / 255')
+    >>> data.x.shape, data.x_test.shape, float(data.x.max()), data.scaling
+    ((3, 4, 4), (1, 4, 4), 1.0, 'x / 255')
     """
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in MNIST_KEYS if key not in archive]
+            keys = list(archive.keys())
+            missing = [key for key in ("x_train", "x_test") if key not in archive]
             if missing:
                 raise ValueError(
                     f"{path}: the mnist.npz layout needs arrays {list(MNIST_KEYS)}; "
                     f"missing {missing}"
                 )
-            arrays = {key: archive[key] for key in MNIST_KEYS}
+            arrays = {key: archive[key] for key in MNIST_KEYS if key in archive}
     except (OSError, EOFError) as error:
         raise ValueError(f"{path}: cannot read the file ({error})") from None
+    labelled = "y_train" in arrays and "y_test" in arrays
     for part in ("train", "test"):
-        images, labels = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        images = arrays[f"x_{part}"]
         if images.dtype != np.uint8:
             raise ValueError(
                 f"{path}: 'x_{part}' should hold uint8 images (0..255) as in mnist.npz. "
                 f"Received: dtype {images.dtype}"
             )
-        if images.ndim < 2 or labels.shape != images.shape[:1]:
+        if images.ndim < 2 or images.shape[0] == 0:
+            raise ValueError(
+                f"{path}: 'x_{part}' should hold images, shape (n, ...). "
+                f"Received: shape {images.shape}"
+            )
+        if not labelled:
+            continue
+        labels = arrays[f"y_{part}"]
+        if labels.shape != images.shape[:1]:
             raise ValueError(
                 f"{path}: 'y_{part}' should have one label per image of 'x_{part}'. "
                 f"Received: shapes {labels.shape} and {images.shape}"
@@ -328,6 +386,137 @@ def load_mnist_npz(path: str | os.PathLike[str]) -> Dataset:
             f"{path}: 'x_train' and 'x_test' images differ in shape: "
             f"{arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}"
         )
-    x = np.concatenate([arrays["x_train"], arrays["x_test"]]).astype(np.float32) / 255.0
-    y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64)
-    return Dataset(x=x, y=y, name=os.path.basename(path), scaling="x / 255")
+    no_labels = ""
+    if not labelled:
+        no_labels = f"it has no arrays named 'y_train' and 'y_test' (its arrays: {', '.join(keys)})"
+
+    def scaled(images: np.ndarray) -> np.ndarray:
+        values = images.astype(np.float32)
+        values /= np.float32(255)  # In place: MNIST's training images are 188 MB as float32.
+        return values
+
+    def as_labels(key: str) -> np.ndarray | None:
+        return arrays[key].astype(np.int64) if labelled else None
+
+    return Dataset(
+        x=scaled(arrays["x_train"]),
+        y=as_labels("y_train"),
+        name=name or os.path.basename(path),
+        scaling="x / 255",
+        x_test=scaled(arrays["x_test"]),
+        y_test=as_labels("y_test"),
+        no_labels=no_labels,
+    )
+
+
+def mnist_cache_path() -> str:
+    """Where `keras.datasets.mnist.load_data()` keeps MNIST: ``KERAS_HOME/datasets/mnist.npz``.
+
+    Keras's rule: ``$KERAS_HOME`` if set, else ``~/.keras`` (``/tmp/.keras`` when the
+    home directory or that folder is not writable). Computed without importing Keras.
+
+    Returns:
+        The path of the cached file (which may not exist).
+
+    Example:
+
+    >>> import os
+    >>> mnist_cache_path().endswith(os.path.join("datasets", "mnist.npz"))
+    True
+    """
+    if "KERAS_HOME" in os.environ:
+        base = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        base = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    base = os.path.expanduser(base)
+    if os.path.isdir(base) and not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")  # Keras's `get_file` does the same.
+    return os.path.join(base, "datasets", "mnist.npz")
+
+
+def load_mnist() -> Dataset:
+    """Loads MNIST as `keras.datasets.mnist.load_data()` does, keeping its split.
+
+    The file in Keras's cache (`mnist_cache_path`, ``~/.keras/datasets/mnist.npz``)
+    is read as it is, without importing TensorFlow and without Keras's checksum (a
+    copy of the same images made elsewhere reads the same). Only when it is missing
+    is `keras.datasets.mnist.load_data()` called, which downloads it (internet
+    needed) into that cache.
+
+    Returns:
+        `load_mnist_npz` of the cached file, named ``"mnist"``: 60,000 training
+        images in `Dataset.x` and the 10,000 test images in `Dataset.x_test`.
+
+    Raises:
+        ValueError: the file is missing and the download failed, or it is not in the
+            mnist.npz layout.
+    """
+    path = mnist_cache_path()
+    if not os.path.isfile(path):
+        try:
+            from keras.datasets import mnist
+
+            mnist.load_data()
+        except Exception as error:  # noqa: BLE001 - any failure is the same fix.
+            raise ValueError(
+                f"--data mnist: {path} does not exist and Keras could not download it "
+                f"({type(error).__name__}: {error}); copy an mnist.npz there or pass "
+                "--data PATH.npz"
+            ) from None
+    return load_mnist_npz(path, name="mnist")
+
+
+SPLITS = ("train", "test", "all")
+
+
+def split_rows(dataset: Dataset, split: str | None) -> tuple[np.ndarray, str]:
+    """The rows of one part of `dataset`: the one rule `train` and `encode` share.
+
+    A file with its own split (the Keras layout) has a training part and a test part;
+    `split` picks ``"train"``, ``"test"`` or ``"all"`` (train then test, joined only
+    when asked). `None` means ``"test"`` for such a file. A file without a split has
+    one part, its rows, and only `None` or ``"all"`` apply.
+
+    Args:
+        dataset: a loaded `Dataset`.
+        split: ``"train"``, ``"test"``, ``"all"`` or `None`.
+
+    Returns:
+        The rows and a phrase saying which they are, e.g. ``"x_test (10000 rows)"``.
+
+    Raises:
+        ValueError: `split` is not one of `SPLITS`, or names a part the data lacks.
+
+    Example:
+
+    >>> import numpy as np
+    >>> data = Dataset(np.zeros((6, 2)), None, "m.npz", "x / 255", x_test=np.ones((2, 2)))
+    >>> rows, which = split_rows(data, None)
+    >>> rows.shape, which
+    ((2, 2), 'x_test of m.npz (2 rows; the default --split test)')
+    >>> split_rows(data, "all")[0].shape
+    (8, 2)
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(
+            f"`split` should be one of {list(SPLITS)} or None. Received: split={split!r}"
+        )
+    if not dataset.has_split:
+        if split in ("train", "test"):
+            raise ValueError(
+                f"--split {split}: {dataset.name} has no train/test split (only the Keras "
+                f"layout {list(MNIST_KEYS)} has); leave --split out to use all its rows"
+            )
+        return dataset.x, f"{dataset.name} ({len(dataset.x)} rows)"
+    assert dataset.x_test is not None
+    if split == "train":
+        return dataset.x, f"x_train of {dataset.name} ({len(dataset.x)} rows; --split train)"
+    if split == "all":
+        rows = np.concatenate([dataset.x, dataset.x_test])
+        return rows, (
+            f"x_train then x_test of {dataset.name} ({len(dataset.x)} + "
+            f"{len(dataset.x_test)} = {len(rows)} rows; --split all)"
+        )
+    default = "the default --split test" if split is None else "--split test"
+    return dataset.x_test, f"x_test of {dataset.name} ({len(dataset.x_test)} rows; {default})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import keras
 from keras import ops
@@ -88,12 +88,17 @@ class TiedDecoder(keras.layers.Layer):
             )
         return self._tied_layers
 
-    def build(self, input_shape: tuple[int | None, ...]) -> None:
+    def _known_units(self) -> list[int]:
+        """`units`; known once given or tied (`tie` sets them), else `ValueError`."""
         if self.units is None:
-            self._layers_or_raise()
+            self._layers_or_raise()  # Untied: raises.
+        return cast("list[int]", self.units)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        units = self._known_units()
         self.biases = []
         if self.use_bias:
-            for index, size in enumerate(self.units):
+            for index, size in enumerate(units):
                 self.biases.append(
                     self.add_weight(shape=(size,), initializer="zeros", name=f"bias_{index}")
                 )
@@ -111,9 +116,7 @@ class TiedDecoder(keras.layers.Layer):
         return h
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        if self.units is None:
-            self._layers_or_raise()
-        return (*input_shape[:-1], self.units[-1])
+        return (*input_shape[:-1], self._known_units()[-1])
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_cae import penalties
 from keras_cae._choices import CORRUPTIONS
+from keras_cae._closed_form import closed_form_error
 from keras_cae._inputs import (
     built_input_shape,
     check_array,
@@ -21,6 +22,7 @@ from keras_cae._inputs import (
     check_data,
     data_input_shape,
 )
+from keras_cae._step_cost import auto_fallback_notice
 from keras_cae._xla import xla_slowdown
 from keras_cae.distribute import replica_random, replica_share
 
@@ -83,8 +85,9 @@ class ContractiveAutoencoder(keras.Model):
         contractive_weight: λ, the weight of the contractive penalty. Defaults to `0.1`.
         penalty: how the penalty is computed: `"auto"`, `"batch_jacobian"`,
             `"closed_form"` or `"hutchinson"` (see `keras_cae.contractive_penalty`).
-            `"auto"` is exact: the closed form for Dense chains, else
-            `batch_jacobian`. Defaults to `"auto"`.
+            `"auto"` is exact: the closed form for Dense chains and for one
+            convolution layer, else `batch_jacobian`, and then it logs once, before
+            training, the estimated cost of a step. Defaults to `"auto"`.
         num_projections: probes per sample for `penalty="hutchinson"`. Defaults to `4`.
         probe_distribution: `"rademacher"` or `"gaussian"` probes for
             `penalty="hutchinson"`. Defaults to `"rademacher"`.
@@ -131,11 +134,11 @@ class ContractiveAutoencoder(keras.Model):
         super().__init__(**kwargs)
         self.contractive_weight = _check_non_negative("contractive_weight", contractive_weight)
         self.penalty = penalties.check_method(penalty, "penalty")
-        penalties._check_hutchinson_args(num_projections, probe_distribution)
+        penalties.check_hutchinson_args(num_projections, probe_distribution)
         self.num_projections = num_projections
         self.probe_distribution = probe_distribution
         self.hessian_weight = _check_non_negative("hessian_weight", hessian_weight)
-        penalties._check_hessian_args(hessian_noise_stddev, hessian_samples)
+        penalties.check_hessian_args(hessian_noise_stddev, hessian_samples)
         self.hessian_noise_stddev = float(hessian_noise_stddev)
         self.hessian_samples = hessian_samples
         if corruption is not None and corruption not in CORRUPTIONS:
@@ -266,7 +269,18 @@ class ContractiveAutoencoder(keras.Model):
         """The exact method `penalty` resolves to for this encoder (`"auto"` resolved)."""
         if self._penalty_method is None:
             method = penalties.resolve_method(self.encoder, self.penalty, training=True)
-            if self.penalty == "auto":
+            if self.penalty == "auto" and method == "batch_jacobian" and self._computes_penalty():
+                # Once per model, before the first step: what the exact fallback costs.
+                logger.warning(
+                    auto_fallback_notice(
+                        self.encoder,
+                        self.decoder,
+                        built_input_shape(self.encoder),
+                        closed_form_error(self.encoder, training=True) or "",
+                        self.num_projections,
+                    )
+                )
+            elif self.penalty == "auto":
                 logger.info("keras_cae: penalty='auto' uses %r for this encoder.", method)
             self._penalty_method = method
         return self._penalty_method
@@ -316,7 +330,7 @@ class ContractiveAutoencoder(keras.Model):
 
     def _check_jit_compile(self) -> None:
         """Turns XLA off, with a warning, where it makes the train step slower."""
-        if not getattr(self, "compiled", False) or self.jit_compile is not True:
+        if not getattr(self, "compiled", False) or getattr(self, "jit_compile", None) is not True:
             return
         if not self.encoder.built:
             return
@@ -392,7 +406,7 @@ class ContractiveAutoencoder(keras.Model):
         reconstruction, contractive, hessian = self._forward_with_penalties(
             inputs, training, compute_penalty
         )
-        reconstruction_loss = self._compute_loss(
+        reconstruction_loss = self.compute_loss(
             x=x, y=y, y_pred=reconstruction, sample_weight=sample_weight, training=training
         )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -474,9 +488,10 @@ class ContractiveAutoencoder(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
+        # Keras's own "loss" tracker, never updated by these steps, is left out: its
+        # result would replace ours under the same name in the logs.
         own = self._own_trackers()
-        keras_loss = getattr(self, "_loss_tracker", None)
-        rest = [m for m in super().metrics if m is not keras_loss and all(m is not o for o in own)]
+        rest = [m for m in super().metrics if m.name != "loss" and all(m is not o for o in own)]
         return own + rest
 
     def get_metrics_result(self) -> dict[str, Any]:
@@ -511,6 +526,8 @@ class ContractiveAutoencoder(keras.Model):
             kwargs["validation_data"] = validation_data
         check_batch_size(self.distribute_strategy, x, args[0] if args else kwargs.get("batch_size"))
         self._build_for(data_input_shape(x))
+        if self.built and self._computes_penalty():
+            self.penalty_method  # noqa: B018  (resolves "auto", and says so, before training)
         return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:

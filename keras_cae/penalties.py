@@ -10,12 +10,17 @@ of computing it:
   Works for any encoder, costs one backward pass per code unit.
 * ``"closed_form"`` — exact and cheap for encoders that are a chain of ``Dense``
   layers with element-wise activations: ``J = D_L W_Lᵀ ⋯ D_1 W_1ᵀ`` with
-  ``D_l = diag(σ_l′(a_l))``. One layer reduces to ``Σ_k σ′(a_k)² ‖W_{:,k}‖²``.
+  ``D_l = diag(σ_l′(a_l))``. One layer reduces to ``Σ_k σ′(a_k)² ‖W_{:,k}‖²``. Also
+  for one ``Conv1D``/``Conv2D``/``Conv3D`` layer with element-wise activations
+  (Flatten/Reshape around it allowed): ``Σ σ′(a)² ⊙ S`` with ``S`` the squared kernel
+  convolved with an all-ones input, one extra convolution independent of the batch.
 * ``"hutchinson"`` — the unbiased stochastic estimate ``E_v ‖J v‖²`` with
   Rademacher or Gaussian probes ``v`` (``E[v vᵀ] = I``), computed in forward mode
   for all probes as one stacked batch. Works for any encoder, including conv.
 * ``"auto"`` — ``"closed_form"`` where it applies, else ``"batch_jacobian"``.
-  Always exact; it never picks the stochastic method on its own.
+  Always exact; it never picks the stochastic method on its own. A
+  `ContractiveAutoencoder` that falls back says once, before training, what a step
+  will cost and that ``"hutchinson"`` exists (`keras_cae._step_cost`).
 
 The second-order term of CAE+H (Rifai et al., "Higher Order Contractive
 Auto-Encoder", ECML PKDD 2011), ``E_ε ‖J(x) − J(x + ε)‖²_F``, is computed with the
@@ -40,7 +45,6 @@ from keras_cae._closed_form import (
     _broadcast_batch,
     _closed_form_factor,
     _functional_chain,  # noqa: F401  (tests import it from here)
-    _norm_with_first_kernel,
     closed_form_error,
 )
 from keras_cae._hutchinson import _layerwise_jvp, _stacked_jvp  # noqa: F401
@@ -111,8 +115,9 @@ def resolve_method(encoder: Any, method: str, training: bool = False) -> str:
         training: whether the penalty is computed in training mode (Dropout active).
 
     Returns:
-        `"closed_form"` if `method="auto"` and the encoder is a Dense chain,
-        `"batch_jacobian"` if `method="auto"` otherwise, else `method` itself.
+        `"closed_form"` if `method="auto"` and the encoder is a Dense chain or one
+        convolution (see `keras_cae._closed_form`), `"batch_jacobian"` if
+        `method="auto"` otherwise, else `method` itself.
     """
     check_method(method)
     if method != "auto":
@@ -140,18 +145,19 @@ def code_and_penalty(
     if not x.dtype.is_floating:
         x = tf.cast(x, keras.backend.floatx())
     if method == "closed_form":
-        code, factor, kernel = _closed_form_factor(encoder, x, training)
-        return code, _broadcast_batch(_norm_with_first_kernel(factor, kernel), x)
+        code, factor, norm = _closed_form_factor(encoder, x, training)
+        return code, _broadcast_batch(norm(factor), x)
     if method == "batch_jacobian":
         code, jacobian = _batch_jacobian(encoder, x, training)
         return code, _flat_jacobian_norm(jacobian)
-    _check_hutchinson_args(num_projections, probe_distribution)
+    check_hutchinson_args(num_projections, probe_distribution)
     probes = _probes(tf.shape(x), num_projections, probe_distribution, seed, x.dtype)
     code, jvp = _stacked_jvp(encoder, x, probes, training)
     return code, tf.reduce_mean(tf.reduce_sum(tf.square(jvp), axis=2), axis=0)
 
 
-def _check_hutchinson_args(num_projections: int, probe_distribution: str) -> None:
+def check_hutchinson_args(num_projections: int, probe_distribution: str) -> None:
+    """Raises `ValueError` unless the Hutchinson estimator's arguments are valid."""
     if (
         not isinstance(num_projections, int)
         or isinstance(num_projections, bool)
@@ -189,7 +195,8 @@ def contractive_penalty(
             be independent (no batch statistics across samples).
         x: a batch of inputs, shape ``(batch, *input_shape)``.
         method: `"batch_jacobian"` (exact, any encoder), `"closed_form"` (exact, chains
-            of `Dense` layers with element-wise activations), `"hutchinson"`
+            of `Dense` layers with element-wise activations, or one `Conv1D`/`Conv2D`/
+            `Conv3D` layer with element-wise activations), `"hutchinson"`
             (unbiased stochastic estimate, any encoder) or `"auto"` (`"closed_form"`
             where it applies, else `"batch_jacobian"`). Defaults to `"batch_jacobian"`.
         training: call the encoder in training mode. Defaults to `False`.
@@ -207,7 +214,8 @@ def contractive_penalty(
 
     Raises:
         ValueError: for an unknown `method`, or `"closed_form"` on an encoder that is
-            not a Dense chain (the message says why and which method to use).
+            neither a Dense chain nor one convolution (the message says why and which
+            method to use).
 
     Example:
 
@@ -231,7 +239,8 @@ def contractive_penalty(
     )[1]
 
 
-def _check_hessian_args(noise_stddev: float, num_samples: int) -> None:
+def check_hessian_args(noise_stddev: float, num_samples: int) -> None:
+    """Raises `ValueError` unless the CAE+H term's noise and sample count are valid."""
     if (
         not isinstance(noise_stddev, (int, float))
         or not math.isfinite(noise_stddev)
@@ -293,7 +302,7 @@ def hessian_penalty(
     >>> hessian_penalty(encoder, x, noise_stddev=0.1, seed=1).shape
     TensorShape([2])
     """
-    _check_hessian_args(noise_stddev, num_samples)
+    check_hessian_args(noise_stddev, num_samples)
     method = resolve_method(encoder, method, training)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -308,14 +317,14 @@ def hessian_penalty(
     # Row s * batch + b of `stacked` is x_b for s = 0 and x_b + ε_{s,b} after.
     stacked = tf.concat([x, corrupted], axis=0)
     if method == "closed_form":
-        _, factor, kernel = _closed_form_factor(encoder, stacked, training)
+        _, factor, norm = _closed_form_factor(encoder, stacked, training)
         if factor is None:  # J does not depend on x.
             return tf.zeros([batch], tf.float32)
         rest = tf.shape(factor)[1:]
         grouped = tf.reshape(factor, tf.concat([[num_samples + 1, batch], rest], 0))
         difference = grouped[:1] - grouped[1:]
         flat = tf.reshape(difference, tf.concat([[-1], rest], 0))
-        norms = _norm_with_first_kernel(flat, kernel)
+        norms = norm(flat)
     elif method == "batch_jacobian":
         _, jacobian = _batch_jacobian(encoder, stacked, training)
         rest = tf.shape(jacobian)[1:]
@@ -324,7 +333,7 @@ def hessian_penalty(
             tf.reshape(grouped[:1] - grouped[1:], tf.concat([[-1], rest], 0))
         )
     else:
-        _check_hutchinson_args(num_projections, probe_distribution)
+        check_hutchinson_args(num_projections, probe_distribution)
         probes = _probes(tf.shape(x), num_projections, probe_distribution, seed, x.dtype)
         shared = tf.tile(
             probes, tf.concat([[1, num_samples + 1], tf.ones_like(tf.shape(x)[1:])], 0)

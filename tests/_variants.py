@@ -108,6 +108,28 @@ def user_conv(**kwargs: Any) -> ContractiveAutoencoder:
     return ContractiveAutoencoder(encoder, decoder, **kwargs)
 
 
+def user_single_conv(**kwargs: Any) -> ContractiveAutoencoder:
+    """A one-convolution encoder on 8×8×1 images, whose exact penalty is the closed form."""
+    layers = keras.layers
+    encoder = keras.Sequential(
+        [
+            keras.Input(IMAGE_SHAPE),
+            layers.Conv2D(4, 3, strides=2, padding="same", activation="sigmoid"),
+            layers.Flatten(),
+        ],
+        name="encoder",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.Input((4 * 4 * 4,)),
+            layers.Reshape((4, 4, 4)),
+            layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid"),
+        ],
+        name="decoder",
+    )
+    return ContractiveAutoencoder(encoder, decoder, **kwargs)
+
+
 @contextlib.contextmanager
 def dtype_policy(name: str | None) -> Iterator[None]:
     """Sets Keras's global dtype policy for the block (layers keep it afterwards)."""
@@ -156,6 +178,9 @@ VARIANTS: list[ModelVariant] = [
     ModelVariant("dense", lambda: dense_autoencoder(FEATURES, 5, seed=0)),
     ModelVariant("tied", lambda: dense_autoencoder(FEATURES, [8, 4], tied_weights=True, seed=0)),
     ModelVariant("conv", lambda: user_conv(contractive_weight=0.1, seed=0), IMAGE_SHAPE),
+    ModelVariant(
+        "conv-closed-form", lambda: user_single_conv(contractive_weight=0.1, seed=0), IMAGE_SHAPE
+    ),
     ModelVariant(
         "dae",
         lambda: dense_autoencoder(

@@ -1,5 +1,6 @@
 """The import graph of `keras_cae` (with `keras_cae.export`, from the `export/` folder), read
-from the source: no cycles, one direction.
+from the source: no cycles. The direction (CLI -> export -> library) is import-linter's
+contracts in pyproject.toml, run by tests/test_habits.py.
 
 Every `import` statement counts, including those inside functions (lazy imports),
 since a lazy import circle is still a circle a reader must untangle. Names loaded by
@@ -11,7 +12,8 @@ from __future__ import annotations
 import ast
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 # Source folder -> the package it installs as (pyproject.toml's package-dir).
 PACKAGES = {"keras_cae": "keras_cae", "export": "keras_cae.export"}
 
@@ -97,13 +99,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def _layer(module: str) -> str:
-    for layer in ("cli", "export"):
-        if module == f"keras_cae.{layer}" or module.startswith(f"keras_cae.{layer}."):
-            return layer
-    return "keras_cae"
-
-
 def test_the_graph_is_read_from_the_source():
     graph = _graph()
     assert "keras_cae.cli.train" in graph["keras_cae.cli"]
@@ -119,13 +114,27 @@ def test_no_module_imports_itself_back():
     assert _cycles(_graph()) == []
 
 
-def test_dependencies_point_one_way_cli_to_export_to_library():
-    """The CLI uses export and the library; export uses the library; nothing points back."""
-    allowed = {("cli", "export"), ("cli", "keras_cae"), ("export", "keras_cae")}
-    wrong = sorted(
-        (source, target)
-        for source, targets in _graph().items()
-        for target in targets
-        if _layer(source) != _layer(target) and (_layer(source), _layer(target)) not in allowed
+def test_private_cpython_api_for_modules_being_imported(tmp_path, monkeypatch):
+    """`keras_cae._initializing` reads CPython's private `ModuleSpec._initializing`, the
+    one private Python API the package uses. If this fails after a Python upgrade, update
+    that function (and the import hook that relies on it)."""
+    import sys
+
+    import keras_cae
+
+    where = (
+        f"Python {sys.version.split()[0]} changed `ModuleSpec._initializing`, which "
+        "keras_cae._initializing reads; update that function:"
     )
-    assert wrong == []
+    name = "_keras_cae_probe_initializing"
+    (tmp_path / f"{name}.py").write_text(
+        "import sys\nimport keras_cae\nDURING = keras_cae._initializing(sys.modules[__name__])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = __import__(name)
+    try:
+        assert module.DURING is True, f"{where} not set while the module runs"
+        assert keras_cae._initializing(module) is False, f"{where} still set after the import"
+    finally:
+        sys.modules.pop(name, None)

@@ -1,13 +1,14 @@
 """`keras-cae serve`: an HTTP inference service for an exported encoder.
 
-The service runs an `OnnxEncoder` (onnxruntime, no TensorFlow) behind an ASGI app
-(FastAPI on uvicorn) and speaks the protocols that existing inference clients use,
-one module each: the Open Inference Protocol (KServe v2, `kserve_v2`) and TensorFlow
+The service runs an `OnnxEncoder` (onnxruntime, no TensorFlow) behind one
+transport-neutral dataplane (`dataplane.DataPlane`: every check and every encode,
+on `infer_types.InferRequest` / `InferResponse`) and thin adapters for the protocols
+that existing inference clients use: the Open Inference Protocol (KServe v2) over HTTP
+(`kserve_v2`) and over gRPC (`kserve_v2_grpc`, with ``--grpc-port``), and TensorFlow
 Serving's REST API (`tf_serving`); ``GET /metrics`` in the Prometheus text format
-(`metrics`), the same v2 protocol over gRPC (`kserve_v2_grpc`, with ``--grpc-port``),
-and the OpenAPI document at ``/openapi.json``, interactive at ``/docs``
+(`metrics`) and the OpenAPI document at ``/openapi.json``, interactive at ``/docs``
 (`docs`). `app` assembles them, `server` runs them. Every client error is a 4xx
-response whose JSON body is ``{"error": "<what was wrong>"}``.
+response whose JSON body is ``{"error": "<what was wrong>"}`` (gRPC: a status code).
 
 This package needs the `serve` extra: ``pip install 'keras-cae[serve]'``.
 
@@ -36,7 +37,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment.
     ) from error
 
 from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
-from keras_cae.export.serving.kserve_v2 import SERVER_NAME
+from keras_cae.export.serving.dataplane import SERVER_NAME
 from keras_cae.export.serving.server import serve
 
 __all__ = ["create_app", "serve", "DEFAULT_MAX_BATCH", "SERVER_NAME"]

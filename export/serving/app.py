@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,15 +26,17 @@ from starlette.responses import Response
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.serving import kserve_v2, tf_serving
 from keras_cae.export.serving.codec import shape_text
+from keras_cae.export.serving.dataplane import VERSION, DataPlane
 from keras_cae.export.serving.docs import add_docs, install_openapi
-from keras_cae.export.serving.errors import (
-    ClientError,
+from keras_cae.export.serving.errors import ServingError
+from keras_cae.export.serving.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from keras_cae.export.serving.rest import (
+    BodyReader,
+    Reply,
     add_error_handlers,
-    error_body,
+    error_reply,
     internal_error_body,
 )
-from keras_cae.export.serving.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from keras_cae.export.serving.service import VERSION, ModelService, Reply
 
 __all__ = ["create_app", "DEFAULT_MAX_BATCH"]
 
@@ -78,8 +79,11 @@ def create_app(
     >>> app = create_app("exported/encoder.onnx", name="digits")  # doctest: +SKIP
     """
     if not isinstance(encoder, OnnxEncoder):
-        # The service checks for NaN and overflow itself (`ModelService.to_input_dtype`).
-        encoder = OnnxEncoder(encoder, intra_op_num_threads=threads, check_finite=False)
+        # The dataplane checks for NaN, overflow and the input range itself, once, to
+        # answer in the protocol's terms (`DataPlane.to_input_dtype`).
+        encoder = OnnxEncoder(
+            encoder, intra_op_num_threads=threads, check_finite=False, check_range=False
+        )
     name = _default_name(encoder.path) if name is None else name
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ValueError(
@@ -107,20 +111,21 @@ def create_app(
             "output_shape": shape_text(encoder.output_shape),
         },
     )
-    service = ModelService(encoder, name, max_batch, max_body_bytes, metrics)
+    version = _package_version()
+    dataplane = DataPlane(encoder, name, max_batch, max_body_bytes, metrics, version)
+    reader = BodyReader(max_body_bytes)
     app = _ServingApp(
         title="keras-cae serve",
-        version=_package_version(),
+        version=version,
         summary=f"Contractive auto-encoder {name!r}, on onnxruntime.",
         description="Open Inference Protocol (KServe v2) and TensorFlow Serving REST "
         'endpoints for one exported encoder. Errors are `{"error": message}`.',
         docs_url=None,  # Served by `add_docs` from local files, not from a CDN.
         redoc_url=None,
     )
-    app.state.service = service
-    v2 = kserve_v2.V2Handlers(service, app.version)
-    app.state.v2 = v2  # Also answers gRPC (`kserve_v2_grpc`).
-    tf = tf_serving.TFHandlers(service)
+    app.state.dataplane = dataplane  # Also answers gRPC (`kserve_v2_grpc`).
+    v2 = kserve_v2.V2Handlers(dataplane, reader)
+    tf = tf_serving.TFHandlers(dataplane, reader)
     routers = [kserve_v2.router(v2), tf_serving.router(tf)]
     for router in routers:
         app.include_router(router)
@@ -137,7 +142,7 @@ def create_app(
 
     add_error_handlers(app)
     add_docs(app)
-    install_openapi(app, service)
+    install_openapi(app, dataplane)
     routes = {r.path: r for router in routers for r in router.routes if isinstance(r, APIRoute)}
     fast: list[tuple[re.Pattern[str], APIRoute, Handler]] = []
     for base, suffix, handler in (
@@ -147,7 +152,7 @@ def create_app(
         for versioned in (False, True):
             path = base + ("/versions/{version}" if versioned else "") + suffix
             fast.append((routes[path].path_regex, routes[path], handler))
-    app.fast_path = _InferenceFastPath(service, fast)
+    app.fast_path = _InferenceFastPath(reader, metrics, fast)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # Counts all but the fast path.
     return app
 
@@ -174,27 +179,26 @@ class _InferenceFastPath:
     as `MetricsMiddleware` counts the rest."""
 
     def __init__(
-        self, service: ModelService, routes: list[tuple[re.Pattern[str], APIRoute, Handler]]
-    ) -> None:
-        self.service = service
-        self.metrics = service.metrics
+        self, reader: BodyReader, metrics: Metrics,
+        routes: list[tuple[re.Pattern[str], APIRoute, Handler]],
+    ) -> None:  # fmt: skip
+        self.reader = reader
+        self.metrics = metrics
         self.routes = routes
 
     async def answer(
         self, scope: dict[str, Any], receive: Any, send: Any, route: APIRoute,
         handler: Handler, params: dict[str, str],
     ) -> None:  # fmt: skip
-        metrics = self.metrics
-        start = time.perf_counter()
+        start = self.metrics.begin()
         status = 500  # What the client sees if the handler fails.
-        metrics.in_flight.inc()
         try:
             headers = dict(scope["headers"])
             try:
-                body = await self.service.receive_body(headers, receive)
+                body = await self.reader.receive(headers, receive)
                 reply = await handler(headers, body, params["name"], params.get("version"))
-            except ClientError as error:
-                reply = Reply(error_body(error.message), error.status)
+            except ServingError as error:
+                reply = error_reply(error)
             except Exception as error:
                 # As FastAPI's error handler does: a JSON 500, and the exception on to
                 # the server, which logs it.
@@ -203,8 +207,7 @@ class _InferenceFastPath:
             status = reply.status
             await _send(send, reply)
         finally:
-            metrics.in_flight.dec()
-            metrics.observe_request(route.path, "POST", status, time.perf_counter() - start)
+            self.metrics.end(start, route.path, "POST", status)
 
 
 async def _send(send: Any, reply: Reply) -> None:

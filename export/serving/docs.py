@@ -17,8 +17,8 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import FileResponse, HTMLResponse
 
 from keras_cae.export.serving import schemas
-from keras_cae.export.serving.errors import ClientError
-from keras_cae.export.serving.service import ModelService
+from keras_cae.export.serving.dataplane import DataPlane
+from keras_cae.export.serving.errors import NotFound
 
 __all__ = ["install_openapi", "add_docs"]
 
@@ -47,11 +47,11 @@ def add_docs(app: FastAPI) -> None:
     @app.get("/docs/assets/{file}", include_in_schema=False)
     async def docs_asset(file: str) -> FileResponse:
         if file not in _ASSETS:
-            raise ClientError(404, f"No docs asset {file!r}; see /docs.")
+            raise NotFound(f"No docs asset {file!r}; see /docs.")
         return FileResponse(_ASSETS[file], headers={"Cache-Control": "max-age=86400"})
 
 
-def install_openapi(app: FastAPI, service: ModelService) -> None:
+def install_openapi(app: FastAPI, service: DataPlane) -> None:
     """Makes `app`'s OpenAPI document describe the bodies the handlers parse themselves,
     with the served model's names, datatype, shapes and value range."""
 
@@ -76,6 +76,7 @@ def install_openapi(app: FastAPI, service: ModelService) -> None:
                         **schema,
                         **{k: old[k] for k in ("title", "description") if k in old},
                     }
+            components.update(schemas.model_components(service))
             components["V2InferRequest"]["properties"]["inputs"].update(maxItems=1)
             # Exactly one of the two formats.
             components["TFPredictRequest"]["oneOf"] = [

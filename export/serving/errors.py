@@ -1,94 +1,123 @@
-"""Client errors, and the one error object both protocols answer with.
+"""The dataplane's errors: what was wrong with a request, in no transport's terms.
 
-Every error response is ``{"error": "<what was wrong>"}`` with a 4xx status (the
-error object of the Open Inference Protocol and of TensorFlow Serving), including
-FastAPI's own errors (unknown route, wrong method, invalid parameters).
+Each transport maps them once: HTTP to a status code (`keras_cae.export.serving.rest`,
+``HTTP_STATUS``), gRPC to a status code (`keras_cae.export.serving.kserve_v2_grpc`,
+``GRPC_CODES``). Every message says what was received and what is accepted; client
+text in a message goes through `echo`, which bounds it, so that an error is never
+larger than a few hundred bytes whatever the request held.
+
+This module imports no web or RPC framework.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
+__all__ = [
+    "ServingError", "InvalidRequest", "NotFound", "TooLarge", "ClientClosed", "echo",
+    "echo_list", "shape_echo",
+]  # fmt: skip
 
-__all__ = ["ClientError", "CLIENT_CLOSED", "error_body", "internal_error_body",
-           "describe_validation_error", "add_error_handlers"]  # fmt: skip
-
-#: Counted as nginx does when the client goes away before its request is read.
-CLIENT_CLOSED = 499
+# How much client text an error message repeats: enough to recognise it.
+_ECHO_CHARS = 64
+_ECHO_ITEMS = 8
 
 
-class ClientError(Exception):
-    """A request error, answered with `status` and ``{"error": message}``.
+class ServingError(Exception):
+    """A request the server refuses; `message` says why, for the client.
 
     Example:
 
-    >>> ClientError(404, "Unknown model 'x'.").status
-    404
+    >>> str(InvalidRequest("The batch has 5 rows; ..."))
+    'The batch has 5 rows; ...'
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
 
 
-def error_body(message: str) -> bytes:
-    """The JSON error object."""
-    return orjson.dumps({"error": message})
+class InvalidRequest(ServingError):
+    """The request is malformed or does not fit the model (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
 
-def internal_error_body(error: Exception) -> bytes:
-    """The JSON error object of a 500: a bug, or a model that fails at run time."""
-    return error_body(f"Internal server error: {type(error).__name__}: {error}")
+class NotFound(ServingError):
+    """No such model or version (HTTP 404, gRPC NOT_FOUND)."""
 
 
-def error_response(status: int, message: str) -> Response:
-    return Response(error_body(message), status_code=status, media_type="application/json")
+class TooLarge(ServingError):
+    """The request is larger than the server accepts (HTTP 413)."""
 
 
-def describe_validation_error(error: ValidationError | RequestValidationError) -> str:
-    """The first three problems of a failed validation, in one line."""
-    parts = []
-    for item in error.errors()[:3]:
-        location = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-        parts.append(f"{location or 'body'}: {item.get('msg', 'invalid')}")
-    more = len(error.errors()) - 3
-    return "Invalid request: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+class ClientClosed(ServingError):
+    """The client went away before its request was read (counted as 499, as nginx does)."""
 
 
-def add_error_handlers(app: FastAPI) -> None:
-    """Makes every error of `app` the JSON error object."""
+def echo(value: Any, limit: int = _ECHO_CHARS) -> str:
+    """Client text (or a JSON value) for an error message: quoted like ``repr``, with
+    non-printable characters and lone surrogates escaped, and cut after `limit`
+    characters; arrays and objects are named, not written out.
 
-    async def client_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, ClientError)
-        return error_response(error.status, error.message)
+    Args:
+        value: what the client sent.
+        limit: the most characters repeated. Defaults to `64`.
 
-    async def http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)
-        detail: Any = error.detail
-        if error.status_code == 404 and detail == "Not Found":
-            detail = f"No route for {request.method} {request.url.path}; see /docs."
-        response = error_response(error.status_code, str(detail))
-        for key, value in (error.headers or {}).items():
-            response.headers[key] = value
-        return response
+    Returns:
+        Text that is always valid UTF-8 and at most about `limit` + 40 characters.
 
-    async def validation_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, RequestValidationError)
-        return error_response(400, describe_validation_error(error))
+    Example:
 
-    async def internal_error(request: Request, error: Exception) -> Response:
-        # Reached only by a bug or a model that fails at run time; uvicorn logs the
-        # traceback, the client gets JSON rather than a bare "Internal Server Error".
-        return Response(internal_error_body(error), 500, media_type="application/json")
+    >>> echo("nope")
+    "'nope'"
+    >>> echo("a" * 100, limit=3)
+    "'aaa'... (100 characters)"
+    >>> echo("\\ud800")
+    "'\\\\ud800'"
+    """
+    if isinstance(value, str):
+        text = repr(value[:limit]).encode("ascii", "backslashreplace").decode("ascii")
+        return text if len(value) <= limit else f"{text}... ({len(value)} characters)"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # `repr` has a limit.
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} digits)"
+    if isinstance(value, list):
+        return f"a JSON array of {len(value)} items"
+    if isinstance(value, dict):
+        return f"a JSON object of {len(value)} keys"
+    return type(value).__name__
 
-    app.add_exception_handler(ClientError, client_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, internal_error)
+
+def echo_list(values: Sequence[Any], limit: int = _ECHO_ITEMS) -> str:
+    """A list of client values for an error message, each `echo`ed, at most `limit` of them.
+
+    Example:
+
+    >>> echo_list(["y"])
+    "['y']"
+    >>> echo_list(list("abcdefghij"), limit=2)
+    "['a', 'b', ... (10 in all)]"
+    """
+    items = ", ".join(echo(value) for value in values[:limit])
+    more = f", ... ({len(values)} in all)" if len(values) > limit else ""
+    return f"[{items}{more}]"
+
+
+def shape_echo(shape: Sequence[int], limit: int = _ECHO_ITEMS) -> str:
+    """A client's shape for an error message, cut after `limit` dimensions.
+
+    Example:
+
+    >>> shape_echo([2, 8])
+    '[2, 8]'
+    >>> shape_echo([1] * 10, limit=3)
+    '[1, 1, 1, ... (10 dimensions)]'
+    """
+    dims = ", ".join(echo(d) for d in shape[:limit])
+    more = f", ... ({len(shape)} dimensions)" if len(shape) > limit else ""
+    return f"[{dims}{more}]"

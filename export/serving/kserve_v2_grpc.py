@@ -5,12 +5,12 @@ answered by a `grpc.aio` server on the event loop of the HTTP server (one proces
 both listeners). The messages come from the protocol's published
 ``grpc_predict_v2.proto`` (vendored in `keras_cae.export.serving._proto` with its licence).
 
-A request is checked by the same code as an HTTP v2 request: the gRPC tensor becomes
-the HTTP request it stands for (`schemas.V2InferRequest`, raw contents as Triton's
-binary extension), which `kserve_v2.V2Handlers.read_input` checks, so both transports
-accept and reject the same tensors with the same messages. A client error is the
-gRPC status ``NOT_FOUND`` (unknown model or version) or ``INVALID_ARGUMENT``
-(everything else), never ``INTERNAL``.
+A thin adapter: `infer_types.InferRequest.from_grpc` turns the message into the
+neutral request (typed and raw contents straight into numpy), `dataplane.DataPlane.infer`
+checks and encodes it, as it does every HTTP request (the same checks, the same
+messages), and `infer_types.InferResponse.to_grpc` renders the reply. A client error
+is the gRPC status of `GRPC_CODES` (``NOT_FOUND`` for an unknown model or version,
+``INVALID_ARGUMENT`` for everything else), never ``INTERNAL``.
 
 Inputs arrive in ``raw_input_contents`` (little-endian bytes, as `tritonclient.grpc`
 sends them) or in typed ``contents`` (``fp32_contents`` for FP32, ``fp64_contents``
@@ -22,26 +22,35 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from keras_cae.export.serving import schemas
 from keras_cae.export.serving._proto import grpc_predict_v2_pb2 as pb
-from keras_cae.export.serving.codec import validate
-from keras_cae.export.serving.errors import ClientError
-from keras_cae.export.serving.kserve_v2 import SERVER_NAME, V2Handlers
-from keras_cae.export.serving.service import VERSION
+from keras_cae.export.serving.dataplane import DataPlane
+from keras_cae.export.serving.errors import (
+    ClientClosed,
+    InvalidRequest,
+    NotFound,
+    ServingError,
+    TooLarge,
+)
+from keras_cae.export.serving.infer_types import InferRequest
+from keras_cae.export.serving.metrics import GRPC
 
-__all__ = ["SERVICE", "GrpcHandlers", "GrpcServer", "create_grpc_server"]
+__all__ = ["SERVICE", "GRPC_CODES", "GrpcHandlers", "GrpcServer", "create_grpc_server"]
 
 #: The full gRPC service name; a call is ``/inference.GRPCInferenceService/ModelInfer``.
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-# The typed contents field of each datatype that has one.
-_TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+#: The gRPC status of each dataplane error: the one place they are mapped.
+GRPC_CODES: dict[type[ServingError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ClientClosed: grpc.StatusCode.CANCELLED,
+}
 Method = Callable[[Any], Awaitable[Any]]
 # Draining on stop: the server has taken every call that had arrived once it takes none
 # for this many event-loop wake-ups of this many seconds.
@@ -51,21 +60,19 @@ _GRPC_MAX_LENGTH = 2**31 - 1
 
 
 class GrpcHandlers:
-    """The service's methods for one served model, on top of its HTTP v2 handlers.
+    """The service's methods for the model of `dataplane`.
 
     Args:
-        v2: the HTTP handlers of the app (``app.state.v2``), whose service, metadata
-            and checks are shared.
+        dataplane: the served model (``app.state.dataplane``), shared with HTTP.
 
     Example:
 
-    >>> handlers = GrpcHandlers(app.state.v2)  # doctest: +SKIP
+    >>> handlers = GrpcHandlers(app.state.dataplane)  # doctest: +SKIP
     """
 
-    def __init__(self, v2: V2Handlers) -> None:
-        self.v2 = v2
-        self.service = v2.service
-        metadata = v2.metadata
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        metadata = dataplane.metadata
         self.metadata = pb.ModelMetadataResponse(
             name=metadata["name"],
             versions=metadata["versions"],
@@ -73,6 +80,7 @@ class GrpcHandlers:
             inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["inputs"]],
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["outputs"]],
         )
+        self.server_metadata_response = pb.ServerMetadataResponse(**dataplane.server_metadata())
 
     def methods(self) -> dict[str, tuple[Method, type]]:
         """Each method name with its coroutine and request message type."""
@@ -92,82 +100,22 @@ class GrpcHandlers:
         return pb.ServerReadyResponse(ready=True)
 
     async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
-        self.service.check_model(request.name, request.version or None)
+        self.dataplane.check_model(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=True)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=self.v2.server_version, extensions=[]
-        )
+        return self.server_metadata_response
 
     async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        self.service.check_model(request.name, request.version or None)
+        self.dataplane.check_model(request.name, request.version or None)
         return self.metadata
 
     async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """Encodes the request's batch; see the module docstring."""
-        service = self.service
         # An empty version, as proto3 sends an unset string, means the served one.
-        service.check_model(request.model_name, request.model_version or None)
-        raw = request.raw_input_contents
-        if raw and len(raw) != len(request.inputs):
-            raise ClientError(
-                400, f"The request has {len(raw)} raw_input_contents for "
-                f"{len(request.inputs)} inputs; send one per input, in order, or none.",
-            )  # fmt: skip
-        inputs = [self._as_json(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
-        payload = validate(schemas.V2InferRequest, {"inputs": inputs})
-        x = self.v2.read_input(payload, raw[0] if len(raw) == 1 else b"")
-        if request.outputs:  # None, like all, asks for the one output.
-            self.v2.check_outputs([output.name for output in request.outputs])
-        codes = await service.encode(x, "v2_grpc")
-        response = pb.ModelInferResponse(
-            model_name=service.name, model_version=VERSION, id=request.id
-        )
-        output = response.outputs.add(
-            name=service.encoder.output_name, datatype="FP32", shape=codes.shape
-        )
-        if raw:
-            response.raw_output_contents.append(codes.astype("<f4", copy=False).tobytes())
-        else:
-            output.contents.fp32_contents.extend(codes.ravel().tolist())
-        return response
-
-    def _as_json(self, tensor: Any, raw: bytes | None) -> dict[str, Any]:
-        """The HTTP v2 JSON tensor that a gRPC input tensor stands for."""
-        json_tensor: dict[str, Any] = {
-            "name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
-        }  # fmt: skip
-        filled = [field.name for field, _ in tensor.contents.ListFields()]
-        where = f"Input {tensor.name!r}"
-        if raw is not None:
-            if filled:
-                raise ClientError(
-                    400, f"{where} has both contents ({', '.join(filled)}) and "
-                    "raw_input_contents; send one of them.",
-                )  # fmt: skip
-            json_tensor["parameters"] = {"binary_data_size": len(raw)}
-            return json_tensor
-        field = _TYPED_FIELD.get(tensor.datatype)
-        if field is None:
-            if tensor.datatype == self.service.input_datatype:
-                raise ClientError(
-                    400, f"{where} has datatype {tensor.datatype}, which has no typed "
-                    "contents field: send it in raw_input_contents.",
-                )  # fmt: skip
-            return json_tensor  # `read_input` names the datatype the model expects.
-        if filled not in ([], [field]):
-            raise ClientError(
-                400, f"{where} has datatype {tensor.datatype}, but its contents are in "
-                f"{', '.join(filled)}; {tensor.datatype} values go in {field} (or in "
-                "raw_input_contents).",
-            )  # fmt: skip
-        json_tensor["data"] = list(getattr(tensor.contents, field))
-        return json_tensor
-
-
-def _status(error: ClientError) -> grpc.StatusCode:
-    return grpc.StatusCode.NOT_FOUND if error.status == 404 else grpc.StatusCode.INVALID_ARGUMENT
+        self.dataplane.check_model(request.model_name, request.model_version or None)
+        response = await self.dataplane.infer(InferRequest.from_grpc(request))
+        return response.to_grpc()
 
 
 def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.RpcMethodHandler:
@@ -178,29 +126,27 @@ def _rpc(name: str, method: Method, request_type: Any, metrics: Any) -> grpc.Rpc
     """
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        start = time.perf_counter()
+        start = metrics.begin()
         code = grpc.StatusCode.INTERNAL  # What the client sees if the handler fails.
-        metrics.in_flight.inc()
         try:
             try:
                 request = request_type.FromString(data)
             except DecodeError as error:
-                raise ClientError(
-                    400, f"The request is not a valid {name} message: {error}"
+                raise InvalidRequest(
+                    f"The request is not a valid {name} message: {error}"
                 ) from None
             reply = (await method(request)).SerializeToString()
             code = grpc.StatusCode.OK
             return reply
-        except ClientError as error:
-            code = _status(error)
+        except ServingError as error:
+            code = GRPC_CODES[type(error)]
             await context.abort(code, error.message)
             raise AssertionError("unreachable: abort raises") from None
         except asyncio.CancelledError:  # The client cancelled or went away.
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            metrics.in_flight.dec()
-            metrics.observe_grpc(name, code.name, time.perf_counter() - start)
+            metrics.end(start, name, GRPC, code.name)
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
@@ -223,7 +169,8 @@ class GrpcServer:
 
     Example:
 
-    >>> grpc_server = create_grpc_server(app.state.v2, "127.0.0.1:8001", 1 << 20)  # doctest: +SKIP
+    >>> grpc_server = create_grpc_server(app.state.dataplane, "127.0.0.1:8001",
+    ...                                  1 << 20)  # doctest: +SKIP
     """
 
     def __init__(self, server: grpc.aio.Server, port: int, calls: _CountingHandler) -> None:
@@ -265,13 +212,13 @@ class _CountingHandler(grpc.GenericRpcHandler):
         return self.handler.service(handler_call_details)
 
 
-def create_grpc_server(v2: V2Handlers, address: str, max_request_bytes: int) -> GrpcServer:
-    """A `grpc.aio` server for the model of `v2`, bound to `address` (not started).
+def create_grpc_server(dataplane: DataPlane, address: str, max_request_bytes: int) -> GrpcServer:
+    """A `grpc.aio` server for the model of `dataplane`, bound to `address` (not started).
 
     Call it, and ``await server.start()``, on the event loop that should run it.
 
     Args:
-        v2: the app's HTTP v2 handlers (``app.state.v2``).
+        dataplane: the served model (``app.state.dataplane``).
         address: ``host:port`` to listen on.
         max_request_bytes: the largest request message accepted (gRPC answers
             ``RESOURCE_EXHAUSTED`` beyond it). The largest reply follows from it and
@@ -284,8 +231,8 @@ def create_grpc_server(v2: V2Handlers, address: str, max_request_bytes: int) -> 
     Raises:
         ValueError: `address` cannot be bound (e.g. the port is taken).
     """
-    handlers = GrpcHandlers(v2)
-    service = v2.service
+    handlers = GrpcHandlers(dataplane)
+    service = dataplane
     metrics = service.metrics
     rpcs = {
         name: _rpc(name, method, request_type, metrics)

@@ -21,11 +21,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-__all__ = ["Metrics", "MetricsMiddleware", "CONTENT_TYPE", "MULTIPROCESS_ENV", "process_alive"]
+__all__ = [
+    "Metrics", "MetricsMiddleware", "CONTENT_TYPE", "MULTIPROCESS_ENV", "GRPC", "process_alive",
+]  # fmt: skip
 
 #: The text format `generate_latest` writes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The `method` of `Metrics.end` for a gRPC call (HTTP calls pass their HTTP method).
+GRPC = "<grpc>"  # Not an HTTP method token, so no HTTP request counts as one.
 # The HTTP methods counted under their own name; any other is "other", so that clients
 # cannot grow the label set.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -104,6 +108,35 @@ class Metrics:
         self._children: dict[tuple[str, str, int | str], tuple[Any, Any]] = {}
         self._batch_children: dict[str, Any] = {}
 
+    def begin(self) -> float:
+        """Counts a request in flight; returns its start time for `end`. Every transport
+        times its requests with `begin` and `end`.
+
+        Example:
+
+        >>> metrics = Metrics(max_batch=8, info={"model": "enc"})
+        >>> metrics.end(metrics.begin(), "ModelInfer", GRPC, "OK")
+        """
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def end(self, start: float, endpoint: str, method: str, status: int | str) -> None:
+        """Counts a finished request begun at `start` (from `begin`).
+
+        Args:
+            start: what `begin` returned.
+            endpoint: the route template (HTTP) or the method name (gRPC).
+            method: the HTTP method, or `GRPC`.
+            status: the HTTP status code, or the gRPC status code's name.
+        """
+        self.in_flight.dec()
+        seconds = time.perf_counter() - start
+        if method == GRPC:
+            self.observe_grpc(endpoint, str(status), seconds)
+        else:
+            assert isinstance(status, int)
+            self.observe_request(endpoint, method, status, seconds)
+
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Counts one finished request and its latency."""
         key = (endpoint, method if method in _METHODS else "other", status)
@@ -177,7 +210,6 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
         status = 500  # What the client sees if the app fails before responding.
 
         async def send_wrapper(message: dict[str, Any]) -> None:
@@ -186,15 +218,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
+        start = self.metrics.begin()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            in_flight.dec()
-            # The router (or the fast path) stores the matched route in the scope; the
-            # template, not the raw path, keeps the label set bounded.
+            # The router stores the matched route in the scope; the template, not the
+            # raw path, keeps the label set bounded.
             endpoint = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            self.metrics.observe_request(
-                endpoint, scope.get("method", ""), status, time.perf_counter() - start
-            )
+            self.metrics.end(start, endpoint, scope.get("method", ""), status)

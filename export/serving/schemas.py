@@ -8,24 +8,38 @@ document says what this server accepts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from keras_cae.export.serving.service import ModelService
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "ErrorResponse", "TFPredictRequest", "TFPredictResponse", "V2InferRequest",
     "V2InferResponse", "V2ModelMetadata", "V2ModelReady", "V2Live", "V2Ready",
-    "V2ServerMetadata", "V2Tensor", "ERRORS", "model_specific", "request_body",
+    "V2ServerMetadata", "V2Tensor", "ERRORS", "model_specific", "model_components",
+    "request_body", "V2_DATATYPES", "MAX_RANK", "NUMBERS", "Dimension", "ServedModel",
 ]  # fmt: skip
 
 V2Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BF16", "BYTES",
 ]  # fmt: skip
+#: Every datatype name of the protocol.
+V2_DATATYPES: tuple[str, ...] = get_args(V2Datatype)
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON integer only (``2`` or ``2.0``, as JSON Schema's "integer"); pydantic's
+    lax mode would also take ``"2"`` and ``true``, which the OpenAPI schema refuses."""
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"a dimension must be a JSON integer, not a {type(value).__name__}")
+    return value
+
+
+#: A dimension of a request's shape.
+Dimension = Annotated[int, BeforeValidator(_json_integer)]
+#: The most dimensions a request's shape may have (`infer_types.MAX_RANK`).
+MAX_RANK = 32
 
 
 class _Schema(BaseModel):
@@ -37,7 +51,7 @@ class V2RequestInput(_Schema):
     """One input tensor of an Open Inference Protocol request."""
 
     name: str = Field(description="The input tensor name, as in the model metadata.")
-    shape: list[int] = Field(
+    shape: list[Dimension] = Field(
         description="The full shape of the tensor, batch first, e.g. [2, 64].",
         json_schema_extra={"items": {"type": "integer", "minimum": 0}},
     )
@@ -165,7 +179,18 @@ ERRORS = {
 }
 
 
-def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
+class ServedModel(Protocol):
+    """What `model_specific` reads of the served model (a `dataplane.DataPlane`)."""
+
+    encoder: Any
+    input_dtype: np.dtype
+    input_datatype: str
+    sample_shape: tuple[int | None, ...]
+    rank: int
+    max_batch: int
+
+
+def model_specific(service: ServedModel) -> dict[str, dict[str, Any]]:
     """The parts of the request schemas that depend on the served model: its tensor
     names, datatype, sample shape and value range, so that the OpenAPI document says
     what this server accepts (a JSON Schema cannot say that `data` holds as many
@@ -182,7 +207,11 @@ def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
                 schema.update(minItems=dim, maxItems=dim)
         return schema
 
+    flat = len(service.sample_shape) == 1 and service.sample_shape[0] is not None
+    deep = {"$ref": f"#/components/schemas/{NUMBERS}"}  # Arrays nested to any depth.
     sample = nested(service.sample_shape, number)
+    if flat:  # Or any sample shape of as many values, flattened (`to_model_input`).
+        sample = {"anyOf": [sample, {"type": "array", "items": deep}]}
     batch = {**nested((None,), sample), "maxItems": service.max_batch}
     name = encoder.input_name
     keyed = {"type": "object", "required": [name], "additionalProperties": False}
@@ -190,34 +219,60 @@ def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
     element = number
     for _ in range(service.rank - 1):
         element = {"anyOf": [number, {"type": "array", "items": element}]}
+    rows = {"type": "integer", "minimum": 0, "maximum": service.max_batch}
+    exact_shape = {
+        "type": "array",
+        "prefixItems": [
+            rows,
+            *(
+                {"type": "integer", "minimum": 0} if d is None else {"const": d}
+                for d in service.sample_shape
+            ),
+        ],
+        "items": False,
+        "minItems": service.rank,
+    }
+    shape: dict[str, Any] = exact_shape
+    if flat:
+        element = {"anyOf": [number, deep]}
+        shape = {
+            "anyOf": [
+                exact_shape,
+                {
+                    "type": "array",
+                    "prefixItems": [rows],
+                    "items": {"type": "integer", "minimum": 1},
+                    "minItems": 3,
+                    "maxItems": MAX_RANK,
+                    "description": f"Or any sample shape of {service.sample_shape[0]} values.",
+                },
+            ]
+        }
     flag = {"type": "boolean"}
+
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        # Optional in the pydantic model: the server takes null as absent.
+        return {"anyOf": [schema, {"type": "null"}]}
+
     return {
         "V2RequestInput": {
             "name": {"type": "string", "const": name},
             "datatype": {"type": "string", "enum": [service.input_datatype]},
-            "shape": {
-                "type": "array",
-                "prefixItems": [
-                    {"type": "integer", "minimum": 0, "maximum": service.max_batch},
-                    *({"type": "integer", "minimum": 0} if d is None else {"const": d}
-                      for d in service.sample_shape),
-                ],
-                "items": False,
-                "minItems": service.rank,
-            },
+            "shape": shape,
             "data": {"type": "array", "items": element},
-            "parameters": {"type": "object", "properties": {
-                "binary_data_size": {"type": "integer", "minimum": 0}}},
+            "parameters": nullable({"type": "object", "properties": {
+                "binary_data_size": {"type": "integer", "minimum": 0}}}),
         },
         "V2RequestOutput": {
             "name": {"type": "string", "const": encoder.output_name},
-            "parameters": {"type": "object", "properties": {"binary_data": flag}},
+            "parameters": nullable({"type": "object", "properties": {"binary_data": flag}}),
         },
         "V2InferRequest": {
-            "parameters": {"type": "object", "properties": {"binary_data_output": flag}},
+            "parameters": nullable(
+                {"type": "object", "properties": {"binary_data_output": flag}}),
         },
         "TFPredictRequest": {
-            "signature_name": {"type": "string", "enum": ["serving_default"]},
+            "signature_name": nullable({"type": "string", "enum": ["serving_default"]}),
             "instances": {"anyOf": [
                 batch,
                 {"type": "array", "maxItems": service.max_batch,
@@ -226,6 +281,18 @@ def model_specific(service: ModelService) -> dict[str, dict[str, Any]]:
             "inputs": {"anyOf": [batch, {**keyed, "properties": {name: batch}}]},
         },
     }  # fmt: skip
+
+
+#: The component of JSON numbers in arrays nested to any depth (`model_components`).
+NUMBERS = "JSONNumberArray"
+
+
+def model_components(service: ServedModel) -> dict[str, dict[str, Any]]:
+    """The components that `model_specific`'s schemas refer to."""
+    largest = float(np.finfo(service.input_dtype).max)
+    number = {"type": "number", "minimum": -largest, "maximum": largest}
+    ref = {"$ref": f"#/components/schemas/{NUMBERS}"}
+    return {NUMBERS: {"type": "array", "items": {"anyOf": [number, ref]}}}
 
 
 def request_body(schema: type[BaseModel], description: str) -> dict[str, Any]:

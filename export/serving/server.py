@@ -43,13 +43,13 @@ from fastapi import FastAPI
 
 from keras_cae.export.serving.app import DEFAULT_MAX_BATCH, create_app
 from keras_cae.export.serving.codec import shape_text
+from keras_cae.export.serving.dataplane import DataPlane
 from keras_cae.export.serving.http_limits import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
     http_protocol,
 )
 from keras_cae.export.serving.metrics import MULTIPROCESS_ENV, process_alive
-from keras_cae.export.serving.service import ModelService
 
 __all__ = ["serve", "DEFAULT_LIMIT_CONCURRENCY"]
 
@@ -75,11 +75,9 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         from keras_cae.export.serving.kserve_v2_grpc import create_grpc_server
 
-        service: ModelService = self.app.state.service
+        dataplane: DataPlane = self.app.state.dataplane
         try:
-            self.grpc = create_grpc_server(
-                self.app.state.v2, self.grpc_address, service.max_body_bytes
-            )
+            self.grpc = create_grpc_server(dataplane, self.grpc_address, dataplane.max_body_bytes)
         except ValueError as error:  # As uvicorn does when its own port is taken.
             _LOGGER.error("%s", error)
             sys.exit(1)
@@ -233,7 +231,7 @@ def serve(
     # Load once here, in every case: a bad model or argument fails before any worker
     # starts, with one clear error.
     app = create_app(**config)
-    service: ModelService = app.state.service
+    service: DataPlane = app.state.dataplane
     where = f"[{host}]" if ":" in host else host  # An IPv6 address, as URLs write it.
     print(
         f"keras-cae serve: model {service.name!r} ({service.encoder.path}), input "

@@ -1,5 +1,6 @@
-"""`keras-cae compare`: the command-line wiring of the studies in `keras_cae.compare_protocol`
-(``--protocol models``) and `keras_cae.finetune_protocol` (``--protocol finetune``).
+"""`keras-cae compare`: the command-line wiring of the studies in
+`keras_cae.studies.compare_protocol` (``--protocol models``) and
+`keras_cae.studies.finetune_protocol` (``--protocol finetune``).
 
 Parses the options, checks `--out`, matplotlib and the data before TensorFlow is
 imported, runs the study, writes the report and prints a short table.
@@ -12,13 +13,13 @@ import shlex
 import sys
 from typing import Any
 
-from keras_cae import compare, compare_protocol, compare_report, plots
 from keras_cae._choices import CORRUPTIONS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
 from keras_cae.cli.sizes import load_data
 from keras_cae.cli.types import FRACTION, POSITIVE_INT, UNITS, number, number_list
+from keras_cae.studies import compare, compare_protocol, compare_report, plots
 
 __all__ = ["add_parser", "run"]
 
@@ -174,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace, dataset: Any, out: str, progress: Any) -> int:
-    """`keras-cae compare --protocol finetune`: `keras_cae.finetune_protocol.finetune_study`."""
-    from keras_cae import finetune, finetune_protocol, finetune_report
+    """`keras-cae compare --protocol finetune`: `studies.finetune_protocol.finetune_study`."""
+    from keras_cae.studies import finetune, finetune_protocol, finetune_report
 
     try:
         config = finetune.FinetuneConfig(

@@ -43,6 +43,9 @@ def add_parser(subparsers: Any) -> None:
         help="encode inputs even when they lie far outside the range the model was trained "
         "on (by default they are refused: raw 0-255 pixels for a model trained on "
         "pixels / 255 would give wrong codes; see docs/export.md)")  # fmt: skip
+    add("--split", choices=("train", "test", "all"), default=None,
+        help="for a .npz in the Keras layout (x_train, x_test): which images to encode "
+        "(default: test; all = x_train then x_test); the command says which it used")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -95,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(not_onnx_message(args.encoder, kind))
 
     if shards.is_shard_spec(args.input):
+        if args.split is not None:
+            raise CliError("--split applies to a .npz file in the Keras layout, not to shards")
         return _run_sharded(args)  # `encode_shards` locks --out itself.
     _check_out(args.out, args.overwrite)  # First: a refused --out leaves nothing behind.
     with _lock.output_lock(args.out, "--out"):
@@ -103,13 +108,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_file(args: argparse.Namespace) -> int:
     """Encodes one file into the `--out` .npy file, which this process has locked."""
-    from keras_cae.data import load_array, to_model_input
+    from keras_cae.data import load_array, split_rows, to_model_input
 
     _check_out(args.out, args.overwrite)  # Again, now that no other run can take it.
     encoder = _open_encoder(args, check_finite=True)
     dataset = load_array(args.input)  # Rejects NaN and infinities itself.
     try:
-        codes = encoder.encode(to_model_input(dataset.x, encoder.input_shape, "INPUT"))
+        rows, which = split_rows(dataset, args.split)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if dataset.has_split:
+        print(f"encoding {which}", flush=True)
+    try:
+        codes = encoder.encode(to_model_input(rows, encoder.input_shape, "INPUT"))
     except ValueError as error:
         raise CliError(f"{args.input}: {error}") from None
     try:

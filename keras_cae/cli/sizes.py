@@ -79,8 +79,17 @@ def check_rows(source: str, num_rows: int, splits: Sequence[tuple[str, float, st
         remaining = kept
 
 
-def load_data(path: str | None, splits: Sequence[tuple[str, float, str]]) -> Any:
-    """Loads `--data` (default: the bundled digits) and checks it survives `splits`.
+def load_data(
+    path: str | None,
+    splits: Sequence[tuple[str, float, str]],
+    skip_for_own_split: Sequence[str] = (),
+) -> Any:
+    """Loads `--data` (default: the bundled digits; ``mnist``: Keras's MNIST) and
+    checks it survives `splits`.
+
+    A file with its own split (the Keras layout, `Dataset.x_test`) is checked on its
+    training part, without the splits named in `skip_for_own_split` (`train` holds
+    out x_test instead of a `--test-fraction`).
 
     Returns:
         The `keras_cae.data.Dataset`.
@@ -90,6 +99,13 @@ def load_data(path: str | None, splits: Sequence[tuple[str, float, str]]) -> Any
     """
     from keras_cae import data
 
-    dataset = data.load_digits() if path is None else data.load_array(path)
+    if path is None:
+        dataset = data.load_digits()
+    elif path == "mnist":
+        dataset = data.load_mnist()
+    else:
+        dataset = data.load_array(path)
+    if dataset.has_split:
+        splits = [split for split in splits if split[0] not in skip_for_own_split]
     check_rows(path, len(dataset.x), splits)
     return dataset

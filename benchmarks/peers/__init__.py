@@ -1,0 +1,1 @@
+"""The peers benchmark (``benchmarks/serve.py --peers``): one folder per peer server."""

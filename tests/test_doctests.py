@@ -1,0 +1,65 @@
+"""The ``>>>`` examples of every module's docstrings run, and print what they show.
+
+Modules are imported by their installed names (`export/` as `keras_cae.export`), which
+pytest's ``--doctest-modules`` cannot do for a folder mapped to another name. An example
+that cannot run here (it needs a server, a file or a long run) says so with
+``# doctest: +SKIP``.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+
+import pytest
+
+from tests import ROOT
+
+# Source folder -> the package it installs as (pyproject.toml's package-dir).
+PACKAGES = {"keras_cae": "keras_cae", "export": "keras_cae.export"}
+# Examples that train for more than a few seconds (measured with --durations on a shared
+# 2-core machine: keras_cae 30 s with TensorFlow's import, training 11 s, stacked 6 s;
+# every other module under 3 s).
+SLOW = {"keras_cae", "keras_cae.training", "keras_cae.studies.stacked"}
+
+
+def _modules() -> list[str]:
+    names = []
+    for source, package in PACKAGES.items():
+        for folder, directories, files in os.walk(os.path.join(ROOT, source)):
+            directories[:] = [d for d in directories if d not in ("__pycache__", "_proto")]
+            for name in files:
+                if name.endswith(".py") and name != "__main__.py":  # It runs the CLI.
+                    path = os.path.relpath(os.path.join(folder, name), os.path.join(ROOT, source))
+                    parts = path[:-3].split(os.sep)
+                    if parts[-1] == "__init__":
+                        parts.pop()
+                    names.append(".".join([package, *parts]))
+    return sorted(names)
+
+
+def _examples(module_name: str) -> list[doctest.DocTest]:
+    module = importlib.import_module(module_name)
+    tests = doctest.DocTestFinder(exclude_empty=True).find(module, module_name)
+    return [test for test in tests if test.examples]
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in _modules()],
+)
+def test_docstring_examples_run(module_name):
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report: list[str] = []
+    for test in _examples(module_name):
+        runner.run(test, out=report.append)
+    results = runner.summarize(verbose=False)
+    assert results.failed == 0, "".join(report)
+
+
+def test_the_modules_are_found():
+    names = _modules()
+    assert "keras_cae.export.runtime" in names and "keras_cae.studies._engine" in names
+    assert not any("_pb2" in name for name in names)
+    assert set(SLOW) <= set(names)
