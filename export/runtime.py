@@ -285,7 +285,7 @@ def _session_runner(session: Any, providers: Sequence[str]) -> Any:
     back to the public method where it is missing. Measured with onnxruntime 1.32
     (`benchmarks/inference.py`, batch 1, median of per-round ratios to a bare
     `InferenceSession.run`): `encode` ×1.10 this way, ×1.18 through the public `run`,
-    ×4.0 through `run_with_ort_values`. `tests/test_runtime.py::
+    ×4.0 through `run_with_ort_values`. `tests/export/test_runtime.py::
     test_private_onnxruntime_api_for_the_fast_path` fails, naming the onnxruntime
     version, if a release changes it.
     """

@@ -300,7 +300,7 @@ def train(
         check_output_range(dataset.x_test, config.output_activation, dataset.name)
     keras.utils.set_random_seed(config.seed)
     with clock("split"):
-        if dataset.has_split:
+        if dataset.x_test is not None:  # The file's own split (`dataset.has_split`).
             x_train, y_train = dataset.x, dataset.y
             x_test, y_test = dataset.x_test, dataset.y_test
         else:

@@ -1,4 +1,5 @@
-"""Shared test set-up: quiet TensorFlow logs and deterministic seeds."""
+"""The shared fixtures of the suite (one module): quiet TensorFlow logs, seeds, a small
+ONNX encoder, a small image data set."""
 
 from __future__ import annotations
 
@@ -25,9 +26,22 @@ def weights() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, weights) -> str:
     """An ONNX encoder ``code = sigmoid(x @ w + b)`` built with `onnx.helper` (no
-    TensorFlow). Test modules may define their own `weights` and `model_path`."""
-    from tests.test_runtime import _dense_sigmoid_model
+    TensorFlow): `tests._onnx.dense_sigmoid_model`."""
+    from tests._onnx import dense_sigmoid_model
 
     path = str(tmp_path_factory.mktemp("onnx") / "encoder.onnx")
-    _dense_sigmoid_model(path, *weights)
+    dense_sigmoid_model(path, *weights)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """150 digits as 8×8 images in a .npz (an image-shaped input, unlike the flat bundled
+    data)."""
+    from keras_cae.data import load_digits
+
+    digits = load_digits()
+    index = np.random.default_rng(0).permutation(len(digits.x))[:150]
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x=digits.x[index].reshape(-1, 8, 8), y=digits.y[index])
     return path

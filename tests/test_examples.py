@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+from tests import ROOT
+
+EXAMPLES = os.path.join(ROOT, "examples")
 
 
 def load(name: str):

@@ -10,7 +10,7 @@ import sys
 
 import tomllib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 
 
 def _setuptools_config() -> dict:

@@ -24,9 +24,8 @@ import tensorflow as tf
 import keras_cae
 from keras_cae import export
 from keras_cae.export import saved_model as saved_model_module
-
-from ._harness import assert_config_round_trip, assert_no_warnings, serve_one_request
-from ._variants import ModelVariant, dtype_policy, variant_params
+from tests._harness import assert_config_round_trip, assert_no_warnings, serve_one_request
+from tests._variants import ModelVariant, dtype_policy, variant_params
 
 BATCH_SIZES = (1, 7, 300)
 TRAIN_ROWS = 48
@@ -44,6 +43,8 @@ def _optimizer_state(model: keras.Model) -> list[np.ndarray]:
     return [_numpy(v) for v in model.optimizer.variables]
 
 
+# Every variant trains, exports and starts a server: about two minutes in all.
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", variant_params())
 def test_pipeline(variant: ModelVariant, tmp_path: Any) -> None:
     x = variant.data(TRAIN_ROWS)

@@ -12,7 +12,12 @@ import os
 import shutil
 from typing import Any
 
+from mkdocs.plugins import event_priority
 
+
+# Before mkdocstrings' own on_config (default priority 0), which drops handler paths that
+# do not exist yet: on a clean checkout the layout must be there when it looks.
+@event_priority(100)
 def on_config(config: Any) -> Any:
     root = os.path.dirname(os.path.abspath(config.config_file_path))
     layout = os.path.join(root, "build", "api-source", "keras_cae")

@@ -14,21 +14,11 @@ import numpy as np
 import pytest
 
 from keras_cae import cli
-from keras_cae.data import Dataset, load_digits
+from keras_cae.data import Dataset
 from keras_cae.studies import _engine, compare, compare_protocol
 from keras_cae.training import probe_accuracy, split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_images(tmp_path_factory):
-    """150 digits as 8×8 images (an image-shaped input, unlike the flat bundled data)."""
-    digits = load_digits()
-    index = np.random.default_rng(0).permutation(len(digits.x))[:150]
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x=digits.x[index].reshape(-1, 8, 8), y=digits.y[index])
-    return path
 
 
 def run_cli(*argv: str) -> int:

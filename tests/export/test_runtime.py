@@ -18,51 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from keras_cae.export.runtime import OnnxEncoder, _session_runner
-
-FEATURES, CODE = 6, 3
-
-
-def _dense_sigmoid_model(
-    path: str, w: np.ndarray, b: np.ndarray, elem: int = TensorProto.FLOAT
-) -> None:
-    """``code = sigmoid(x @ w + b)`` with a dynamic batch axis, like our exports."""
-    dtype = np.float32 if elem == TensorProto.FLOAT else np.float64
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "w"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["pre"]),
-            helper.make_node("Sigmoid", ["pre"], ["code"]),
-        ],
-        "encoder",
-        [helper.make_tensor_value_info("x", elem, ["batch", w.shape[0]])],
-        [helper.make_tensor_value_info("code", elem, ["batch", w.shape[1]])],
-        [
-            numpy_helper.from_array(w.astype(dtype), "w"),
-            numpy_helper.from_array(b.astype(dtype), "b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, {"keras_cae.part": "encoder", "keras_cae.code_size": str(CODE)})
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-@pytest.fixture(scope="module")
-def weights() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    return rng.normal(size=(FEATURES, CODE)), rng.normal(size=CODE)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory, weights) -> str:
-    path = str(tmp_path_factory.mktemp("runtime") / "encoder.onnx")
-    _dense_sigmoid_model(path, *weights)
-    return path
+from tests._onnx import CODE, FEATURES, dense_sigmoid_model, reference
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +38,6 @@ def image_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def _reference(x: np.ndarray, weights) -> np.ndarray:
-    w, b = weights
-    return _sigmoid(np.asarray(x, dtype=np.float64) @ w + b)
-
-
 def test_specs_and_metadata(model_path):
     encoder = OnnxEncoder(model_path)
     assert encoder.path == model_path
@@ -99,12 +50,12 @@ def test_specs_and_metadata(model_path):
 
 
 @pytest.mark.parametrize("batch", [1, 7, 300])
-def test_matches_float64_reference(model_path, weights, batch):
+def test_matches_float64reference(model_path, weights, batch):
     x = np.random.default_rng(batch).normal(size=(batch, FEATURES)).astype(np.float32)
     codes = OnnxEncoder(model_path).encode(x)
     assert codes.dtype == np.float32 and codes.shape == (batch, CODE)
     # float32 sigmoid of a 6-term dot product: a few ulps of values in (0, 1).
-    np.testing.assert_allclose(codes, _reference(x, weights), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(codes, reference(x, weights), rtol=0, atol=1e-6)
 
 
 def test_chunks_give_the_same_codes(model_path):
@@ -131,13 +82,13 @@ def test_chunks_give_the_same_codes(model_path):
 def test_casts_numeric_inputs(model_path, weights, x):
     codes = OnnxEncoder(model_path).encode(x)
     assert codes.dtype == np.float32
-    expected = _reference(np.asarray(x).astype(np.float32), weights)
+    expected = reference(np.asarray(x).astype(np.float32), weights)
     np.testing.assert_allclose(codes, expected, rtol=0, atol=1e-6)
 
 
 def test_float64_model_returns_float32(tmp_path, weights):
     path = str(tmp_path / "double.onnx")
-    _dense_sigmoid_model(path, *weights, elem=TensorProto.DOUBLE)
+    dense_sigmoid_model(path, *weights, elem=TensorProto.DOUBLE)
     encoder = OnnxEncoder(path)
     x = np.random.default_rng(1).normal(size=(5, FEATURES))
     codes = encoder.encode(x)
@@ -147,7 +98,7 @@ def test_float64_model_returns_float32(tmp_path, weights):
     with pytest.raises(ValueError, match="first bad row: 4"):
         encoder.encode(x_bad)
     # Both sides are float64 results rounded to float32: at most one ulp (6e-8 below 1) apart.
-    np.testing.assert_allclose(codes, _reference(x, weights).astype(np.float32), rtol=0, atol=6e-8)
+    np.testing.assert_allclose(codes, reference(x, weights).astype(np.float32), rtol=0, atol=6e-8)
 
 
 def test_single_sample_returns_single_code(model_path):
@@ -288,7 +239,7 @@ def test_many_threads_share_one_instance(model_path, weights):
         thread.join()
     assert not errors, errors[0]
     for i, x in enumerate(inputs):
-        np.testing.assert_allclose(results[i], _reference(x, weights), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(results[i], reference(x, weights), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import pytest
 from keras_cae import cli
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.sharded import MANIFEST, encode_shards
-from tests.test_runtime import _dense_sigmoid_model, _reference
+from tests._onnx import dense_sigmoid_model, reference
 
 FEATURES, CODE = 6, 3
 
@@ -57,7 +57,7 @@ def test_codes_and_manifest(tmp_path, model_path, weights) -> None:
     assert (result.num_rows, result.code_shape) == (29, (CODE,))
     codes = _read_codes(out)
     np.testing.assert_array_equal(codes, OnnxEncoder(model_path).encode(x))
-    np.testing.assert_allclose(codes, _reference(x, weights), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(codes, reference(x, weights), rtol=1e-5, atol=1e-6)
     manifest = json.loads((out / MANIFEST).read_text())
     with open(model_path, "rb") as stream:
         sha256 = hashlib.sha256(stream.read()).hexdigest()
@@ -122,6 +122,7 @@ def test_cli_on_shards_imports_no_tensorflow(tmp_path, model_path) -> None:
     np.testing.assert_array_equal(_read_codes(out), OnnxEncoder(model_path).encode(x))
 
 
+@pytest.mark.slow  # 40 s on a loaded 2-core machine (--durations).
 def test_killed_run_resumes_to_the_same_codes(tmp_path) -> None:
     """SIGKILL a real `keras-cae encode` once its first codes shard exists; the rerun
     keeps the finished shards, encodes the rest, and matches an uninterrupted run bit
@@ -129,7 +130,7 @@ def test_killed_run_resumes_to_the_same_codes(tmp_path) -> None:
     thread) that the run is far from done when the first one appears."""
     rng = np.random.default_rng(5)
     model = str(tmp_path / "wide.onnx")
-    _dense_sigmoid_model(model, rng.normal(size=(256, 256)) / 16, rng.normal(size=256))
+    dense_sigmoid_model(model, rng.normal(size=(256, 256)) / 16, rng.normal(size=256))
     _write_shards(tmp_path / "data", [2000] * 20, row_shape=(256,))
     command = [sys.executable, "-m", "keras_cae.cli", "encode", model, str(tmp_path / "data")]
     options = ["--threads", "1", "--batch-size", "256"]
@@ -209,7 +210,7 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, model_path, capsys) -
     assert json.loads((out / MANIFEST).read_text())["complete"] is False
 
     other = tmp_path / "other.onnx"
-    _dense_sigmoid_model(str(other), np.ones((FEATURES, CODE)), np.zeros(CODE))
+    dense_sigmoid_model(str(other), np.ones((FEATURES, CODE)), np.zeros(CODE))
     _refused(capsys, ["encode", str(other), str(data), "--out", str(out)], "another encoder")
 
     stranger = tmp_path / "stranger"
@@ -262,6 +263,7 @@ runtime.OnnxEncoder.encode = paused
 """
 
 
+@pytest.mark.slow  # 26 s on a loaded 2-core machine (--durations).
 def test_a_second_encode_into_one_out_is_refused_until_the_first_dies(tmp_path, model_path):
     first, second = tmp_path / "first", tmp_path / "second"
     _write_shards(first, [5] * 6, seed=1)

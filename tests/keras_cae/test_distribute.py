@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 
 from keras_cae import distribute
+from tests import ROOT
 
-WORKER = os.path.join(os.path.dirname(__file__), "_workers", "mirrored_equality.py")
-# The normal suite runs the core cases (one fresh process, about 20 s of CPU); the
-# rest, including the other penalty paths and a one-row last batch, are `slow`.
+WORKER = os.path.join(ROOT, "tests", "_workers", "mirrored_equality.py")
+# The core cases run in one fresh process (about 20 s of CPU, a minute on a loaded
+# machine); the rest, the other penalty paths and a one-row last batch, in another.
+# Both are `slow`: the fast suite keeps the strategy helpers' tests below.
 CORE = ["batch_jacobian", "closed_form", "auto", "cae_h", "dae_masking"]
 EXTENDED = [
     "cae_h_batch_jacobian",
@@ -80,11 +82,14 @@ def _check_case(case: dict) -> None:
     assert case["single"]["history"]["loss"][0] != case["single"]["history"]["loss"][1]
 
 
+# `core_results` trains every core case in a worker process: about a minute.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CORE)
 def test_mirrored_training_equals_single_device(core_results: dict, name: str) -> None:
     _check_case(core_results[name])
 
 
+@pytest.mark.slow
 def test_a_batch_the_replicas_cannot_share_is_refused(core_results: dict) -> None:
     # Keras itself would fail later with an AddN shape error (first batch split 5 + 4).
     message = core_results["odd_batch_error"]

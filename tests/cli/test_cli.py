@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from keras_cae.cli import main
+from tests import ROOT
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -23,6 +24,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow  # 33 s on a loaded 2-core machine (--durations).
 def test_train_on_digits_writes_a_loadable_model_and_metrics(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(
@@ -96,6 +98,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, make, argv_extr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # 46 s on a loaded 2-core machine (--durations).
 def test_existing_output_is_never_overwritten_without_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -127,8 +130,6 @@ def test_unknown_subcommand_is_one_line(capsys):
 
 # ------------------------------------------------------------------------------------------
 # One error form for every command, checked before any work.
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fresh_python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -382,6 +383,7 @@ def test_version_and_help_list_the_subcommands(capsys):
         assert re.search(rf"^ +{command} +\S", listed, re.MULTILINE), listed
 
 
+@pytest.mark.slow  # 36 s on a loaded 2-core machine (--durations).
 def test_readme_creates_the_file_it_encodes(tmp_path):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as stream:
         commands = [line[2:] for line in stream if line.startswith("$ ")]

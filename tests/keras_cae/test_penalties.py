@@ -10,8 +10,7 @@ import tensorflow as tf
 from keras_cae import contractive_penalty, hessian_penalty
 from keras_cae._closed_form import _functional_chain
 from keras_cae.penalties import resolve_method
-
-from ._variants import user_conv
+from tests._variants import user_conv
 
 
 def dense_encoder(sizes, activation="sigmoid", dtype="float32", seed=0):

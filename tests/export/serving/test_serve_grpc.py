@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.test_serve import (
+from tests.export.serving.test_serve import (
     CODE,
     FEATURES,
     NAME,

@@ -11,7 +11,6 @@ from scipy import stats
 from keras_cae import cli
 from keras_cae.data import load_digits
 from keras_cae.studies import finetune, finetune_protocol, finetune_report
-from tests.test_compare import tiny_images  # noqa: F401  (a fixture: 150 8×8 digits)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMING_KEYS = {"train_cpu_seconds", "total_seconds", "command"}
@@ -85,6 +84,7 @@ def _without_timing(value):
     return value
 
 
+@pytest.mark.slow  # 136 s on a loaded 2-core machine (--durations).
 def test_smoke_a_tiny_study_through_the_python_api(tmp_path):
     digits = load_digits()
     dataset = type(digits)(digits.x[:100], digits.y[:100], "tiny", digits.scaling)
@@ -117,7 +117,7 @@ def test_smoke_a_tiny_study_through_the_python_api(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_protocol_end_to_end_and_reproducible(tiny_images, tmp_path, capsys):  # noqa: F811
+def test_finetune_protocol_end_to_end_and_reproducible(tiny_images, tmp_path, capsys):
     assert _tiny_run(tiny_images, tmp_path / "a") == 0, capsys.readouterr().err
     out = tmp_path / "a"
     assert sorted(p.name for p in out.iterdir()) == [

@@ -13,35 +13,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-WORKERS = os.path.join(os.path.dirname(__file__), "_workers")
+from tests import ROOT
+from tests._loopback import free_ports
+
+# Two worker processes train, are killed and resumed: about a minute and a half.
+pytestmark = pytest.mark.slow
+
+WORKERS = os.path.join(ROOT, "tests", "_workers")
 WORKER = os.path.join(WORKERS, "multiworker.py")
 EPOCHS = 4
 KILL_AFTER_EPOCH = 1  # Zero-based: two epochs are backed up, then the workers die.
 TIMEOUT = 170  # Each worker's own watchdog ends it after 150 s.
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            handle = socket.socket()
-            handle.bind(("localhost", 0))
-            sockets.append(handle)
-        return [handle.getsockname()[1] for handle in sockets]
-    finally:
-        for handle in sockets:
-            handle.close()
-
-
 def _run_cluster(out: str, backup: str, *flags: str) -> list[subprocess.CompletedProcess]:
     """Starts both workers, waits for both (bounded), and always stops them."""
-    ports = ",".join(str(port) for port in _free_ports(2))
+    ports = ",".join(str(port) for port in free_ports(2))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env.pop("TF_CONFIG", None)
     processes = [
@@ -69,7 +62,7 @@ def _run_cluster(out: str, backup: str, *flags: str) -> list[subprocess.Complete
     return results
 
 
-def _single_device_reference() -> tuple[list[np.ndarray], list[float]]:
+def _single_device_reference() -> tuple[list[np.ndarray], list[float], np.ndarray]:
     sys.path.insert(0, WORKERS)
     try:
         import multiworker
@@ -79,7 +72,7 @@ def _single_device_reference() -> tuple[list[np.ndarray], list[float]]:
     history = model.fit(
         x, batch_size=multiworker.BATCH_SIZE, epochs=EPOCHS, shuffle=False, verbose=0
     )
-    return model.get_weights(), history.history["loss"]
+    return model.get_weights(), history.history["loss"], x
 
 
 def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
@@ -97,7 +90,7 @@ def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
     for result in resumed:
         assert result.returncode == 0, result.stderr[-3000:]
     runs = [np.load(os.path.join(out, f"worker-{index}.npz")) for index in range(2)]
-    weights, losses = _single_device_reference()
+    weights, losses, x = _single_device_reference()
     for run in runs:
         assert int(run["replicas"]) == 2
         # Resumed at epoch 2: only the last two epochs ran in the second start.
@@ -105,6 +98,8 @@ def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
         np.testing.assert_allclose(run["loss"], losses[KILL_AFTER_EPOCH + 1 :], rtol=1e-5)
         for index, expected in enumerate(weights):
             np.testing.assert_allclose(run[f"arr_{index}"], expected, rtol=1e-5, atol=1e-6)
+        # Each worker records the range of the whole global batch, not of its own rows.
+        np.testing.assert_array_equal(run["input_range"], [x.min(), x.max()])
     for index in range(len(weights)):
         np.testing.assert_array_equal(runs[0][f"arr_{index}"], runs[1][f"arr_{index}"])
     # BackupAndRestore deletes its checkpoint once training completes.

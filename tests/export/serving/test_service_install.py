@@ -24,7 +24,7 @@ import keras_cae
 from keras_cae import export
 from tests._loopback import free_port, running_server, v2_infer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 REQUIREMENTS = ROOT / "requirements-service.txt"
 # Base dependencies the service needs; the rest of the base is the training stack.
 RUNTIME_BASE = ("numpy", "onnxruntime")

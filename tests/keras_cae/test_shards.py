@@ -1,7 +1,7 @@
 """`keras_cae.shards.npy_blocks`: views equal copies; memory stays bounded whether the
 blocks are copies (training) or views (encoding).
 
-(Discovery is tested through `keras_cae.streaming` in tests/test_streaming.py.)
+(Discovery is tested through `keras_cae.streaming` in tests/keras_cae/test_streaming.py.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 
 from keras_cae.export.batch import BatchEncoder, row_reshape
 from keras_cae.export.runtime import OnnxEncoder
-from tests.test_runtime import _reference
+from tests._onnx import reference
 
 FEATURES, CODE = 6, 3
 
@@ -24,7 +24,7 @@ def test_batch_encoder_maps_a_column_to_codes(model_path, weights) -> None:
     assert sorted(result) == ["code", "id"]
     np.testing.assert_array_equal(result["id"], ids)
     np.testing.assert_array_equal(result["code"], OnnxEncoder(model_path).encode(x))
-    np.testing.assert_allclose(result["code"], _reference(x, weights), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result["code"], reference(x, weights), rtol=1e-5, atol=1e-6)
 
     only = BatchEncoder(model_path, column="x", code_column="z", keep_columns=False)
     images = x.reshape(7, 2, 3)  # Flattened for the flat encoder.

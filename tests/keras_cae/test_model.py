@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_cae import ContractiveAutoencoder, contractive_penalty, dense_autoencoder
-
-from ._variants import user_conv, user_single_conv
+from tests._variants import user_conv, user_single_conv
 
 
 @pytest.fixture
@@ -375,8 +374,9 @@ def _fixed_weights(model):
 @pytest.mark.parametrize(
     "imports",
     [
-        "import keras_cae\nimport keras",
-        "import keras\nimport keras_cae",
+        # A fresh interpreter each (TensorFlow imported anew): about 12 s apiece.
+        pytest.param("import keras_cae\nimport keras", marks=pytest.mark.slow),
+        pytest.param("import keras\nimport keras_cae", marks=pytest.mark.slow),
         pytest.param("import tensorflow\nimport keras_cae\nimport keras", marks=pytest.mark.slow),
         pytest.param("import keras_cae\nimport tensorflow\nimport keras", marks=pytest.mark.slow),
         # A submodule that imports TensorFlow first, while the training modules import it.

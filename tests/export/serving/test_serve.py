@@ -631,7 +631,9 @@ def test_load_200_requests_at_concurrency_16(server: Server) -> None:
 
 def test_example_client_runs_against_the_server(server: Server) -> None:
     # Also covers the request-level `binary_data_output` parameter of the extension.
-    example = os.path.join(os.path.dirname(__file__), "..", "examples", "serve_client.py")
+    example = os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "examples", "serve_client.py"
+    )
     done = subprocess.run(
         [sys.executable, example, "--url", server.url, "--model", NAME],
         capture_output=True, text=True, timeout=60,

@@ -32,8 +32,8 @@ from keras_cae import export  # noqa: E402
 from keras_cae.cli import main  # noqa: E402
 from keras_cae.export import OnnxEncoder, _export  # noqa: E402
 from keras_cae.export import saved_model as saved_model_module  # noqa: E402
-
-from ._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
+from tests import ROOT  # noqa: E402
+from tests._variants import FEATURES, VARIANTS_BY_NAME  # noqa: E402
 
 BATCH_SIZES = (1, 7, 300)
 
@@ -579,9 +579,7 @@ def test_diverged_model_is_refused(tmp_path):
 def test_export_and_encode_example(tmp_path, capsys):
     import importlib.util
 
-    path = os.path.join(
-        os.path.dirname(os.path.dirname(__file__)), "examples", "export_and_encode.py"
-    )
+    path = os.path.join(ROOT, "examples", "export_and_encode.py")
     spec = importlib.util.spec_from_file_location("export_and_encode", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from tests.test_serve import (
+from tests.export.serving.test_serve import (
     NAME,
     Server,
     _free_port,
