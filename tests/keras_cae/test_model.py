@@ -313,6 +313,7 @@ def test_auto_penalty_takes_the_closed_form_for_one_convolution_and_says_nothing
     assert not _notices(caplog)
 
 
+@pytest.mark.slow
 def test_auto_fallback_to_batch_jacobian_says_once_before_training_what_it_costs(rng, caplog):
     model = user_conv(contractive_weight=0.1, seed=0)
     model.compile()
