@@ -126,7 +126,7 @@ def test_samples_that_flatten_to_a_flat_input_are_flattened(model_path, weights)
     (n, 2, 3) samples hold the 6 values of a (None, 6) model."""
     encoder = OnnxEncoder(model_path)
     x = np.random.default_rng(5).normal(size=(4, 2, 3))
-    expected = _reference(x.reshape(4, FEATURES), weights)
+    expected = reference(x.reshape(4, FEATURES), weights)
     np.testing.assert_allclose(encoder.encode(x), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(encoder.encode(x), encoder.encode(x.reshape(4, FEATURES)))
     with pytest.raises(ValueError, match=r"holding 6 values \(flattened\); received an input "
@@ -398,10 +398,10 @@ def test_raw_pixels_are_refused_with_the_fix(ranged_path, weights):
     assert "divide the inputs by 255, as `keras-cae train` did (x / 255)" in message
     assert "check_range=False" in message
     # The fix works, and the skip is deliberate: the raw values are encoded as asked.
-    np.testing.assert_allclose(encoder.encode(raw / 255), _reference(raw / 255, weights),
+    np.testing.assert_allclose(encoder.encode(raw / 255), reference(raw / 255, weights),
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     skipped = OnnxEncoder(ranged_path, check_range=False).encode(raw)
-    np.testing.assert_allclose(skipped, _reference(raw, weights), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(skipped, reference(raw, weights), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch_size", [1024, 7])  # One run, and chunks.
