@@ -86,7 +86,8 @@ class DataPlane:
 
     Example:
 
-    >>> encoder = OnnxEncoder("encoder.onnx", check_range=False)  # doctest: +SKIP
+    >>> encoder = OnnxEncoder("encoder.onnx", check_finite=False,
+    ...                       check_range=False)  # doctest: +SKIP
     >>> plane = DataPlane(encoder, "enc", 64, 2**20,
     ...                   Metrics(64, {}))  # doctest: +SKIP
     """
@@ -114,6 +115,7 @@ class DataPlane:
         self.wire_dtype = np.dtype("<" + self.input_dtype.str[1:])
         self.sample_shape = tuple(encoder.input_shape[1:])
         self.rank = len(encoder.input_shape)
+        self._input_where = f"Input {encoder.input_name!r}"
         # A flat model of F features takes any sample shape of F values (the rule of
         # `keras_cae.data.to_model_input`).
         self._features = self.sample_shape[0] if len(self.sample_shape) == 1 else None
@@ -205,9 +207,11 @@ class DataPlane:
         return self.to_input_dtype(x)
 
     def _read_declared(self, tensor: InferInput, unclaimed_binary: bool) -> np.ndarray:
-        shape, where = tensor.shape, tensor.where
+        shape = tensor.shape
         assert shape is not None
-        if any(dim < 0 for dim in shape):
+        # The name was checked: the model's own, so its label is made once.
+        where = tensor.label or self._input_where
+        if shape and min(shape) < 0:
             raise InvalidRequest(f"{where} has a negative dimension in shape {shape_echo(shape)}.")
         model_shape = self._model_shape(shape, where)
         count = math.prod(shape)
@@ -231,7 +235,7 @@ class DataPlane:
             values = tensor.array
         elif tensor.data is not None:
             values = json_numbers(
-                tensor.data, len(shape), f"{where} data", tensor.may_hold_booleans
+                tensor.data, len(shape), where + " data", tensor.may_hold_booleans
             )
         elif count == 0:
             return np.zeros(model_shape, dtype=self.input_dtype)  # No rows need no data.

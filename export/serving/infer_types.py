@@ -154,12 +154,16 @@ class InferRequest:
         # schema would copy element by element); `data` is checked by the dataplane.
         tensors = document.get("inputs")
         data: list[Any] = []
+        has_data = False
         if isinstance(tensors, list):
             envelope_inputs = []
             for tensor in tensors:
                 if isinstance(tensor, dict):
-                    _check_rank(tensor.get("shape"), tensor.get("name"))
+                    shape = tensor.get("shape")
+                    if type(shape) is list and len(shape) > MAX_RANK:
+                        _refuse_rank(shape, tensor.get("name"))
                     if "data" in tensor:
+                        has_data = True
                         tensor = dict(tensor)
                         data.append(tensor.pop("data"))
                         if data[-1] is None:
@@ -171,7 +175,7 @@ class InferRequest:
                     else:
                         data.append(None)
                 envelope_inputs.append(tensor)
-            if any(values is not None for values in data):
+            if has_data:
                 document = {**document, "inputs": envelope_inputs}
         payload = validate(schemas.V2InferRequest, document)
         for i, value in enumerate(data):
@@ -189,7 +193,7 @@ class InferRequest:
                 flag(output.parameters, "binary_data", binary_output, f"outputs[{i}].parameters")
                 for i, output in enumerate(payload.outputs)
             )
-        booleans = _booleans(body) if any(values is not None for values in data) else False
+        booleans = _booleans(body) if has_data else False
         inputs = []
         claimed = False
         for tensor, values in zip(payload.inputs, data, strict=True):
@@ -277,7 +281,8 @@ class InferRequest:
             )
         inputs = []
         for i, tensor in enumerate(request.inputs):
-            _check_rank(tensor.shape, tensor.name)
+            if len(tensor.shape) > MAX_RANK:
+                _refuse_rank(tensor.shape, tensor.name)
             item = InferInput(tensor.name, tensor.datatype, tuple(tensor.shape))
             filled = [field.name for field, _ in tensor.contents.ListFields()]
             if raw:
@@ -320,13 +325,12 @@ def _booleans(document: bytes) -> bool | None:
     return None if len(document) < FAST_PATH_MIN_BYTES else may_hold_booleans(document)
 
 
-def _check_rank(shape: Any, name: Any) -> None:
-    """Refuses a shape of more than `MAX_RANK` dimensions before anything reads it."""
-    if hasattr(shape, "__len__") and not isinstance(shape, (str, dict)) and len(shape) > MAX_RANK:
-        raise InvalidRequest(
-            f"Input {echo(name)} has a shape of {len(shape)} dimensions; at most {MAX_RANK} "
-            "are accepted."
-        )
+def _refuse_rank(shape: Any, name: Any) -> None:
+    """Refuses a shape of more than `MAX_RANK` dimensions, before anything reads it."""
+    raise InvalidRequest(
+        f"Input {echo(name)} has a shape of {len(shape)} dimensions; at most {MAX_RANK} "
+        "are accepted."
+    )
 
 
 def _check_text(value: str, what: str) -> None:

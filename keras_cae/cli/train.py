@@ -29,7 +29,7 @@ from keras_cae.train_config import (
 )
 
 # `keras_cae.training.PROBE_ROWS`, repeated so that `--help` needs no TensorFlow;
-# tests/cli/test_cli_train_data.py checks that they agree.
+# tests/cli/test_train_data.py checks that they agree.
 PROBE_ROWS = 10_000
 
 __all__ = ["add_parser", "run"]

@@ -352,8 +352,8 @@ def plan(config: StudyConfig, models: Sequence[str] = MODELS) -> list[Unit]:
        learning rate, at every budget (the first all-label seed, then the few-label
        seeds), then the geometry of every default encoder, then the other all-label
        seeds of these defaults;
-    2. the other fine-tuning learning rates for the defaults;
-    3. the other hyper-parameter values (every learning rate);
+    2. the other hyper-parameter values (λ, σ, γ) with the first learning rate;
+    3. the other fine-tuning learning rates, for every hyper-parameter value;
     4. the remaining all-label seeds for every configuration.
 
     A pre-training unit comes right before the first unit that needs it; CAE-2 with
@@ -384,16 +384,16 @@ def plan(config: StudyConfig, models: Sequence[str] = MODELS) -> list[Unit]:
         for model, hp in configs_first:
             for seed in config.all_seeds[1:]:
                 add(Unit("finetune", model, hp, lr0, "all", seed))
-    for lr in other_lrs:
-        for model, hp in configs_first:
-            for budget, seed in _budgets_seeds(config):
-                add(Unit("finetune", model, hp, lr, budget, seed))
     for model in models:
         for hp in _grid(config, model)[1:]:
-            for lr in config.finetune_lrs:
+            for budget, seed in _budgets_seeds(config):
+                add(Unit("finetune", model, hp, lr0, budget, seed))
+            add(Unit("geometry", model, hp))
+    for lr in other_lrs:
+        for model in models:
+            for hp in _grid(config, model):
                 for budget, seed in _budgets_seeds(config):
                     add(Unit("finetune", model, hp, lr, budget, seed))
-            add(Unit("geometry", model, hp))
     for model in models:
         for hp in _grid(config, model):
             for lr in config.finetune_lrs if "all" in config.budgets else ():

@@ -83,6 +83,7 @@ def main() -> None:
         epochs_run=len(history.history["loss"]),
         replicas=strategy.num_replicas_in_sync,
         loss=np.array(history.history["loss"]),
+        input_range=np.array(model.input_range),
     )
 
 

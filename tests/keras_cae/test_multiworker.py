@@ -62,7 +62,7 @@ def _run_cluster(out: str, backup: str, *flags: str) -> list[subprocess.Complete
     return results
 
 
-def _single_device_reference() -> tuple[list[np.ndarray], list[float]]:
+def _single_device_reference() -> tuple[list[np.ndarray], list[float], np.ndarray]:
     sys.path.insert(0, WORKERS)
     try:
         import multiworker
@@ -72,7 +72,7 @@ def _single_device_reference() -> tuple[list[np.ndarray], list[float]]:
     history = model.fit(
         x, batch_size=multiworker.BATCH_SIZE, epochs=EPOCHS, shuffle=False, verbose=0
     )
-    return model.get_weights(), history.history["loss"]
+    return model.get_weights(), history.history["loss"], x
 
 
 def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
@@ -90,7 +90,7 @@ def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
     for result in resumed:
         assert result.returncode == 0, result.stderr[-3000:]
     runs = [np.load(os.path.join(out, f"worker-{index}.npz")) for index in range(2)]
-    weights, losses = _single_device_reference()
+    weights, losses, x = _single_device_reference()
     for run in runs:
         assert int(run["replicas"]) == 2
         # Resumed at epoch 2: only the last two epochs ran in the second start.
@@ -98,6 +98,8 @@ def test_two_workers_killed_and_resumed_match_one_device(tmp_path) -> None:
         np.testing.assert_allclose(run["loss"], losses[KILL_AFTER_EPOCH + 1 :], rtol=1e-5)
         for index, expected in enumerate(weights):
             np.testing.assert_allclose(run[f"arr_{index}"], expected, rtol=1e-5, atol=1e-6)
+        # Each worker records the range of the whole global batch, not of its own rows.
+        np.testing.assert_array_equal(run["input_range"], [x.min(), x.max()])
     for index in range(len(weights)):
         np.testing.assert_array_equal(runs[0][f"arr_{index}"], runs[1][f"arr_{index}"])
     # BackupAndRestore deletes its checkpoint once training completes.

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from keras_cae.export.runtime import OnnxEncoder
-from tests import ROOT
 from tests.export.serving.test_serve import CODE, FEATURES, _make_encoder
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SERVING = os.path.join(ROOT, "export", "serving")
 
 

@@ -149,6 +149,8 @@ def test_health_and_metadata_match_http(served: Any, triton: Any, stub: Any) -> 
     info = triton.get_server_metadata()
     http_info = httpx.get(server.url + "/v2").json()
     assert (info.name, info.version) == (http_info["name"], http_info["version"])
+    # One extension list, wherever it is true: raw contents are the binary extension.
+    assert list(info.extensions) == http_info["extensions"] == ["binary_tensor_data"]
     metadata = triton.get_model_metadata(NAME, as_json=True)
     for tensor in metadata["inputs"] + metadata["outputs"]:
         tensor["shape"] = [int(d) for d in tensor["shape"]]  # int64 is a string in JSON.
