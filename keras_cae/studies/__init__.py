@@ -8,6 +8,8 @@ what is built on them to test the papers' claims, each study laid out the same w
   equal footing (`keras-cae compare`, ``--protocol models``);
 - `finetune`, `finetune_protocol`, `finetune_report`, with `stacked` (the greedy
   two-layer CAE): pre-train, then fine-tune (``--protocol finetune``);
+- `mnist`, `mnist_report`: the paper's MNIST protocol (784→1000, pre-train, fine-tune
+  with few and all labels), resumable from its cache (``python -m keras_cae.studies.mnist``);
 - `analysis` (Jacobian spectrum, contraction curve, tangents) and `plots` (figures),
   the measurements the studies share; `jacobian_spectrum`, `contraction_curve`,
   `tangent_directions`, `jacobian_norm` and `stacked_encoder` are also importable from
@@ -36,6 +38,8 @@ _SUBMODULES = (
     "finetune",
     "finetune_protocol",
     "finetune_report",
+    "mnist",
+    "mnist_report",
     "plots",
     "stacked",
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -184,14 +185,14 @@ def _check_arguments(
     units = [hidden_units] if isinstance(hidden_units, (int, np.integer)) else list(hidden_units)
     if not units:
         raise ValueError(f"`hidden_units` should not be empty. Received: {hidden_units!r}")
-    units = [positive_int("hidden_units", size) for size in units]
+    sizes = [positive_int("hidden_units", size) for size in units]
     if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < math.inf):
         raise ValueError(
             f"`learning_rate` should be a positive finite number. Received: {learning_rate!r}"
         )
     return CompareConfig(
         seeds=tuple(range(seeds)), epochs=epochs, batch_size=batch_size,
-        hidden_units=tuple(units), learning_rate=learning_rate, test_fraction=test_fraction,
+        hidden_units=tuple(sizes), learning_rate=learning_rate, test_fraction=test_fraction,
         dae_corruption=dae_corruption, selection=selection, grids=values,
     )  # fmt: skip
 
@@ -252,9 +253,10 @@ def _search(
     config: CompareConfig, parts: _engine.Split, progress: _engine.Progress
 ) -> dict[str, Search]:
     """Step 2 of the protocol: each candidate on the fit part, scored on validation."""
-    labelled = parts.y_val is not None
+    y_fit, y_val = parts.y_fit, parts.y_val
+    labelled = y_val is not None
     first_seed = config.seeds[0]
-    val_inputs = {
+    val_inputs: dict[Any, np.ndarray] = {
         "clean": parts.x_val,
         **_engine.noisy_inputs(parts.x_val, NOISE_LEVELS, np.random.default_rng([first_seed, 1])),
     }
@@ -267,11 +269,10 @@ def _search(
         scores: dict[str, Any] = {
             "reconstruction_mse": float(np.mean((recon - parts.x_val) ** 2)),
         }
-        if labelled:
+        if y_fit is not None and y_val is not None:
             clean, noisy_acc = _probes(
-                _codes(model, parts.x_fit), parts.y_fit, val_inputs,
-                lambda x, m=model: _codes(m, x), parts.y_val,
-            )  # fmt: skip
+                _codes(model, parts.x_fit), y_fit, val_inputs, partial(_codes, model), y_val
+            )
             scores["probe_accuracy"] = clean
             scores["noisy_probe_accuracy"] = noisy_acc
             scores["mean_probe_accuracy"] = float(np.mean([clean, *noisy_acc.values()]))
@@ -309,11 +310,11 @@ def _final_runs(result: ComparisonResult, parts: _engine.Split, progress: _engin
     spectra: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     curves: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     for seed in seeds:
-        test_inputs = {
+        test_inputs: dict[Any, np.ndarray] = {
             "clean": parts.x_test,
             **_engine.noisy_inputs(parts.x_test, NOISE_LEVELS, np.random.default_rng([seed, 0])),
         }
-        if labelled:
+        if y_train is not None and y_test is not None:
             clean, noisy_acc = _probes(parts.x_train, y_train, test_inputs, lambda x: x, y_test)
             result.raw_runs.append(
                 RawRun(seed=seed, probe_accuracy=clean, noisy_probe_accuracy=noisy_acc)
@@ -327,7 +328,8 @@ def _final_runs(result: ComparisonResult, parts: _engine.Split, progress: _engin
             )
             run = ModelRun(
                 seed=seed,
-                **seconds,
+                train_seconds=seconds["train_seconds"],
+                train_cpu_seconds=seconds["train_cpu_seconds"],
                 reconstruction_mse=float(np.mean((recon - parts.x_test) ** 2)),
                 jacobian_frobenius=float(
                     analysis.jacobian_norm(model.encoder, parts.x_test).mean()
@@ -335,10 +337,10 @@ def _final_runs(result: ComparisonResult, parts: _engine.Split, progress: _engin
                 contraction_curve=[float(v) for v in curve],
                 mean_spectrum=[float(v) for v in spectrum.mean(axis=0)],
             )
-            if labelled:
+            if y_train is not None and y_test is not None:
                 clean, noisy_acc = _probes(
-                    _codes(model, parts.x_train), y_train, test_inputs,
-                    lambda x, m=model: _codes(m, x), y_test,
+                    _codes(model, parts.x_train), y_train, test_inputs, partial(_codes, model),
+                    y_test,
                 )  # fmt: skip
                 run.probe_accuracy = clean
                 run.noisy_probe_accuracy = noisy_acc

@@ -343,12 +343,13 @@ def write_report(
         figures["jacobian_spectra.png"] = (
             "Singular values of J_f(x) on test data (mean; band: 10th-90th percentile)"
         )
-        if result.image_shape is not None:
+        examples = result.examples
+        if result.image_shape is not None and examples is not None:
             for name, (tangents, spectrum) in result.tangents.items():
                 file = f"tangents_{name.lower().replace('+', 'h')}.png"
                 rows = min(len(tangents), 6)
                 plots.plot_tangents(
-                    result.examples[: len(tangents)][:rows], tangents[:rows], path(file),
+                    examples[: len(tangents)][:rows], tangents[:rows], path(file),
                     image_shape=result.image_shape, singular_values=spectrum[:rows],
                     title=f"{name}: leading tangent directions (first seed)",
                 )  # fmt: skip
@@ -357,7 +358,7 @@ def write_report(
                     "(red +, blue −), labelled with their singular values"
                 )
             plots.plot_reconstructions(
-                result.examples, result.reconstructions, path("reconstructions.png"),
+                examples, result.reconstructions, path("reconstructions.png"),
                 image_shape=result.image_shape,
             )  # fmt: skip
             figures["reconstructions.png"] = "Test inputs and reconstructions (first seed)"
@@ -388,8 +389,9 @@ def console_summary(result: ComparisonResult) -> str:
         )
         if labelled:
             sigma = str(NOISE_LEVELS[-1])
-            drop = mean([r.probe_drop[sigma] for r in runs])
-            line += f" {mean([r.probe_accuracy for r in runs]):>6.3f} {drop:>9.3f}"
+            drop = mean([r.probe_drop[sigma] for r in runs if r.probe_drop is not None])
+            probe = mean([r.probe_accuracy for r in runs if r.probe_accuracy is not None])
+            line += f" {probe:>6.3f} {drop:>9.3f}"
         line += f" {mean([r.train_seconds for r in runs]):>8.1f}"
         lines.append(line)
     return "\n".join(lines)
