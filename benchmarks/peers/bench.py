@@ -386,6 +386,9 @@ def write_json(path: str, payload: dict[str, Any], overwrite: bool = True) -> No
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # As open() would make it, not mkstemp's 0600.
     try:
         with os.fdopen(handle, "w") as file:
             json.dump(payload, file, indent=2, allow_nan=True)
