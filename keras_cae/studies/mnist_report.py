@@ -140,9 +140,18 @@ def _tests_table(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {LABELS.get(test['a'], test['a'])} vs {LABELS.get(test['b'], test['b'])} | "
             f"{test['budget']} | {test['n']} | {100 * test['mean_difference']:+.2f} | {ci_text} | "
-            f"{p} | {ph} | ±{100 * test['margin']:g} | {test['verdict']} |"
+            f"{p} | {ph} | ±{100 * test['margin']:g} | {_verdict_text(test)} |"
         )
     return lines
+
+
+def _verdict_text(test: dict[str, Any]) -> str:
+    a, b = LABELS.get(test["a"], test["a"]), LABELS.get(test["b"], test["b"])
+    return {
+        "a better": f"{a} lower error",
+        "a worse": f"{b} lower error",
+        "equivalent": "equivalent (inside the margin)",
+    }.get(test["verdict"], "inconclusive")
 
 
 def _geometry_table(report: dict[str, Any]) -> list[str]:
