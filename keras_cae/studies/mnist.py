@@ -24,8 +24,10 @@ learning rate) reads validation errors only; the official test images are read b
 `MnistSplit.test` alone, which a run touches only after a unit's training is over.
 
 Run it with ``python -m keras_cae.studies.mnist run --data ../shared/data/mnist.npz
---cache runs/mnist`` and write the report with ``... report --cache runs/mnist --out
-docs/results-mnist``.
+--cache runs/mnist`` (options: ``--train-size``, ``--val-size``, ``--finetune-lr``,
+``--pretrain-epochs``, ``--all-epochs``, ``--few-steps``, ``--models``), list the units
+with ``... plan``, and write the report with ``... report --cache runs/mnist --out
+docs/results-mnist --docs docs`` (``report.json``, the figures, ``results-mnist.md``).
 """
 
 from __future__ import annotations
