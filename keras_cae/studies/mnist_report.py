@@ -24,6 +24,7 @@ LABELS = {
     "cae": "CAE",
     "cae2": "CAE-2",
     "cae_h": "CAE+H",
+    "cae_mse": "CAE, untied + MSE (package default)",
 }
 
 # Test error in percent. ICML 2011 Table 1 (all labels, one 1,000-unit layer, fine-tuned
