@@ -60,15 +60,15 @@ def figures(report: dict[str, Any], folder: str) -> list[str]:
     budgets = [b for b in BUDGETS if b != "all"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, per_budget in results.items():
-        xs, means = [], []
-        for budget in budgets:
-            if budget in per_budget:
-                xs.append(int(budget))
-                means.append(100 * float(np.mean(per_budget[budget])))
-                ax.scatter([int(budget)] * len(per_budget[budget]),
-                           100 * np.asarray(per_budget[budget]), s=8, alpha=0.5)  # fmt: skip
-        if xs:
-            ax.plot(xs, means, marker="o", label=LABELS.get(model, model))
+        present = [b for b in budgets if b in per_budget]
+        if not present:
+            continue
+        xs = [int(b) for b in present]
+        means = [100 * float(np.mean(per_budget[b])) for b in present]
+        (line,) = ax.plot(xs, means, marker="o", label=LABELS.get(model, model))
+        for budget in present:
+            seeds = 100 * np.asarray(per_budget[budget])
+            ax.scatter([int(budget)] * len(seeds), seeds, s=8, alpha=0.5, color=line.get_color())
     for model, style in (("random", "k:"), ("cae", "k--")):
         paper = [(int(b), PAPER[model][b]) for b in budgets if b in PAPER.get(model, {})]
         if paper:
