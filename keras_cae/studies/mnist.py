@@ -24,8 +24,10 @@ learning rate) reads validation errors only; the official test images are read b
 `MnistSplit.test` alone, which a run touches only after a unit's training is over.
 
 Run it with ``python -m keras_cae.studies.mnist run --data ../shared/data/mnist.npz
---cache runs/mnist`` and write the report with ``... report --cache runs/mnist --out
-docs/results-mnist``.
+--cache runs/mnist`` (options: ``--train-size``, ``--val-size``, ``--finetune-lr``,
+``--pretrain-epochs``, ``--all-epochs``, ``--few-steps``, ``--models``), list the units
+with ``... plan``, and write the report with ``... report --cache runs/mnist --out
+docs/results-mnist --docs docs`` (``report.json``, the figures, ``results-mnist.md``).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ __all__ = [
     "main",
 ]
 
-MODELS = ("random", "ae", "dae", "cae", "cae2", "cae_h")
+MODELS = ("random", "ae", "dae", "cae", "cae2", "cae_h", "cae_mse")
 BUDGETS = ("100", "600", "1000", "3000", "all")
 PRIMARY = (("cae", "ae"), ("cae", "dae"), ("cae", "random"), ("cae2", "cae"))
 MARGINS = {"all": 0.003, "few": 0.01}
@@ -96,6 +98,8 @@ class StudyConfig:
         cae_lambdas: λ of the CAE (first: default, also CAE-2's λ for both layers).
         dae_noises: Gaussian noise σ of the DAE (first: default).
         cae_h: ``(λ, γ)`` pairs of CAE+H (first: default).
+        cae_mse_lambdas: λ of ``cae_mse``, the package's default auto-encoder
+            (untied decoder, mean squared error) beside the paper's.
         geometry_points: test points for the spectra and SAT.
         split_seed: seed of the train/validation split of the official training images.
     """
@@ -118,6 +122,7 @@ class StudyConfig:
     cae_lambdas: tuple[float, ...] = (1e-3, 3e-4, 3e-3)
     dae_noises: tuple[float, ...] = (0.3, 0.5)
     cae_h: tuple[tuple[float, float], ...] = ((1e-3, 1e-3), (1e-3, 0.1))
+    cae_mse_lambdas: tuple[float, ...] = (1e-4,)
     geometry_points: int = 500
     split_seed: int = 0
     budgets: tuple[str, ...] = BUDGETS
@@ -337,6 +342,8 @@ def _grid(config: StudyConfig, model: str) -> list[tuple[float, ...]]:
         return [(float(v),) for v in config.dae_noises]
     if model == "cae_h":
         return [tuple(float(v) for v in pair) for pair in config.cae_h]
+    if model == "cae_mse":
+        return [(float(v),) for v in config.cae_mse_lambdas]
     return [()]
 
 
@@ -467,15 +474,17 @@ def _train_autoencoder(
     config: StudyConfig,
     seed: int,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
-    """The paper's auto-encoder: tied weights, sigmoid, cross-entropy; encoder weights."""
+    """The paper's auto-encoder (tied weights, sigmoid, cross-entropy, unless `hp` says
+    otherwise); returns the encoder weights and the last training logs."""
     import keras
 
     from keras_cae.builders import dense_autoencoder
 
     keras.utils.set_random_seed(seed)
+    arguments = {"tied_weights": True, "loss": "binary_crossentropy", **hp}
     model = dense_autoencoder(
-        x.shape[1], hidden, tied_weights=True, loss="binary_crossentropy",
-        learning_rate=config.pretrain_lr, seed=seed, penalty="auto", **hp,
+        x.shape[1], hidden, learning_rate=config.pretrain_lr, seed=seed, penalty="auto",
+        **arguments,
     )  # fmt: skip
     history = model.fit(x, epochs=config.pretrain_epochs, batch_size=config.batch_size, verbose=0)
     last = {k: float(v[-1]) for k, v in history.history.items()}
@@ -500,6 +509,9 @@ def pretrain(split: MnistSplit, config: StudyConfig, unit: Unit, cache: Cache) -
         params = {"contractive_weight": hp[0]}
     elif model == "cae_h":
         params = {"contractive_weight": hp[0], "hessian_weight": hp[1]}
+    elif model == "cae_mse":
+        # The package's default auto-encoder: untied decoder, mean squared error.
+        params = {"contractive_weight": hp[0], "tied_weights": False, "loss": "mean_squared_error"}
     elif model == "cae2":
         first = cache.weights(Unit("pretrain", "cae", hp))
         codes = _encode(first, split.x_train)

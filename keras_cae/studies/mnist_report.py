@@ -24,6 +24,7 @@ LABELS = {
     "cae": "CAE",
     "cae2": "CAE-2",
     "cae_h": "CAE+H",
+    "cae_mse": "CAE, untied + MSE (package default)",
 }
 
 # Test error in percent. ICML 2011 Table 1 (all labels, one 1,000-unit layer, fine-tuned
@@ -59,15 +60,15 @@ def figures(report: dict[str, Any], folder: str) -> list[str]:
     budgets = [b for b in BUDGETS if b != "all"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, per_budget in results.items():
-        xs, means = [], []
-        for budget in budgets:
-            if budget in per_budget:
-                xs.append(int(budget))
-                means.append(100 * float(np.mean(per_budget[budget])))
-                ax.scatter([int(budget)] * len(per_budget[budget]),
-                           100 * np.asarray(per_budget[budget]), s=8, alpha=0.5)  # fmt: skip
-        if xs:
-            ax.plot(xs, means, marker="o", label=LABELS.get(model, model))
+        present = [b for b in budgets if b in per_budget]
+        if not present:
+            continue
+        xs = [int(b) for b in present]
+        means = [100 * float(np.mean(per_budget[b])) for b in present]
+        (line,) = ax.plot(xs, means, marker="o", label=LABELS.get(model, model))
+        for budget in present:
+            seeds = 100 * np.asarray(per_budget[budget])
+            ax.scatter([int(budget)] * len(seeds), seeds, s=8, alpha=0.5, color=line.get_color())
     for model, style in (("random", "k:"), ("cae", "k--")):
         paper = [(int(b), PAPER[model][b]) for b in budgets if b in PAPER.get(model, {})]
         if paper:
@@ -140,9 +141,18 @@ def _tests_table(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {LABELS.get(test['a'], test['a'])} vs {LABELS.get(test['b'], test['b'])} | "
             f"{test['budget']} | {test['n']} | {100 * test['mean_difference']:+.2f} | {ci_text} | "
-            f"{p} | {ph} | ±{100 * test['margin']:g} | {test['verdict']} |"
+            f"{p} | {ph} | ±{100 * test['margin']:g} | {_verdict_text(test)} |"
         )
     return lines
+
+
+def _verdict_text(test: dict[str, Any]) -> str:
+    a, b = LABELS.get(test["a"], test["a"]), LABELS.get(test["b"], test["b"])
+    return {
+        "a better": f"{a} lower error",
+        "a worse": f"{b} lower error",
+        "equivalent": "equivalent (inside the margin)",
+    }.get(test["verdict"], "inconclusive")
 
 
 def _geometry_table(report: dict[str, Any]) -> list[str]:

@@ -74,10 +74,6 @@ def test_balanced_subset_is_balanced_and_depends_only_on_its_seed():
     assert np.array_equal(mnist.balanced_subset(y, None, seed=0), np.arange(200))
 
 
-class _Counting(mnist.MnistSplit):
-    """Records the number of test reads when fine-tuning's training ends (first eval)."""
-
-
 def test_finetune_reads_the_test_once_and_only_after_training(tmp_path, monkeypatch):
     path = _write_npz(str(tmp_path / "m.npz"))
     split = mnist.load_split(path, 80, 40)
@@ -274,3 +270,14 @@ def test_the_markdown_report_puts_ours_beside_the_papers_and_lists_missing_units
     assert "| random init (paper) | 25.81 |" in text
     assert "| CAE vs random init | 100 | 2 | -12.50 |" in text
     assert "`pretrain_ae`" in text and "the command" in text
+
+
+def test_the_command_line_rejects_bad_input_in_one_line_with_exit_2(tmp_path, capsys):
+    assert mnist.main(["run", "--data", str(tmp_path / "missing.npz")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert mnist.main(["plan", "--train-size", "0", "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: `train_size`") and err.count("\n") == 1
+    assert mnist.main(["plan", "--cache", str(tmp_path), "--models", "cae"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "todo pretrain_cae_0.001" and all(" " in line for line in lines)
