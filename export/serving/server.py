@@ -93,6 +93,12 @@ class _Server(uvicorn.Server):
         await stopping
 
 
+#: How long uvicorn's master waits for a worker's answer to its health ping before it kills
+#: the worker as hung (uvicorn's own default, 5 s, killed workers still starting up on a
+#: busy 2-core machine, over and over: their imports hold the interpreter for longer).
+WORKER_HEALTHCHECK_SECONDS = 30.0
+
+
 def _worker_app() -> FastAPI:
     """The app factory run by each uvicorn worker process when `workers > 1`."""
     master = int(os.environ[_MASTER_ENV])
@@ -275,8 +281,9 @@ def serve(
     os.environ.update(environment)
     try:
         uvicorn.run(
-            "keras_cae.export.serving.server:_worker_app", factory=True, workers=workers, **options
-        )
+            "keras_cae.export.serving.server:_worker_app", factory=True, workers=workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS, **options,
+        )  # fmt: skip
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         for key, value in saved.items():  # The caller's environment, as it was.

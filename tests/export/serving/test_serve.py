@@ -735,6 +735,19 @@ def test_serving_never_imports_tensorflow(model_path: str) -> None:
 def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any) -> None:
     server = _start(model_path, str(tmp_path / "log"), "--name", NAME, "--workers", "2")
     try:
+
+        def scrape() -> tuple[float, float]:
+            samples = _parse_prometheus(httpx.get(server.url + "/metrics", timeout=10).text)
+            ok = {("endpoint", "/v2/models/{name}/infer"), ("method", "POST"), ("status", "200")}
+            total = sum(v for k, v in samples["keras_cae_requests_total"].items() if set(k) == ok)
+            return total, samples["keras_cae_worker_processes"][()]
+
+        # The server answers once one worker is up; on a loaded machine the second can
+        # take tens of seconds more. Both must be serving before the requests are sent.
+        deadline = time.monotonic() + 120
+        while (counts := scrape()) != (0, 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert counts == (0, 2)
         x = _batch(2, seed=31)
         expected = server.encoder.encode(x)
         for _ in range(40):  # A new connection each time, so both workers take requests.
@@ -742,12 +755,6 @@ def test_two_workers_serve_and_metrics_count_both(model_path: str, tmp_path: Any
             assert response.status_code == 200, response.text
             data = response.json()["outputs"][0]["data"]
             np.testing.assert_array_equal(_exact(data).reshape(2, CODE), expected)
-
-        def scrape() -> tuple[float, float]:
-            samples = _parse_prometheus(httpx.get(server.url + "/metrics", timeout=10).text)
-            ok = {("endpoint", "/v2/models/{name}/infer"), ("method", "POST"), ("status", "200")}
-            total = sum(v for k, v in samples["keras_cae_requests_total"].items() if set(k) == ok)
-            return total, samples["keras_cae_worker_processes"][()]
 
         # Other workers' snapshots lag by at most Metrics.FLUSH_SECONDS (0.5 s).
         deadline = time.monotonic() + 10
