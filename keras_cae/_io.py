@@ -34,6 +34,7 @@ __all__ = [
     "atomic_directory",
     "atomic_save_npy",
     "atomic_write_json",
+    "atomic_write_text",
     "check_output_dir",
     "check_writable",
     "remove_stale_staging",
@@ -298,6 +299,12 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Writes `payload` as indented JSON to `path` via a temporary file and a rename."""
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     _atomic_write(path, ".json", lambda stream: stream.write(text.encode()))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Writes `text` (UTF-8) to `path` via a temporary file and a rename."""
+    suffix = os.path.splitext(os.fspath(path))[1] or ".txt"
+    _atomic_write(path, suffix, lambda stream: stream.write(text.encode()))
 
 
 class _WriteOnly:

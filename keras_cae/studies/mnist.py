@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_cae.studies._mnist_design import BUDGETS, MARGINS, PRIMARY
+
 __all__ = [
     "MODELS",
     "BUDGETS",
@@ -67,9 +69,6 @@ __all__ = [
 ]
 
 MODELS = ("random", "ae", "dae", "cae", "cae2", "cae_h", "cae_mse")
-BUDGETS = ("100", "600", "1000", "3000", "all")
-PRIMARY = (("cae", "ae"), ("cae", "dae"), ("cae", "random"), ("cae2", "cae"))
-MARGINS = {"all": 0.003, "few": 0.01}
 NUM_CLASSES = 10
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_cae.studies.mnist import BUDGETS, MARGINS, PRIMARY, _atomic_write
+from keras_cae._io import atomic_write_text
+from keras_cae.studies._mnist_design import BUDGETS, MARGINS, PRIMARY
 
 __all__ = ["PAPER", "LABELS", "figures", "markdown"]
 
@@ -227,5 +228,5 @@ def write(report: dict[str, Any], docs: str, preamble_path: str, command: str) -
         with open(epilogue) as stream:
             text += "\n" + stream.read()
     target = os.path.join(docs, "results-mnist.md")
-    _atomic_write(target, lambda s: s.write(text))
+    atomic_write_text(target, text)
     return [*paths, target]
