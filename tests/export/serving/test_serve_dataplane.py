@@ -225,6 +225,71 @@ def test_json_numbers_fast_path_equals_the_element_wise_scan() -> None:
     check()
 
 
+def test_the_hand_written_envelope_check_accepts_only_what_the_schema_accepts() -> None:
+    """Property: where `_plain_envelope` (the fast check of a well-formed v2 request)
+    accepts a document, the schema's path (`_validated_envelope`) accepts it too and
+    returns the same envelope; everything else goes to the schema's path."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from keras_cae.export.serving import infer_types
+
+    odd = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(0, 3) | st.text(max_size=3)
+    unusual = odd | st.sampled_from([2.0, 2.5, "2", 2**70, [1] * 33, [1, 2.0], [True], "fp32", {}])
+    parameters = st.none() | st.dictionaries(st.sampled_from(["binary_data_size", "p"]), odd)
+    tensor = st.fixed_dictionaries(
+        {"name": st.just("x"), "shape": st.lists(st.integers(-2, 4), max_size=3),
+         "datatype": st.sampled_from(["FP32", "FP64"])},
+        optional={"data": st.lists(st.floats(0, 1), max_size=2), "parameters": parameters,
+                  "extra": odd},
+    )  # fmt: skip
+    output = st.fixed_dictionaries({"name": st.just("code")}, optional={"parameters": parameters})
+    well_formed = st.fixed_dictionaries(
+        {"inputs": st.lists(tensor, min_size=1, max_size=2)},
+        optional={"id": st.none() | st.text(max_size=3), "parameters": parameters,
+                  "outputs": st.none() | st.lists(output, max_size=2)},
+    )  # fmt: skip
+    # At most one field replaced by an unusual value (a path that does not exist: none).
+    paths = [(), ("id",), ("parameters",), ("inputs",), ("outputs",), ("inputs", 0),
+             ("inputs", 0, "name"), ("inputs", 0, "shape"), ("inputs", 0, "shape", 0),
+             ("inputs", 0, "datatype"), ("inputs", 0, "data"), ("inputs", 0, "parameters"),
+             ("inputs", -1, "shape", -1), ("outputs", 0), ("outputs", 0, "name"),
+             ("outputs", 0, "parameters")]  # fmt: skip
+    accepted = []
+
+    def replaced(document: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+        document = json.loads(json.dumps(document))
+        parent: Any = document
+        for step in path[:-1]:
+            if (
+                isinstance(parent, dict)
+                and step in parent
+                or (isinstance(parent, list) and -len(parent) <= step < len(parent))
+            ):
+                parent = parent[step]
+            else:
+                return document
+        if path and (isinstance(parent, dict) or (isinstance(parent, list) and parent)):
+            parent[path[-1] if isinstance(parent, dict) else min(path[-1], len(parent) - 1)] = value
+        return document
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(document=well_formed, path=st.sampled_from(paths), value=unusual)
+    def check(document: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+        document = replaced(document, path, value)
+        plain = infer_types._plain_envelope(document)
+        reference = _outcome(lambda: infer_types._validated_envelope(document))
+        if plain is not None:
+            accepted.append(plain)
+            assert repr(plain) == repr(reference)  # repr: 2.0 == 2, but not as a dimension.
+
+    check()
+    assert len(accepted) > 50  # The property was tested, not only its `None`s.
+    tensor_ = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1.0]}
+    well_formed = {"id": "a", "inputs": [tensor_], "outputs": [{"name": "code", "parameters": {}}]}
+    assert infer_types._plain_envelope(well_formed) is not None
+
+
 @pytest.mark.parametrize(
     "data, words",
     [([0.5, True], "boolean"), ([[1.0, 0.0], [False, 2.0]], "boolean"), ([True], "boolean"),
