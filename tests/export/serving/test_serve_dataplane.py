@@ -511,3 +511,24 @@ def test_typed_grpc_contents_are_read_from_their_wire_bytes(count: int) -> None:
             parsed = pb.InferTensorContents.FromString(wire)
             expected = np.asarray(getattr(parsed, field), dtype=dtype)
             assert np.array_equal(typed_array(parsed, field), expected)
+
+
+@pytest.mark.parametrize("request_id", [None, "r-1"])
+@pytest.mark.parametrize("shape", [(1, 3), (0, 3), (2, 2, 2)])
+def test_the_v2_json_response_is_what_dumps_writes_for_its_dict(
+    request_id: str | None, shape: tuple[int, ...]
+) -> None:
+    """`InferResponse.to_rest` writes its known envelope bytes around the data; they
+    equal `dumps` of the response object, byte for byte."""
+    from keras_cae.export.serving.codec import dumps
+    from keras_cae.export.serving.infer_types import InferRequest, InferResponse
+
+    codes = np.arange(math.prod(shape), dtype=np.float32).reshape(shape) / 3
+    request = InferRequest("enc", None, [], "v2", id=request_id)
+    body, media_type, headers = InferResponse(request, "enc\u00e9", "1", 'co"de', codes).to_rest()
+    expected: dict[str, Any] = {"model_name": "enc\u00e9", "model_version": "1"}
+    if request_id is not None:
+        expected["id"] = request_id
+    expected["outputs"] = [{"name": "co\"de", "datatype": "FP32", "shape": list(shape),
+                            "data": codes.reshape(-1).tolist()}]  # fmt: skip
+    assert (body, media_type, headers) == (dumps(expected), "application/json", {})
