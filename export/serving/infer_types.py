@@ -476,8 +476,15 @@ class InferResponse:
             output["data"] = data
             return dumps(response), "application/json", {}
         raw = np.ascontiguousarray(codes, dtype=_LITTLE_F4).tobytes()
-        output["parameters"] = {"binary_data_size": len(raw)}
-        header = dumps(response)
+        if self.request.id is None:
+            head = _json_head(self.model_name, self.model_version, self.output_name)
+            header = b"".join((
+                head, dumps(output["shape"]), b',"parameters":{"binary_data_size":',
+                b"%d" % len(raw), b"}}]}",
+            ))  # fmt: skip
+        else:
+            output["parameters"] = {"binary_data_size": len(raw)}
+            header = dumps(response)
         return (
             header + raw,
             "application/octet-stream",

@@ -518,8 +518,8 @@ def test_typed_grpc_contents_are_read_from_their_wire_bytes(count: int) -> None:
 def test_the_v2_json_response_is_what_dumps_writes_for_its_dict(
     request_id: str | None, shape: tuple[int, ...]
 ) -> None:
-    """`InferResponse.to_rest` writes its known envelope bytes around the data; they
-    equal `dumps` of the response object, byte for byte."""
+    """`InferResponse.to_rest` writes its known envelope bytes around the data (or the
+    binary data's size); they equal `dumps` of the response object, byte for byte."""
     from keras_cae.export.serving.codec import dumps
     from keras_cae.export.serving.infer_types import InferRequest, InferResponse
 
@@ -532,3 +532,12 @@ def test_the_v2_json_response_is_what_dumps_writes_for_its_dict(
     expected["outputs"] = [{"name": "co\"de", "datatype": "FP32", "shape": list(shape),
                             "data": codes.reshape(-1).tolist()}]  # fmt: skip
     assert (body, media_type, headers) == (dumps(expected), "application/json", {})
+    # And the binary answer's JSON header.
+    request.binary_output = True
+    body, media_type, headers = InferResponse(request, "enc\u00e9", "1", 'co"de', codes).to_rest()
+    raw = codes.astype("<f4").tobytes()
+    del expected["outputs"][0]["data"]
+    expected["outputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+    header = dumps(expected)
+    assert (body, media_type) == (header + raw, "application/octet-stream")
+    assert headers == {"Inference-Header-Content-Length": str(len(header))}
