@@ -225,6 +225,71 @@ def test_json_numbers_fast_path_equals_the_element_wise_scan() -> None:
     check()
 
 
+def test_the_hand_written_envelope_check_accepts_only_what_the_schema_accepts() -> None:
+    """Property: where `_plain_envelope` (the fast check of a well-formed v2 request)
+    accepts a document, the schema's path (`_validated_envelope`) accepts it too and
+    returns the same envelope; everything else goes to the schema's path."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from keras_cae.export.serving import infer_types
+
+    odd = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(0, 3) | st.text(max_size=3)
+    unusual = odd | st.sampled_from([2.0, 2.5, "2", 2**70, [1] * 33, [1, 2.0], [True], "fp32", {}])
+    parameters = st.none() | st.dictionaries(st.sampled_from(["binary_data_size", "p"]), odd)
+    tensor = st.fixed_dictionaries(
+        {"name": st.just("x"), "shape": st.lists(st.integers(-2, 4), max_size=3),
+         "datatype": st.sampled_from(["FP32", "FP64"])},
+        optional={"data": st.lists(st.floats(0, 1), max_size=2), "parameters": parameters,
+                  "extra": odd},
+    )  # fmt: skip
+    output = st.fixed_dictionaries({"name": st.just("code")}, optional={"parameters": parameters})
+    well_formed = st.fixed_dictionaries(
+        {"inputs": st.lists(tensor, min_size=1, max_size=2)},
+        optional={"id": st.none() | st.text(max_size=3), "parameters": parameters,
+                  "outputs": st.none() | st.lists(output, max_size=2)},
+    )  # fmt: skip
+    # At most one field replaced by an unusual value (a path that does not exist: none).
+    paths = [(), ("id",), ("parameters",), ("inputs",), ("outputs",), ("inputs", 0),
+             ("inputs", 0, "name"), ("inputs", 0, "shape"), ("inputs", 0, "shape", 0),
+             ("inputs", 0, "datatype"), ("inputs", 0, "data"), ("inputs", 0, "parameters"),
+             ("inputs", -1, "shape", -1), ("outputs", 0), ("outputs", 0, "name"),
+             ("outputs", 0, "parameters")]  # fmt: skip
+    accepted = []
+
+    def replaced(document: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+        document = json.loads(json.dumps(document))
+        parent: Any = document
+        for step in path[:-1]:
+            if (
+                isinstance(parent, dict)
+                and step in parent
+                or (isinstance(parent, list) and -len(parent) <= step < len(parent))
+            ):
+                parent = parent[step]
+            else:
+                return document
+        if path and (isinstance(parent, dict) or (isinstance(parent, list) and parent)):
+            parent[path[-1] if isinstance(parent, dict) else min(path[-1], len(parent) - 1)] = value
+        return document
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(document=well_formed, path=st.sampled_from(paths), value=unusual)
+    def check(document: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+        document = replaced(document, path, value)
+        plain = infer_types._plain_envelope(document)
+        reference = _outcome(lambda: infer_types._validated_envelope(document))
+        if plain is not None:
+            accepted.append(plain)
+            assert repr(plain) == repr(reference)  # repr: 2.0 == 2, but not as a dimension.
+
+    check()
+    assert len(accepted) > 50  # The property was tested, not only its `None`s.
+    tensor_ = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1.0]}
+    well_formed = {"id": "a", "inputs": [tensor_], "outputs": [{"name": "code", "parameters": {}}]}
+    assert infer_types._plain_envelope(well_formed) is not None
+
+
 @pytest.mark.parametrize(
     "data, words",
     [([0.5, True], "boolean"), ([[1.0, 0.0], [False, 2.0]], "boolean"), ([True], "boolean"),
@@ -446,3 +511,33 @@ def test_typed_grpc_contents_are_read_from_their_wire_bytes(count: int) -> None:
             parsed = pb.InferTensorContents.FromString(wire)
             expected = np.asarray(getattr(parsed, field), dtype=dtype)
             assert np.array_equal(typed_array(parsed, field), expected)
+
+
+@pytest.mark.parametrize("request_id", [None, "r-1"])
+@pytest.mark.parametrize("shape", [(1, 3), (0, 3), (2, 2, 2)])
+def test_the_v2_json_response_is_what_dumps_writes_for_its_dict(
+    request_id: str | None, shape: tuple[int, ...]
+) -> None:
+    """`InferResponse.to_rest` writes its known envelope bytes around the data (or the
+    binary data's size); they equal `dumps` of the response object, byte for byte."""
+    from keras_cae.export.serving.codec import dumps
+    from keras_cae.export.serving.infer_types import InferRequest, InferResponse
+
+    codes = np.arange(math.prod(shape), dtype=np.float32).reshape(shape) / 3
+    request = InferRequest("enc", None, [], "v2", id=request_id)
+    body, media_type, headers = InferResponse(request, "enc\u00e9", "1", 'co"de', codes).to_rest()
+    expected: dict[str, Any] = {"model_name": "enc\u00e9", "model_version": "1"}
+    if request_id is not None:
+        expected["id"] = request_id
+    expected["outputs"] = [{"name": "co\"de", "datatype": "FP32", "shape": list(shape),
+                            "data": codes.reshape(-1).tolist()}]  # fmt: skip
+    assert (body, media_type, headers) == (dumps(expected), "application/json", {})
+    # And the binary answer's JSON header.
+    request.binary_output = True
+    body, media_type, headers = InferResponse(request, "enc\u00e9", "1", 'co"de', codes).to_rest()
+    raw = codes.astype("<f4").tobytes()
+    del expected["outputs"][0]["data"]
+    expected["outputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+    header = dumps(expected)
+    assert (body, media_type) == (header + raw, "application/octet-stream")
+    assert headers == {"Inference-Header-Content-Length": str(len(header))}
