@@ -233,6 +233,7 @@ def test_cli_errors_are_one_line(
     assert len(err.strip().splitlines()) == 1 and match in err, err
 
 
+@pytest.mark.slow  # About 8 s on 2 idle cores (--durations).
 def test_cli_mirrored_streaming_with_backup(npy_shards, tmp_path) -> None:
     """--strategy mirrored on two logical CPUs (a fresh process: devices are split
     before TensorFlow starts), streamed shards, and a backup directory."""

@@ -25,6 +25,7 @@ def run_cli(*argv: str) -> int:
     return cli.main(["compare", *map(str, argv)])
 
 
+@pytest.mark.slow  # About 10 s on 2 idle cores (--durations).
 def test_compare_end_to_end_on_a_tiny_budget(tiny_images, tmp_path, capsys):
     out = tmp_path / "report"
     code = run_cli(
