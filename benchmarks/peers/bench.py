@@ -660,18 +660,10 @@ def make_encoder(mnist: str, cache: str) -> str:
     with np.load(mnist) as data:
         x = (data["x_train"][:2000].reshape(-1, 784) / 255).astype(np.float32)
     np.save(os.path.join(cache, "rows.npy"), x)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cli = [sys.executable, "-m", "keras_cae.cli"]
-    for command in (
-        [*cli, "train", "--data", os.path.join(cache, "rows.npy"), "--hidden-units", "256,64",
-         "--epochs", "1", "--out", os.path.join(cache, "run"), "--overwrite", "--quiet"],
-        [*cli, "export", os.path.join(cache, "run", "model.keras"), "--out",
-         os.path.join(cache, "exported"), "--format", "onnx"],
-    ):  # fmt: skip
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return path
+    return _train_and_export(
+        cache, ["--data", os.path.join(cache, "rows.npy"), "--hidden-units", "256,64",
+                "--epochs", "1"],
+    )  # fmt: skip
 
 
 def make_digits_encoder(cache: str) -> str:
@@ -681,10 +673,16 @@ def make_digits_encoder(cache: str) -> str:
     path = os.path.join(cache, "exported", "encoder.onnx")
     if os.path.exists(path):
         return path
+    return _train_and_export(cache, ["--epochs", "2"])
+
+
+def _train_and_export(cache: str, train_args: list[str]) -> str:
+    """``keras-cae train TRAIN_ARGS`` into ``cache/run``, then ``export`` its model as
+    ONNX into ``cache/exported``; returns the encoder's path."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cli = [sys.executable, "-m", "keras_cae.cli"]
     for command in (
-        [*cli, "train", "--epochs", "2", "--out", os.path.join(cache, "run"), "--overwrite",
+        [*cli, "train", *train_args, "--out", os.path.join(cache, "run"), "--overwrite",
          "--quiet"],
         [*cli, "export", os.path.join(cache, "run", "model.keras"), "--out",
          os.path.join(cache, "exported"), "--format", "onnx"],
@@ -692,7 +690,7 @@ def make_digits_encoder(cache: str) -> str:
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return path
+    return os.path.join(cache, "exported", "encoder.onnx")
 
 
 def request_rows(features: int, mnist: str | None, count: int) -> np.ndarray:
