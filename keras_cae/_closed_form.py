@@ -75,7 +75,7 @@ def _functional_chain(model: Any) -> list[Any] | None:
     (`keras.src.models.functional.Functional`; only an exact instance, not a subclass
     with its own `call`, is a plain graph of layers) and how often, and on how many
     tensors, each layer was called (`Operation._inbound_nodes`).
-    `tests/keras_cae/test_penalties.py::test_private_keras_api_for_functional_graphs` fails,
+    `tests/keras_cae/test_closed_form.py::test_private_keras_api_for_functional_graphs` fails,
     naming the Keras version, if a release changes either.
 
     Returns:

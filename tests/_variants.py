@@ -130,6 +130,19 @@ def user_single_conv(**kwargs: Any) -> ContractiveAutoencoder:
     return ContractiveAutoencoder(encoder, decoder, **kwargs)
 
 
+def plain_functional_encoder() -> keras.Model:
+    """A plain Keras model, not a `ContractiveAutoencoder`: an encoder exported on its own
+    (it has no decoder to export)."""
+    inputs = keras.Input((FEATURES,))
+    h = keras.layers.Dense(9, "relu", kernel_initializer=keras.initializers.GlorotUniform(3))(
+        inputs
+    )
+    outputs = keras.layers.Dense(5, "tanh", kernel_initializer=keras.initializers.GlorotUniform(4))(
+        h
+    )
+    return keras.Model(inputs, outputs, name="plain_encoder")
+
+
 @contextlib.contextmanager
 def dtype_policy(name: str | None) -> Iterator[None]:
     """Sets Keras's global dtype policy for the block (layers keep it afterwards)."""

@@ -1,5 +1,5 @@
 """The shared fixtures of the suite (one module): quiet TensorFlow logs, seeds, a small
-ONNX encoder, a small image data set."""
+ONNX encoder, a small untrained auto-encoder, a small image data set."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def model_path(tmp_path_factory, weights) -> str:
     path = str(tmp_path_factory.mktemp("onnx") / "encoder.onnx")
     dense_sigmoid_model(path, *weights)
     return path
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """An untrained `dense_autoencoder(12, 3, seed=5)` (12 = `tests._variants.FEATURES`)."""
+    import keras_cae
+
+    return keras_cae.dense_autoencoder(12, 3, seed=5)
 
 
 @pytest.fixture(scope="module")

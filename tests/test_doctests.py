@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import os
 
 import pytest
 
-from tests import ROOT
+from tests._sources import source_modules
 
-# Source folder -> the package it installs as (pyproject.toml's package-dir).
-PACKAGES = {"keras_cae": "keras_cae", "export": "keras_cae.export"}
 # Examples that train for more than a few seconds (measured with --durations on a shared
 # 2-core machine: keras_cae 30-41 s with TensorFlow's import, model 28 s (two fits),
 # training 8-11 s, stacked 6 s; every other module under 3 s, serving's 9 s once).
@@ -25,18 +22,12 @@ SLOW = {"keras_cae", "keras_cae.model", "keras_cae.training", "keras_cae.studies
 
 
 def _modules() -> list[str]:
-    names = []
-    for source, package in PACKAGES.items():
-        for folder, directories, files in os.walk(os.path.join(ROOT, source)):
-            directories[:] = [d for d in directories if d not in ("__pycache__", "_proto")]
-            for name in files:
-                if name.endswith(".py") and name != "__main__.py":  # It runs the CLI.
-                    path = os.path.relpath(os.path.join(folder, name), os.path.join(ROOT, source))
-                    parts = path[:-3].split(os.sep)
-                    if parts[-1] == "__init__":
-                        parts.pop()
-                    names.append(".".join([package, *parts]))
-    return sorted(names)
+    """The modules whose examples run: not the generated protocol messages (`_proto`), not
+    `__main__` (it runs the CLI)."""
+    names = source_modules()
+    return sorted(
+        n for n in names if "_proto" not in n.split(".") and n.split(".")[-1] != "__main__"
+    )
 
 
 def _examples(module_name: str) -> list[doctest.DocTest]:

@@ -43,3 +43,15 @@ def test_compare_models_example_says_matplotlib_is_missing_before_training(
         load("compare_models").main()
     assert "pip install 'keras-cae[plot]'" in str(exited.value.code)
     assert "mean ||J_f(x)||_F" not in capsys.readouterr().out  # Nothing was trained.
+
+
+@pytest.mark.slow
+def test_export_and_encode_example(tmp_path, capsys):
+    diff = load("export_and_encode").main(["--epochs", "1", "--out", str(tmp_path / "exported")])
+    assert 0 <= diff < 1e-5
+    assert "encoder  onnx" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "exported")) == [
+        "encoder.onnx",
+        "encoder_saved_model",
+        "manifest.json",
+    ]

@@ -10,32 +10,13 @@ since a lazy import circle is still a circle a reader must untangle. Names loade
 from __future__ import annotations
 
 import ast
-import os
 
-from tests import ROOT
-
-# Source folder -> the package it installs as (pyproject.toml's package-dir).
-PACKAGES = {"keras_cae": "keras_cae", "export": "keras_cae.export"}
-
-
-def _modules() -> dict[str, str]:
-    """Module name -> file, for every .py file of the packages."""
-    found = {}
-    for source, package in PACKAGES.items():
-        for folder, _, files in os.walk(os.path.join(ROOT, source)):
-            for name in files:
-                if name.endswith(".py"):
-                    path = os.path.join(folder, name)
-                    parts = os.path.relpath(path, os.path.join(ROOT, source))[:-3].split(os.sep)
-                    if parts[-1] == "__init__":
-                        parts.pop()
-                    found[".".join([package, *parts])] = path
-    return found
+from tests._sources import source_modules
 
 
 def _graph() -> dict[str, set[str]]:
     """Module -> the modules of the packages it imports."""
-    modules = _modules()
+    modules = source_modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.endswith("__init__.py") else name.rpartition(".")[0]

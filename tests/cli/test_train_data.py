@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 
 from keras_cae.cli import main
+from tests._cli import run
 
 slow = pytest.mark.slow  # Each trains a tiny model for one epoch, with a TensorFlow import.
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _keras_layout(path, n_train=36, n_test=9, shape=(4, 4), labels=True, seed=0):

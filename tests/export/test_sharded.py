@@ -21,6 +21,7 @@ import pytest
 from keras_cae import cli
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.sharded import MANIFEST, encode_shards
+from tests._cli import one_line_error
 from tests._onnx import dense_sigmoid_model, reference
 
 FEATURES, CODE = 6, 3
@@ -40,12 +41,6 @@ def _read_codes(out) -> np.ndarray:
     with open(os.path.join(out, MANIFEST)) as stream:
         manifest = json.load(stream)
     return np.concatenate([np.load(os.path.join(out, s["output"])) for s in manifest["shards"]])
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def test_codes_and_manifest(tmp_path, model_path, weights) -> None:
@@ -170,7 +165,7 @@ def test_killed_run_resumes_to_the_same_codes(tmp_path) -> None:
 
 def _refused(capsys, argv, match) -> str:
     assert cli.main(argv) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert match in err, err
     return err
 
