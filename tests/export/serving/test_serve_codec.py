@@ -220,6 +220,10 @@ def test_json_numbers_never_reads_a_non_number_as_one(data: list[Any], words: st
         codec.json_numbers(data, 2, "data", may_hold_booleans=True)
 
 
+# ------------------------------------------------------------------------------------------
+# The wire: booleans in JSON text, gRPC contents, the v2 response bytes, the JSON codec.
+
+
 @pytest.mark.parametrize("middle", [b"", b'"true"', b"false", b'"' + b"u" * 100 + b'"',
                                     b'"' + b"ul" * 100 + b'true"', b"nul", b'"fals"'])  # fmt: skip
 def test_the_boolean_search_equals_the_substring_search(middle: bytes) -> None:

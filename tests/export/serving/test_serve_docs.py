@@ -1,4 +1,5 @@
-"""The interactive docs (`/docs`) of `keras-cae serve`, rendered in a real browser."""
+"""The interactive docs (`/docs`) of `keras-cae serve`, rendered in a real browser
+(Debian's chromium) without internet access."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ import httpx
 import pytest
 
 from tests.export.serving._serving import Server
-
-# ------------------------------------------------------------------------------------------
-# The interactive docs, in a real browser, without internet access.
 
 
 @pytest.mark.slow

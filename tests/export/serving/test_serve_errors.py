@@ -22,10 +22,6 @@ from tests.export.serving._serving import (
     v2_text,
 )
 
-# ------------------------------------------------------------------------------------------
-# Bad input: a 4xx with a JSON error that says what was wrong; the server lives on.
-
-
 _BAD_REQUESTS = [
     # (id, method, path, body, status, words the error must contain)
     ("malformed-json", "POST", INFER, '{"inputs": [', 400, "not valid JSON"),

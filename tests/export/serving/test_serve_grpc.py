@@ -1,5 +1,6 @@
 """KServe v2 over gRPC (`keras_cae.export.serving.kserve_v2_grpc`): a real `keras-cae serve
---grpc-port` in a subprocess, spoken to on loopback with Triton's own clients.
+--grpc-port` in a subprocess (the folder's one server, conftest.py, unless a test needs
+its own), spoken to on loopback with Triton's own clients.
 
 The reference for every result is `OnnxEncoder.encode` in this process, on the same
 file; the reference for every error message is the HTTP endpoint's answer to the

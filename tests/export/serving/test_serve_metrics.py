@@ -10,9 +10,6 @@ from typing import Any
 
 from tests.export.serving._serving import INFER, NAME, Server, batch, parse_prometheus, v2_body
 
-# ------------------------------------------------------------------------------------------
-# Metrics.
-
 
 def test_metrics_count_requests_latency_and_batches(client: Any) -> None:
     before = parse_prometheus(client.get("/metrics").text)

@@ -13,14 +13,10 @@ import numpy as np
 from tests._onnx import linear_model
 from tests.export.serving._serving import NAME, batch, v2_body
 
-# ------------------------------------------------------------------------------------------
-# In-process checks of the pieces the server is made of.
-
 
 def test_routers_answer_without_the_fast_path(model_path: str) -> None:
     """The protocol routers are complete on their own (the app puts a raw ASGI fast
     path for inference in front of them): the same answers, errors included."""
-
     from fastapi import FastAPI
 
     from keras_cae.export.serving import create_app, kserve_v2, tf_serving

@@ -1,8 +1,9 @@
 """The `keras-cae serve` process (`keras_cae.export.serving.server`, `.http_limits`): its
 connection limits, its startup line and its shutdown, driven over loopback.
 
-Each test starts a real server in a subprocess (`tests._loopback`) and speaks to it
-with raw sockets where the point is what a client sends byte by byte.
+Each test starts a real server in a subprocess (`_serving.start_serving`; the `limited`
+one is in conftest.py) and speaks to it with raw sockets where the point is what a
+client sends byte by byte.
 """
 
 from __future__ import annotations
