@@ -26,17 +26,19 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def weights() -> tuple[np.ndarray, np.ndarray]:
     """Float64 weights `(w, b)` of `model_path`'s encoder, 6 -> 3 features."""
-    rng = np.random.default_rng(3)
-    return rng.normal(size=(6, 3)), rng.normal(size=3)
+    from tests._onnx import seeded_weights
+
+    return seeded_weights()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_path(tmp_path_factory, weights) -> str:
     """An ONNX encoder ``code = sigmoid(x @ w + b)`` built with `onnx.helper` (no
-    TensorFlow): `tests._onnx.dense_sigmoid_model`."""
+    TensorFlow): `tests._onnx.dense_sigmoid_model`. Session-wide (read only), so that
+    the serving tests' package-wide server can serve it."""
     from tests._onnx import dense_sigmoid_model
 
     path = str(tmp_path_factory.mktemp("onnx") / "encoder.onnx")

@@ -20,7 +20,7 @@ conversion and a proof that the result holds exactly the JSON numbers of the req
 
 When the fast path cannot decide, the element-wise scan that was the only path
 before (`_scan`) decides and words the error; both give the same array or the same
-message (``tests/export/serving/test_serve_dataplane.py`` checks it with hypothesis).
+message (``tests/export/serving/test_serve_codec.py`` checks it with hypothesis).
 """
 
 from __future__ import annotations

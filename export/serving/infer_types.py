@@ -514,7 +514,7 @@ class InferResponse:
 @functools.lru_cache(maxsize=8)
 def _json_head(model_name: str, model_version: str, output_name: str) -> bytes:
     """The bytes of a v2 JSON response up to its output's shape: what `dumps` writes for
-    the response's dict (without `id`) before them (``test_serve_dataplane.py`` checks
+    the response's dict (without `id`) before them (``test_serve_codec.py`` checks
     the whole body against `dumps`)."""
     return (
         b'{"model_name":' + dumps(model_name) + b',"model_version":' + dumps(model_version)

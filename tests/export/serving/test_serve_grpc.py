@@ -1,5 +1,6 @@
 """KServe v2 over gRPC (`keras_cae.export.serving.kserve_v2_grpc`): a real `keras-cae serve
---grpc-port` in a subprocess, spoken to on loopback with Triton's own clients.
+--grpc-port` in a subprocess (the folder's one server, conftest.py, unless a test needs
+its own), spoken to on loopback with Triton's own clients.
 
 The reference for every result is `OnnxEncoder.encode` in this process, on the same
 file; the reference for every error message is the HTTP endpoint's answer to the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,60 +23,28 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.export.serving.test_serve import (
+from tests._onnx import dense_sigmoid_model, seeded_weights
+from tests.export.serving._serving import (
     CODE,
     FEATURES,
+    MAX_BATCH,
     NAME,
     Server,
-    _batch,
-    _free_port,
-    _make_encoder,
-    _parse_prometheus,
-    _start,
-    _stop,
-    _wait_for,
+    batch,
+    free_port,
+    parse_prometheus,
+    start_serving,
+    stop_server,
+    wait_for,
 )
 
-MAX_BATCH = 32
 _METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("grpc") / "encoder.onnx")
-    _make_encoder(path)
-    return path
-
-
 def _start_grpc(model: str, log: str, *extra: str) -> tuple[Server, str]:
-    port = _free_port()
-    server = _start(model, log, "--name", NAME, "--grpc-port", str(port), *extra)
-    return server, f"127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def served(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    log = str(tmp_path_factory.mktemp("grpc-log") / "server.log")
-    server, address = _start_grpc(model_path, log, "--max-batch", str(MAX_BATCH))
-    try:
-        yield server, address
-    finally:
-        code = _stop(server)
-        assert code == -signal.SIGTERM, server.output()
-        assert "Traceback" not in server.output(), server.output()
-
-
-@pytest.fixture(scope="module")
-def triton(served: Any) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(served[1])
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def stub(served: Any) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(served[1]) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    server = start_serving(model, log, "--name", NAME, *extra, grpc=True)
+    assert server.grpc_address is not None
+    return server, server.grpc_address
 
 
 def _triton_infer(client: Any, x: np.ndarray, **options: Any) -> Any:
@@ -100,9 +69,8 @@ def _request(x: np.ndarray, raw: bool = True, **fields: Any) -> service_pb2.Mode
 
 
 @pytest.mark.parametrize("rows", [0, 1, 7, MAX_BATCH])
-def test_triton_grpc_client_gets_the_encoders_codes(served: Any, triton: Any, rows: int) -> None:
-    server, _ = served
-    x = _batch(rows, seed=rows)
+def test_triton_grpc_client_gets_the_encoders_codes(server: Server, triton: Any, rows: int) -> None:
+    x = batch(rows, seed=rows)
     result = _triton_infer(triton, x, request_id="req-9")
     response = result.get_response()
     assert (response.model_name, response.model_version, response.id) == (NAME, "1", "req-9")
@@ -113,9 +81,8 @@ def test_triton_grpc_client_gets_the_encoders_codes(served: Any, triton: Any, ro
     np.testing.assert_array_equal(codes, server.encoder.encode(x))
 
 
-def test_typed_contents_in_typed_contents_out(served: Any, stub: Any) -> None:
-    server, _ = served
-    x = _batch(5, seed=4)
+def test_typed_contents_in_typed_contents_out(server: Server, stub: Any) -> None:
+    x = batch(5, seed=4)
     request = _request(x, raw=False, model_version="1")
     request.outputs.add(name="code")
     response = stub.ModelInfer(request)
@@ -126,9 +93,8 @@ def test_typed_contents_in_typed_contents_out(served: Any, stub: Any) -> None:
     np.testing.assert_array_equal(codes, server.encoder.encode(x))
 
 
-def test_grpc_and_http_clients_get_identical_answers(served: Any, triton: Any) -> None:
-    server, _ = served
-    x = _batch(9, seed=8)
+def test_grpc_and_http_clients_get_identical_answers(server: Server, triton: Any) -> None:
+    x = batch(9, seed=8)
     via_grpc = _triton_infer(triton, x).as_numpy("code")
     http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
     try:
@@ -142,8 +108,7 @@ def test_grpc_and_http_clients_get_identical_answers(served: Any, triton: Any) -
         http.close()
 
 
-def test_health_and_metadata_match_http(served: Any, triton: Any, stub: Any) -> None:
-    server, _ = served
+def test_health_and_metadata_match_http(server: Server, triton: Any, stub: Any) -> None:
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready(NAME) and triton.is_model_ready(NAME, "1")
     info = triton.get_server_metadata()
@@ -189,7 +154,7 @@ def _http_twin(request: service_pb2.ModelInferRequest) -> tuple[str, dict[str, A
 
 
 def _mutated(change: Callable[[Any], Any], raw: bool = True) -> service_pb2.ModelInferRequest:
-    request = _request(_batch(2, seed=30), raw=raw)
+    request = _request(batch(2, seed=30), raw=raw)
     change(request)
     return request
 
@@ -211,15 +176,15 @@ _SHARED_ERRORS = {
             "INVALID_ARGUMENT"),
     "output": (lambda r: r.outputs.add(name="z"), True, "INVALID_ARGUMENT"),
     "two inputs": (lambda r: (r.inputs.add(name="x2", datatype="FP32", shape=[2, FEATURES]),
-                              r.raw_input_contents.append(b"\0" * 64)), True, "INVALID_ARGUMENT"),
+                              r.raw_input_contents.append(b"\0" * 8 * FEATURES)), True,
+                   "INVALID_ARGUMENT"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(_SHARED_ERRORS))
 def test_bad_request_gets_the_http_message_and_a_client_status(
-    served: Any, stub: Any, case: str
+    server: Server, stub: Any, case: str
 ) -> None:
-    server, _ = served
     change, raw, status = _SHARED_ERRORS[case]
     request = _mutated(change, raw=raw)
     with pytest.raises(grpc.RpcError) as error:
@@ -237,7 +202,7 @@ _GRPC_ONLY_ERRORS = {
     "both": (lambda r: r.inputs[0].contents.fp32_contents.append(1.0), True,
              "Input 'x' has both contents (fp32_contents) and raw_input_contents"),
     "wrong contents": (lambda r: r.inputs[0].contents.ClearField("fp32_contents")
-                       or r.inputs[0].contents.int_contents.extend([1] * 16), False,
+                       or r.inputs[0].contents.int_contents.extend([1] * 2 * FEATURES), False,
                        "its contents are in int_contents; FP32 values go in fp32_contents"),
     "raw count": (lambda r: r.raw_input_contents.append(b""), True,
                   "2 raw_input_contents for 1 inputs"),
@@ -279,8 +244,8 @@ def test_huge_client_values_get_their_status_and_a_short_message(stub: Any, case
     assert len(error.value.details()) < 500, error.value.details()
 
 
-def test_malformed_message_is_invalid_argument_not_internal(served: Any) -> None:
-    with grpc.insecure_channel(served[1]) as channel:
+def test_malformed_message_is_invalid_argument_not_internal(server: Server) -> None:
+    with grpc.insecure_channel(server.grpc_address) as channel:
         call = channel.unary_unary(_METHOD)  # No serializer: the bytes go as they are.
         with pytest.raises(grpc.RpcError) as error:
             call(b"\x0a\xff\xff\xff")  # Field 1 claims more bytes than follow.
@@ -289,13 +254,13 @@ def test_malformed_message_is_invalid_argument_not_internal(served: Any) -> None
 
 
 def test_replies_larger_than_max_body_bytes_are_sent_and_counted(tmp_path: Any) -> None:
-    # A 2,048-value code: 100 rows are a 3.2 KB raw request and an 819 KB reply, ten
-    # times the default --max-body-bytes for 100 rows of 8 features (91,136 bytes).
+    # A 2,048-value code: 100 rows are a 2.4 KB raw request and an 819 KB reply, ten
+    # times the default --max-body-bytes for 100 rows of 6 features (84,736 bytes).
     model = str(tmp_path / "wide.onnx")
-    _make_encoder(model, code=2048)
+    dense_sigmoid_model(model, *seeded_weights(code=2048, seed=0))
     server, address = _start_grpc(model, str(tmp_path / "log"), "--max-batch", "100")
     try:
-        x = _batch(100, seed=70)
+        x = batch(100, seed=70)
         expected = server.encoder.encode(x)
         client = grpcclient.InferenceServerClient(address)
         with grpc.insecure_channel(address) as channel:
@@ -306,22 +271,21 @@ def test_replies_larger_than_max_body_bytes_are_sent_and_counted(tmp_path: Any) 
         np.testing.assert_array_equal(raw, expected)
         codes = np.asarray(typed.outputs[0].contents.fp32_contents, np.float32)
         np.testing.assert_array_equal(codes.reshape(100, 2048), expected)
-        samples = _parse_prometheus(httpx.get(server.url + "/metrics").text)
+        samples = parse_prometheus(httpx.get(server.url + "/metrics").text)
         calls = samples["keras_cae_grpc_requests_total"]
         assert calls == {(("code", "OK"), ("method", "ModelInfer")): 2.0}, calls
     finally:
-        _stop(server)
+        stop_server(server)
 
 
 # ------------------------------------------------------------------------------------------
 # Metrics, shutdown, the command line.
 
 
-def test_metrics_count_grpc_calls(served: Any, triton: Any, stub: Any) -> None:
-    server, _ = served
+def test_metrics_count_grpc_calls(server: Server, triton: Any, stub: Any) -> None:
 
     def scrape() -> dict[str, Any]:
-        return _parse_prometheus(httpx.get(server.url + "/metrics").text)
+        return parse_prometheus(httpx.get(server.url + "/metrics").text)
 
     def total(samples: dict[str, Any], name: str, **labels: str) -> float:
         return sum(
@@ -331,7 +295,7 @@ def test_metrics_count_grpc_calls(served: Any, triton: Any, stub: Any) -> None:
 
     before = scrape()
     for _ in range(3):
-        _triton_infer(triton, _batch(4, seed=40))
+        _triton_infer(triton, batch(4, seed=40))
     triton.is_server_live()
     with pytest.raises(grpc.RpcError):
         stub.ModelInfer(_mutated(lambda r: setattr(r, "model_name", "other")))
@@ -368,7 +332,7 @@ def test_sigterm_stops_both_listeners_and_finishes_in_flight_requests(
     grpc_port = int(address.rsplit(":", 1)[1])
     try:
         client = grpcclient.InferenceServerClient(address)
-        x = _batch(3, seed=50)
+        x = batch(3, seed=50)
         np.testing.assert_array_equal(
             _triton_infer(client, x).as_numpy("code"), server.encoder.encode(x)
         )
@@ -393,13 +357,13 @@ def test_sigterm_stops_both_listeners_and_finishes_in_flight_requests(
             f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data[: len(data) // 2]
         )
-        _wait_for(
-            lambda: _parse_prometheus(httpx.get(server.url + "/metrics").text)[
+        wait_for(
+            lambda: parse_prometheus(httpx.get(server.url + "/metrics").text)[
                 "keras_cae_requests_in_flight"][()] == 2, "the request to be in flight",
         )  # fmt: skip
         server.process.send_signal(signal.SIGTERM)
-        _wait_for(lambda: _refuses(server.port), "HTTP to stop accepting connections")
-        _wait_for(lambda: _refuses(grpc_port), "gRPC to stop accepting connections")
+        wait_for(lambda: _refuses(server.port), "HTTP to stop accepting connections")
+        wait_for(lambda: _refuses(grpc_port), "gRPC to stop accepting connections")
         assert server.process.poll() is None, "the server quit with a request in flight"
         connection.sendall(data[len(data) // 2 :])
         reply = b""
@@ -414,7 +378,7 @@ def test_sigterm_stops_both_listeners_and_finishes_in_flight_requests(
         assert server.process.wait(timeout=15) == -signal.SIGTERM, server.output()
         assert "Traceback" not in server.output(), server.output()
     finally:
-        _stop(server)
+        stop_server(server)
 
 
 def test_cli_grpc_errors_are_one_line_exit_2(
@@ -426,7 +390,7 @@ def test_cli_grpc_errors_are_one_line_exit_2(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = str(busy.getsockname()[1])
-        free = str(_free_port())
+        free = str(free_port())
         cases = [
             (["--grpc-port", taken], "Cannot listen on 127.0.0.1:" + taken),
             (["--grpc-port", free, "--workers", "2"], "--grpc-port serves from one process"),
@@ -451,7 +415,7 @@ def test_messages_are_wire_compatible_with_tritons_and_share_a_process() -> None
         ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
          "ModelInfer"]
     )  # fmt: skip
-    theirs = _request(_batch(2, seed=60), raw=False, id="a", model_version="1")
+    theirs = _request(batch(2, seed=60), raw=False, id="a", model_version="1")
     theirs.outputs.add(name="code")
     mine = ours.ModelInferRequest.FromString(theirs.SerializeToString())
     assert (mine.model_name, mine.model_version, mine.id) == (NAME, "1", "a")

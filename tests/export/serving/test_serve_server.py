@@ -1,13 +1,15 @@
 """The `keras-cae serve` process (`keras_cae.export.serving.server`, `.http_limits`): its
 connection limits, its startup line and its shutdown, driven over loopback.
 
-Each test starts a real server in a subprocess (`tests._loopback`) and speaks to it
-with raw sockets where the point is what a client sends byte by byte.
+Each test starts a real server in a subprocess (`_serving.start_serving`; the `limited`
+one is in conftest.py) and speaks to it with raw sockets where the point is what a
+client sends byte by byte.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import signal
 import socket
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -24,42 +25,22 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from tests.export.serving.test_serve import (
+from tests._onnx import dense_sigmoid_model, seeded_weights
+from tests.export.serving._serving import (
+    FEATURES,
+    HEADER_TIMEOUT,
+    LIMIT_CONCURRENCY,
+    MAX_HEADER_BYTES,
     NAME,
     Server,
-    _free_port,
-    _make_encoder,
-    _start,
-    _stop,
-    _wait_for,
+    free_port,
+    start_serving,
+    stop_server,
+    v2_body,
+    wait_for,
 )
 
-HEADER_TIMEOUT = 1.0  # Seconds, for the server of this module.
-MAX_HEADER_BYTES = 8192
-LIMIT_CONCURRENCY = 30
 _LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("server") / "encoder.onnx")
-    _make_encoder(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def limited(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = str(tmp_path_factory.mktemp("server-log") / "server.log")
-    server = _start(
-        model_path, log, "--name", NAME, "--header-timeout", str(HEADER_TIMEOUT),
-        "--max-header-bytes", str(MAX_HEADER_BYTES),
-        "--limit-concurrency", str(LIMIT_CONCURRENCY),
-    )  # fmt: skip
-    try:
-        yield server
-    finally:
-        assert _stop(server) == -signal.SIGTERM, server.output()
-        assert "Traceback" not in server.output(), server.output()
 
 
 def _connect(server: Server) -> socket.socket:
@@ -118,7 +99,7 @@ def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
     for thread in trickles:
         thread.start()
     # A request whose body comes slowly is not cut: the deadline is for the head.
-    body = b'{"inputs": [{"name": "x", "shape": [0, 8], "datatype": "FP32", "data": []}]}'
+    body = json.dumps(v2_body(np.zeros((0, FEATURES), np.float32))).encode()
     uploading = _connect(limited)
     head = f"POST /v2/models/{NAME}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
     uploading.sendall(f"{head}\r\nConnection: close\r\n\r\n".encode() + body[:10])
@@ -165,14 +146,14 @@ def test_oversized_request_head_is_431_and_the_rest_is_not_read(limited: Server)
 def test_limit_concurrency_answers_503_beyond_it(limited: Server) -> None:
     held = [_connect(limited) for _ in range(LIMIT_CONCURRENCY)]
     try:
-        _wait_for(
+        wait_for(
             lambda: httpx.get(limited.url + "/v2/health/live").status_code == 503,
             "a 503 beyond --limit-concurrency",
         )
     finally:
         for c in held:
             c.close()
-    _wait_for(
+    wait_for(
         lambda: httpx.get(limited.url + "/v2/health/live").status_code == 200,
         "a 200 once the connections are gone",
     )
@@ -211,7 +192,7 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_startup_line_brackets_an_ipv6_host(model_path: str, tmp_path: Any) -> None:
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "keras_cae.cli", "serve", model_path, "--name", NAME,
         "--host", "::1", "--port", str(port), "--grpc-port", str(grpc_port),
@@ -228,7 +209,7 @@ def test_startup_line_brackets_an_ipv6_host(model_path: str, tmp_path: Any) -> N
             except httpx.TransportError:
                 return False
 
-        _wait_for(ready, "the server on [::1]", timeout=60)
+        wait_for(ready, "the server on [::1]", timeout=60)
         [line] = [x for x in log.read_text().splitlines() if x.startswith("keras-cae serve:")]
         url = f"http://[::1]:{port}/v2/models/{NAME}/infer"
         assert url in line and f"gRPC [::1]:{grpc_port}" in line, line
@@ -249,9 +230,9 @@ def test_startup_line_brackets_an_ipv6_host(model_path: str, tmp_path: Any) -> N
 def test_sigterm_answers_every_grpc_call_already_sent(tmp_path: Any) -> None:
     features = 64
     model = str(tmp_path / "wide.onnx")
-    _make_encoder(model, features=features, code=64)
-    grpc_port = _free_port()
-    server = _start(
+    dense_sigmoid_model(model, *seeded_weights(features, 64, seed=0))
+    grpc_port = free_port()
+    server = start_serving(
         model, str(tmp_path / "log"), "--name", NAME, "--grpc-port", str(grpc_port),
         "--shutdown-timeout", "20",
     )  # fmt: skip
@@ -293,24 +274,24 @@ def test_sigterm_answers_every_grpc_call_already_sent(tmp_path: Any) -> None:
         assert "Traceback" not in server.output(), server.output()
         assert re.search(r"gRPC \(KServe v2\) running on", server.output())
     finally:
-        _stop(server)
+        stop_server(server)
 
 
 @pytest.mark.slow  # ~5 s: a server start and a 2 s grace.
-def test_sigterm_with_grpc_calls_that_keep_coming_stops_within_the_grace(tmp_path: Any) -> None:
+def test_sigterm_with_grpc_calls_that_keep_coming_stops_within_the_grace(
+    model_path: str, tmp_path: Any
+) -> None:
     # The server takes calls until none arrives for a moment, but for at most half the
     # grace: a client that never pauses does not hold it past --shutdown-timeout.
     grace = 2
-    model = str(tmp_path / "encoder.onnx")
-    _make_encoder(model)
-    grpc_port = _free_port()
-    server = _start(
-        model, str(tmp_path / "log"), "--name", NAME, "--grpc-port", str(grpc_port),
+    grpc_port = free_port()
+    server = start_serving(
+        model_path, str(tmp_path / "log"), "--name", NAME, "--grpc-port", str(grpc_port),
         "--shutdown-timeout", str(grace),
     )  # fmt: skip
     request = service_pb2.ModelInferRequest(model_name=NAME)
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 8])
-    request.raw_input_contents.append(np.zeros((1, 8), "<f4").tobytes())
+    request.inputs.add(name="x", datatype="FP32", shape=[1, FEATURES])
+    request.raw_input_contents.append(np.zeros((1, FEATURES), "<f4").tobytes())
     codes: list[str] = []
     stop = threading.Event()
 
@@ -330,7 +311,7 @@ def test_sigterm_with_grpc_calls_that_keep_coming_stops_within_the_grace(tmp_pat
     caller = threading.Thread(target=keep_calling, daemon=True)
     caller.start()
     try:
-        _wait_for(lambda: len(codes) >= 20, "calls to be answered")
+        wait_for(lambda: len(codes) >= 20, "calls to be answered")
         server.process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         assert server.process.wait(timeout=grace + 10) == -signal.SIGTERM, server.output()
@@ -339,5 +320,5 @@ def test_sigterm_with_grpc_calls_that_keep_coming_stops_within_the_grace(tmp_pat
     finally:
         stop.set()
         caller.join(timeout=15)
-        _stop(server)
+        stop_server(server)
     assert codes[:20] == ["OK"] * 20, codes[:20]
