@@ -61,7 +61,7 @@ def test_ruff_format():
 
 
 @pytest.mark.slow
-def test_types_of_the_public_api(installed_layout, tmp_path):
+def test_types_of_every_module(installed_layout, tmp_path):
     """mypy on every module of keras_cae and keras_cae.export (pyproject.toml's [tool.mypy])."""
     output = _run(
         [*_tool("mypy"), "--config-file", PYPROJECT, "--cache-dir", str(tmp_path / "cache")],
