@@ -21,7 +21,7 @@ import os
 import re
 import zipfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -50,7 +50,7 @@ INPUT_RANGE_KEY = METADATA_PREFIX + "input_range"
 INPUT_SCALING_KEY = METADATA_PREFIX + "input_scaling"
 
 # ONNX tensor element types that an encoder input may have, as numpy dtypes.
-_ORT_DTYPES = {
+_ORT_DTYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(double)": np.dtype(np.float64),
     "tensor(float16)": np.dtype(np.float16),
@@ -190,7 +190,7 @@ def check_input_range(
         return
     low, high = accepted_range(input_range)
     smallest, largest = _finite_extremes(x)
-    if smallest is None or (smallest >= low and largest <= high):
+    if smallest is None or largest is None or (smallest >= low and largest <= high):
         return
     raise ValueError(
         f"The input holds values from {smallest:.6g} to {largest:.6g}, outside the range "
@@ -289,9 +289,9 @@ def _session_runner(session: Any, providers: Sequence[str]) -> Any:
     test_private_onnxruntime_api_for_the_fast_path` fails, naming the onnxruntime
     version, if a release changes it.
     """
-    native = getattr(session, "_sess", None)
-    if list(providers) == ["CPUExecutionProvider"] and callable(getattr(native, "run", None)):
-        return native.run
+    native_run = getattr(getattr(session, "_sess", None), "run", None)
+    if list(providers) == ["CPUExecutionProvider"] and callable(native_run):
+        return native_run
     return session.run
 
 
@@ -538,7 +538,8 @@ class OnnxEncoder:
         bounds = self._bounds
         step = self.batch_size
         if batch == 0 and self._code_static:
-            codes = np.zeros((0, *self._code_shape), dtype=np.float32)
+            # Every code dimension is an int here (`_code_static`).
+            codes = np.zeros((0, *cast("tuple[int, ...]", self._code_shape)), dtype=np.float32)
         elif batch <= step:
             if bounds is not None and batch:
                 # Two reductions, no more than the finite test: NaN fails both

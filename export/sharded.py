@@ -51,6 +51,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -256,6 +257,22 @@ def _blocks(source: shards.ShardSource, path: str, block_rows: int) -> Iterator[
             yield block
 
 
+def _no_codes(
+    encoder: OnnxEncoder, source: shards.ShardSource, path: str, flat: tuple[int, ...] | None
+) -> np.ndarray:
+    """The codes of an empty shard: float32 ``(0, *code dims)``. Where a code dimension
+    is dynamic, the encoder says its size by encoding no rows."""
+    code_dims = encoder.output_shape[1:]
+    static = [dim for dim in code_dims if dim is not None]
+    if len(static) == len(code_dims):
+        return np.zeros((0, *static), np.float32)
+    row_shape = source.row_shape if flat is None else flat
+    try:
+        return encoder.encode(np.zeros((0, *row_shape), np.float32))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
 def encode_shards(
     encoder: OnnxEncoder,
     source: shards.ShardSource | str | os.PathLike[str],
@@ -330,7 +347,7 @@ def _encode_locked(
     os.makedirs(out, exist_ok=True)
     code_dims = tuple(encoder.output_shape[1:])
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "complete": False,
         "input": source.name,
@@ -391,11 +408,7 @@ def _encode_locked(
                     parts.append(encoder.encode(x))
                 except ValueError as error:
                     raise ValueError(f"{path}: {error}") from None
-            codes = (
-                np.concatenate(parts)
-                if parts
-                else np.zeros((0, *encoder.output_shape[1:]), np.float32)
-            )
+            codes = np.concatenate(parts) if parts else _no_codes(encoder, source, path, flat)
             _io.atomic_save_npy(target, codes)
             rows, done = len(codes), False
             code_shape = code_shape or tuple(codes.shape[1:])

@@ -280,7 +280,7 @@ def _activation_and_derivative(activation: Any, pre: tf.Tensor) -> tuple[tf.Tens
 
 def _chain_forward(
     chain: _DenseChain, x: tf.Tensor
-) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor | None]]:
     """Runs the Dense chain; returns the code, the kernels and the σ′ of each step.
 
     The code is computed exactly as ``Dense.call`` computes it, so it can replace the
@@ -289,7 +289,8 @@ def _chain_forward(
     h = x
     if chain.flatten_input:
         h = tf.reshape(h, [tf.shape(h)[0], -1])
-    kernels, derivatives = [], []
+    kernels: list[tf.Tensor] = []
+    derivatives: list[tf.Tensor | None] = []
     for dense, activation, is_linear in chain.steps:
         dtype = dense.compute_dtype
         kernel = tf.cast(dense.kernel, dtype)

@@ -109,7 +109,7 @@ def tf_config() -> dict[str, Any]:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     workers = cluster.get("worker") if isinstance(cluster, dict) else None
-    if not isinstance(workers, list) or not workers:
+    if not isinstance(cluster, dict) or not isinstance(workers, list) or not workers:
         raise ValueError(
             f"TF_CONFIG has no cluster.worker list. Received: TF_CONFIG={text!r}; "
             f"expected {allowed}"

@@ -146,13 +146,13 @@ def open_shards(spec: str | os.PathLike[str], argument: str = "--data") -> Shard
             f"{sorted(SHARD_SUFFIXES)} files."
         )
     kinds = {SHARD_SUFFIXES.get(os.path.splitext(path)[1].lower()) for path in paths}
-    if None in kinds or len(kinds) > 1:
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if kind is None:
         suffixes = sorted({os.path.splitext(path)[1] for path in paths})
         raise ValueError(
             f"Data shards for {text!r} should all be .npy or all .tfrecord files. "
             f"Received suffixes: {suffixes}"
         )
-    kind = kinds.pop()
     if kind == "tfrecord":
         sizes = {path: _tfrecord_row_size(path) for path in paths}
         if len(set(sizes.values())) > 1:

@@ -1,5 +1,5 @@
 """The habits of a maintained library, checked by the README's test command (and so by CI):
-lint and format (ruff), types of the public API (mypy), the import contracts
+lint and format (ruff), types of every module (mypy), the import contracts
 (import-linter) and the API reference (mkdocs + mkdocstrings, warnings as errors).
 
 Each tool comes with the ``test`` extra (``pip install -e '.[test]'``); a missing tool
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,13 +61,42 @@ def test_ruff_format():
 
 
 @pytest.mark.slow
-def test_types_of_the_public_api(installed_layout, tmp_path):
-    """mypy on the modules pyproject.toml's [tool.mypy] lists (the public API)."""
+def test_types_of_every_module(installed_layout, tmp_path):
+    """mypy on every module of keras_cae and keras_cae.export (pyproject.toml's [tool.mypy])."""
     output = _run(
         [*_tool("mypy"), "--config-file", PYPROJECT, "--cache-dir", str(tmp_path / "cache")],
         cwd=installed_layout,
     )
     assert "Success: no issues found" in output
+
+
+def test_the_type_check_covers_every_module():
+    """[tool.mypy] checks the whole package as installed: only protoc's generated
+    messages (``*_pb2.py`` and their ``.pyi`` stub) are left out, so a new module
+    cannot slip past."""
+    import tomllib
+
+    with open(PYPROJECT, "rb") as stream:
+        config = tomllib.load(stream)["tool"]["mypy"]
+    assert config["packages"] == ["keras_cae"]
+    assert not {"modules", "files"} & set(config)
+    installed = {"keras_cae": "keras_cae", "export": "keras_cae/export"}
+    sources = [
+        os.path.relpath(os.path.join(folder, name), ROOT).replace(os.sep, "/")
+        for top in installed
+        for folder, _, names in os.walk(os.path.join(ROOT, top))
+        for name in names
+        if name.endswith((".py", ".pyi"))
+    ]
+    as_installed = [
+        installed[path.split("/", 1)[0]] + "/" + path.split("/", 1)[1] for path in sources
+    ]
+    patterns = config["exclude"]  # A list in TOML: mypy joins them with |.
+    excluded = sorted(
+        path for path in as_installed if any(re.search(pattern, path) for pattern in patterns)
+    )
+    assert excluded == sorted(path for path in as_installed if "_pb2" in path)
+    assert excluded, "the generated messages moved; update [tool.mypy] exclude"
 
 
 def test_import_contracts(installed_layout):

@@ -17,11 +17,11 @@ import math
 import os
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from keras_cae.export.runtime import OnnxEncoder
 from keras_cae.export.serving import kserve_v2, tf_serving
@@ -162,7 +162,7 @@ class _ServingApp(FastAPI):
 
     fast_path: _InferenceFastPath | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fast = self.fast_path
         if fast is not None and scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
@@ -187,7 +187,7 @@ class _InferenceFastPath:
         self.routes = routes
 
     async def answer(
-        self, scope: dict[str, Any], receive: Any, send: Any, route: APIRoute,
+        self, scope: Scope, receive: Receive, send: Send, route: APIRoute,
         handler: Handler, params: dict[str, str],
     ) -> None:  # fmt: skip
         start = self.metrics.begin()
@@ -210,7 +210,7 @@ class _InferenceFastPath:
             self.metrics.end(start, route.path, "POST", status)
 
 
-async def _send(send: Any, reply: Reply) -> None:
+async def _send(send: Send, reply: Reply) -> None:
     headers = [
         (b"content-type", reply.media_type.encode()),
         (b"content-length", b"%d" % len(reply.body)),

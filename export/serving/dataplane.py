@@ -125,7 +125,7 @@ class DataPlane:
         #: The value range the model was trained on, if the encoder records it (the
         #: ``keras_cae.input_range`` metadata); input far outside it is refused.
         self.input_range: tuple[float, float] | None = getattr(encoder, "input_range", None)
-        self.metadata = {
+        self.metadata: dict[str, Any] = {
             "name": name,
             "versions": [VERSION],
             "platform": "onnxruntime_onnx",

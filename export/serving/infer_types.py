@@ -58,7 +58,10 @@ MAX_RANK = schemas.MAX_RANK
 BINARY_HEADER = b"inference-header-content-length"
 # The typed contents field of each datatype that has one, and its wire dtype.
 _TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
-_TYPED_DTYPE = {"fp32_contents": np.dtype("<f4"), "fp64_contents": np.dtype("<f8")}
+_TYPED_DTYPE: dict[str, np.dtype] = {
+    "fp32_contents": np.dtype("<f4"),
+    "fp64_contents": np.dtype("<f8"),
+}
 # The wire key of each typed field, packed (proto3 packs repeated numbers).
 _PACKED_KEY = {
     name: pb.InferTensorContents.DESCRIPTOR.fields_by_name[name].number << 3 | 2
@@ -215,7 +218,17 @@ class InferRequest:
             raise InvalidRequest(
                 f"'{key}' is null; send an array (or an object keyed by the input name)."
             )
-        if key == "instances":
+        # Only 'inputs' may be an object (the schema's `instances` is an array).
+        if isinstance(values, dict):
+            where = "'inputs'"
+            if list(values) != [input_name]:
+                raise InvalidRequest(
+                    f"'inputs' must have exactly the key {input_name!r}; received {_keys(values)}."
+                )
+            rows = values[input_name]
+            if not isinstance(rows, list):
+                raise InvalidRequest(f"'inputs'[{input_name!r}] must be an array.")
+        elif key == "instances":
             rows = values
             if rows and all(isinstance(row, dict) for row in rows):
                 if any(list(row) != [input_name] for row in rows):
@@ -223,20 +236,11 @@ class InferRequest:
                         f"Each instance object must have exactly the key {input_name!r}."
                     )
                 rows = [row[input_name] for row in rows]
-            where, values = "'instances'", rows
+            where = "'instances'"
         else:
-            where = "'inputs'"
-            if isinstance(values, dict):
-                if list(values) != [input_name]:
-                    raise InvalidRequest(
-                        f"'inputs' must have exactly the key {input_name!r}; received "
-                        f"{_keys(values)}."
-                    )
-                values = values[input_name]
-                if not isinstance(values, list):
-                    raise InvalidRequest(f"'inputs'[{input_name!r}] must be an array.")
+            where, rows = "'inputs'", values
         item = InferInput(
-            None, None, None, where, data=values,
+            None, None, None, where, data=rows,
             may_hold_booleans=_booleans(body),
         )  # fmt: skip
         tf_key = "predictions" if key == "instances" else "outputs"
@@ -394,10 +398,10 @@ def _validated_envelope(document: dict[str, Any]) -> _Envelope:
     for i, value in enumerate(data):
         if value is not None and not isinstance(value, list):
             raise InvalidRequest(f"Invalid request: inputs.{i}.data: Input should be a valid list")
-    outputs = None
+    outputs: list[tuple[str, Any]] | None = None
     if payload.outputs is not None:
         outputs = [(output.name, output.parameters) for output in payload.outputs]
-    inputs = [
+    inputs: list[tuple[str, str, tuple[int, ...], Any]] = [
         (tensor.name, tensor.datatype, tuple(tensor.shape), tensor.parameters)
         for tensor in payload.inputs
     ]

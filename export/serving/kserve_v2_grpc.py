@@ -239,8 +239,9 @@ def create_grpc_server(dataplane: DataPlane, address: str, max_request_bytes: in
         for name, (method, request_type) in handlers.methods().items()
     }
     code_shape = service.encoder.output_shape[1:]
-    if all(isinstance(d, int) and d > 0 for d in code_shape):
-        codes = 4 * service.max_batch * math.prod(code_shape)
+    code_sizes = [d for d in code_shape if isinstance(d, int) and d > 0]
+    if len(code_sizes) == len(code_shape):
+        codes = 4 * service.max_batch * math.prod(code_sizes)
         max_reply_bytes = min(max_request_bytes + codes + 64 * 1024, _GRPC_MAX_LENGTH)
     else:  # A dynamic code size has no bound to derive: gRPC's default, none.
         max_reply_bytes = -1

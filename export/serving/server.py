@@ -96,7 +96,7 @@ class _Server(uvicorn.Server):
 #: How long uvicorn's master waits for a worker's answer to its health ping before it kills
 #: the worker as hung (uvicorn's own default, 5 s, killed workers still starting up on a
 #: busy 2-core machine, over and over: their imports hold the interpreter for longer).
-WORKER_HEALTHCHECK_SECONDS = 30.0
+WORKER_HEALTHCHECK_SECONDS = 30  # uvicorn takes whole seconds (an int).
 
 
 def _worker_app() -> FastAPI:
@@ -286,8 +286,8 @@ def serve(
         )  # fmt: skip
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-        for key, value in saved.items():  # The caller's environment, as it was.
-            if value is None:
+        for key, previous in saved.items():  # The caller's environment, as it was.
+            if previous is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                os.environ[key] = previous

@@ -31,7 +31,7 @@ _LABELS_PER_CLASS = number(1, integer=True)
 def _label_budgets(text: str) -> list[int | None]:
     """``10,30,all`` -> ``[10, 30, None]``: labelled images per class, None for all."""
     try:
-        return [None if part == "all" else _LABELS_PER_CLASS(part) for part in text.split(",")]
+        return [None if part == "all" else int(_LABELS_PER_CLASS(part)) for part in text.split(",")]
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected positive integers or 'all', such as 10,100,all, got {text!r}"

@@ -46,11 +46,11 @@ def held_out_split(num_rows: int, fraction: float, rounding: str = "ceil") -> tu
     return num_rows - held, held
 
 
-def check_rows(source: str, num_rows: int, splits: Sequence[tuple[str, float, str]]) -> None:
+def check_rows(source: str | None, num_rows: int, splits: Sequence[tuple[str, float, str]]) -> None:
     """Raises `ValueError` if any of the successive `splits` leaves a part empty.
 
     Args:
-        source: the `--data` value, for the message.
+        source: the `--data` value (`None` for the default), for the message.
         num_rows: rows in the data.
         splits: `(flag, fraction, rounding)` for each split, in order; each splits the
             rows the previous one kept. A fraction of 0 skips the split. A `flag` that

@@ -107,10 +107,20 @@ class _Data:
 
 
 def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
-    p = _engine.split(dataset, config.test_fraction)
+    labels, p = dataset.y, _engine.split(dataset, config.test_fraction)
+    if (
+        labels is None
+        or p.y_train is None
+        or p.y_fit is None
+        or p.y_val is None
+        or p.y_test is None
+    ):
+        raise ValueError(
+            f"The fine-tuning protocol needs labels, and dataset {dataset.name!r} has none."
+        )
     return _Data(
         p.x_train, p.x_fit, p.y_fit, p.x_val, p.y_val, p.x_test, p.y_test, p.y_train,
-        int(dataset.y.max()) + 1, _engine.image_shape(tuple(dataset.x.shape[1:])),
+        int(labels.max()) + 1, _engine.image_shape(tuple(dataset.x.shape[1:])),
     )  # fmt: skip
 
 
@@ -179,7 +189,8 @@ class _Runner:
         return classifier, best, len(index), time.process_time() - begin
 
 
-def _probe(codes_train: np.ndarray, y_train: np.ndarray) -> Callable[[Any], Any]:
+def _probe(codes_train: np.ndarray, y_train: np.ndarray) -> Any:
+    """The linear probe (`keras_cae.training.fit_probe`): a scikit-learn pipeline."""
     from keras_cae.training import fit_probe
 
     return fit_probe(codes_train, y_train)

@@ -451,7 +451,8 @@ class Cache:
         self, unit: Unit, record: dict[str, Any], weights: list[np.ndarray] | None = None
     ) -> None:
         if weights is not None:
-            arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
+            # Any: numpy's stub types `**kwds` of `savez` as if they could be `allow_pickle`.
+            arrays: dict[str, Any] = {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
             _atomic_write(self.path(unit, ".npz"), lambda s: np.savez(s, **arrays), binary=True)
         full = {"unit": asdict(unit), "key": unit_key(self.config, unit), **record}
         full["settings"] = settings(self.config, unit)
@@ -632,7 +633,8 @@ def finetune(
             )
         return wrong / len(inputs)
 
-    best_error, best_step, best_weights, waited, order, position = math.inf, 0, None, 0, [], 0
+    order: list[int] | np.ndarray = []
+    best_error, best_step, best_weights, waited, position = math.inf, 0, None, 0, 0
     done = 0
     while done < steps:
         if position + batch > len(order):
@@ -678,6 +680,11 @@ def jacobians(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
         h = _sigmoid(h @ kernel + bias)
         local = (h * (1 - h))[:, :, None] * np.asarray(kernel, np.float64).T[None]
         jac = local if jac is None else np.matmul(local, jac)
+    if jac is None:
+        raise ValueError(
+            f"`weights` should hold at least one (kernel, bias) pair. Received: {len(weights)} "
+            "arrays"
+        )
     return jac
 
 
@@ -772,6 +779,8 @@ def run_unit(split: MnistSplit, config: StudyConfig, unit: Unit, cache: Cache) -
         cache.save(unit, record, weights)
         return record
     if unit.kind == "finetune":
+        if unit.lr is None or unit.budget is None or unit.seed is None:
+            raise ValueError(f"A finetune unit needs `lr`, `budget` and `seed`. Received: {unit}")
         record = finetune(
             _encoder_weights(split, config, unit, cache),
             split,
@@ -928,7 +937,7 @@ def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[s
     test errors join the result when finished).
     """
     seeds = list(config.seeds) if budget != "all" else list(config.all_seeds)
-    best = None
+    best: dict[str, Any] | None = None
     for hp in _grid(config, model):
         for lr in config.finetune_lrs:
             units = [Unit("finetune", model, hp, lr, budget, s) for s in seeds]
@@ -993,7 +1002,7 @@ def build_report(
                               "contraction", "spectrum_mean", "seconds", "peak_jacobian_bytes",
                               "process_peak_rss_mb")
                 }  # fmt: skip
-    seconds = {}
+    seconds: dict[str, float] = {}
     for unit in units:
         if cache.done(unit):
             kind = _kind(unit)

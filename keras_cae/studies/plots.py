@@ -208,7 +208,7 @@ def plot_spectra(
 
 
 def plot_contraction_curves(
-    radii: Sequence[float],
+    radii: Sequence[float] | np.ndarray,
     curves: Mapping[str, Any],
     path: str | os.PathLike[str],
     *,

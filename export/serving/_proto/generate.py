@@ -1,6 +1,7 @@
-"""Regenerates ``grpc_predict_v2_pb2.py`` from ``grpc_predict_v2.proto``.
+"""Regenerates ``grpc_predict_v2_pb2.py`` and its type stub ``grpc_predict_v2_pb2.pyi``
+from ``grpc_predict_v2.proto``.
 
-The generated module is committed, so that a service host needs only `protobuf`
+The generated module and stub are committed, so that a service host needs only `protobuf`
 at run time, not the compiler. After changing the ``.proto`` (or to move to another
 protobuf major version), run from the repository root, in an environment with
 ``pip install "grpcio-tools==1.76.0" "protobuf>=6.31.1,<7"``:
@@ -29,7 +30,8 @@ def main() -> int:
     from grpc_tools import protoc
 
     name = "grpc_predict_v2"
-    if protoc.main(["protoc", f"-I{_HERE}", f"--python_out={_HERE}", f"{name}.proto"]) != 0:
+    arguments = [f"-I{_HERE}", f"--python_out={_HERE}", f"--pyi_out={_HERE}", f"{name}.proto"]
+    if protoc.main(["protoc", *arguments]) != 0:
         return 1
     path = os.path.join(_HERE, f"{name}_pb2.py")
     with open(path, encoding="utf-8") as file:
