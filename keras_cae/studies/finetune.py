@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_cae.studies._engine import summary
+from keras_cae.studies._engine import paired_test, summary
 
 __all__ = [
     "PRETRAINED",
@@ -233,21 +233,6 @@ def labelled_subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarr
         for label in np.unique(y)
     ]
     return np.sort(np.concatenate(picks))
-
-
-def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
-    """p-values of the paired t-test and the exact two-sided Wilcoxon signed-rank test.
-
-    None where a test is undefined: fewer than 2 pairs, or every difference zero.
-    """
-    from scipy import stats
-
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if len(diff) < 2 or not np.any(diff):
-        return None, None
-    t_p = float(stats.ttest_rel(a, b).pvalue) if np.std(diff) > 0 else None
-    w_p = float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
-    return t_p, w_p
 
 
 def finetune_classifier(

@@ -31,7 +31,6 @@ from keras_cae.studies.finetune import (
     PretrainRun,
     finetune_classifier,
     labelled_subset,
-    paired_test,
     shift_images,
 )
 
@@ -264,7 +263,7 @@ def tests(study: FinetuneStudy) -> list[PairedTest]:
                     study.accuracies(a, budget, metric),
                     study.accuracies(b, budget, metric),
                 )
-                t_p, w_p = paired_test(first, second)
+                t_p, w_p = _engine.paired_test(first, second)
                 difference = float(np.mean(np.subtract(first, second)))
                 tests.append(PairedTest(a, b, budget, metric, difference, t_p, w_p, len(first)))
     return tests
