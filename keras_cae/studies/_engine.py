@@ -42,6 +42,7 @@ from keras_cae.studies.compare import (
 __all__ = [
     "Split",
     "split",
+    "test_part",
     "image_shape",
     "check_grids",
     "search_grid",
@@ -69,6 +70,8 @@ class Split:
 
     The search trains on `fit` and scores on `validation`; the final runs train on
     `train` and are measured on `test`. Labels are None for unlabelled data.
+    `own_test_split` is True when `test` is the file's own test part (``x_test`` of
+    the Keras layout), False when it was drawn from the rows at random.
     """
 
     x_train: np.ndarray
@@ -79,18 +82,26 @@ class Split:
     y_test: np.ndarray | None
     y_fit: np.ndarray | None
     y_val: np.ndarray | None
+    own_test_split: bool = False
 
 
 def split(dataset: Dataset, test_fraction: float) -> Split:
     """Splits `dataset` into train and test, and train into fit and validation.
 
-    Both splits are seeded with `SPLIT_SEED` (stratified when labelled, see
-    `keras_cae.training.split`); the validation part is `VALIDATION_FRACTION` of train.
-    Imports TensorFlow (through `keras_cae.training`).
+    A dataset with its own split (the Keras layout, `Dataset.has_split`) keeps it, as
+    `keras-cae train` does: its training images are train, its test images (``x_test``,
+    ``y_test``) are test, and `test_fraction` is not used. Otherwise test is
+    `test_fraction` of the rows. Both splits are seeded with `SPLIT_SEED` (stratified
+    when labelled, see `keras_cae.training.split`); the validation part is
+    `VALIDATION_FRACTION` of train. Imports TensorFlow (through `keras_cae.training`).
     """
     from keras_cae.training import split as split_once
 
-    x_train, x_test, y_train, y_test = split_once(dataset, test_fraction, SPLIT_SEED)
+    if dataset.has_split:
+        x_train, x_test = dataset.x, dataset.x_test
+        y_train, y_test = dataset.y, dataset.y_test
+    else:
+        x_train, x_test, y_train, y_test = split_once(dataset, test_fraction, SPLIT_SEED)
     x_fit, x_val, y_fit, y_val = split_once(
         Dataset(x_train, y_train, dataset.name, dataset.scaling), VALIDATION_FRACTION, SPLIT_SEED
     )
@@ -98,9 +109,20 @@ def split(dataset: Dataset, test_fraction: float) -> Split:
     def flat(part: np.ndarray) -> np.ndarray:
         return part.reshape(len(part), -1).astype(np.float32)
 
-    return Split(
-        flat(x_train), flat(x_test), flat(x_fit), flat(x_val), y_train, y_test, y_fit, y_val
-    )
+    parts = (flat(x_train), flat(x_test), flat(x_fit), flat(x_val))
+    return Split(*parts, y_train, y_test, y_fit, y_val, own_test_split=dataset.has_split)
+
+
+def test_part(own_test_split: bool) -> str:
+    """What a report adds after its number of test samples: where they came from.
+
+    Example:
+
+    >>> from keras_cae.studies._engine import test_part
+    >>> test_part(True), test_part(False)
+    (" (the file's own x_test; the test fraction is not used)", '')
+    """
+    return " (the file's own x_test; the test fraction is not used)" if own_test_split else ""
 
 
 def image_shape(input_shape: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -74,7 +74,11 @@ TOP_SINGULAR_VALUES = 8
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The settings of one study, recorded as-is in the report."""
+    """The settings of one study, recorded as-is in the report.
+
+    `test_fraction` is not used for a dataset with its own test split
+    (`keras_cae.data.Dataset.x_test`, the Keras layout): its test images are the test set.
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     label_budgets: tuple[int | None, ...] = (10, 30, 100, None)

@@ -103,6 +103,7 @@ class _Data:
     y_train: np.ndarray
     num_classes: int
     image_shape: tuple[int, ...] | None
+    own_test_split: bool = False
 
 
 def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
@@ -110,6 +111,7 @@ def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
     return _Data(
         p.x_train, p.x_fit, p.y_fit, p.x_val, p.y_val, p.x_test, p.y_test, p.y_train,
         int(dataset.y.max()) + 1, _engine.image_shape(tuple(dataset.x.shape[1:])),
+        p.own_test_split,
     )  # fmt: skip
 
 
@@ -413,6 +415,7 @@ def _data_summary(dataset: Dataset, data: _Data) -> dict[str, Any]:
         "num_labelled_pool": len(data.x_fit),
         "num_validation": len(data.x_val),
         "num_test": len(data.x_test),
+        "own_test_split": data.own_test_split,
         "num_classes": data.num_classes,
         "pretrained_models": list(PRETRAINED),
         "metric_of": {"shift": "mean accuracy over the 4 one-pixel shifts"},
