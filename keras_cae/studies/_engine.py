@@ -243,8 +243,10 @@ class Progress:
         self.say, self.total, self.count = say, total, 0
         self.started = time.perf_counter() if started is None else started
 
-    def elapsed(self) -> str:
-        return f"({time.perf_counter() - self.started:.0f} s elapsed)"
+    def elapsed(self, left_seconds: float | None = None) -> str:
+        """``(N s elapsed)``, or ``(N s elapsed, about M min left)`` with `left_seconds`."""
+        left = "" if left_seconds is None else f", about {left_seconds / 60:.0f} min left"
+        return f"({time.perf_counter() - self.started:.0f} s elapsed{left})"
 
     def log(self, text: str) -> None:
         """Says ``text (elapsed)``."""
@@ -258,10 +260,7 @@ class Progress:
         """
         self.count += 1
         line = f"[{self.count}/{self.total}] {text}" if self.total else text
-        if left_seconds is None:
-            self.log(line)
-        else:
-            self.say(f"{line} {self.elapsed()[:-1]}, about {left_seconds / 60:.0f} min left)")
+        self.say(f"{line} {self.elapsed(left_seconds)}")
 
 
 class TimeLeft:
