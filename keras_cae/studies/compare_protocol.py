@@ -134,7 +134,8 @@ def compare_models(
     progress_line = _engine.Progress(say, total_runs, started)
     say(
         f"compare: {dataset.name}, {data.num_train} train ({data.num_fit} fit + "
-        f"{data.num_validation} validation) / {data.num_test} test, {config.epochs} epochs, "
+        f"{data.num_validation} validation) / {data.num_test} test"
+        f"{_engine.test_part(data.own_test_split)}, {config.epochs} epochs, "
         f"seeds {list(config.seeds)}, {total_runs} training runs"
     )
     search = _search(config, parts, progress_line)

@@ -253,9 +253,11 @@ def test_compare_measures_on_the_files_own_test_split(tmp_path, capsys):
     out = tmp_path / "report"
     code = run_cli(
         "--data", tmp_path / "mnist.npz", "--seeds", 1, "--epochs", 1, "--dae-levels", "0.2",
-        "--cae-weights", "0.001", "--hessian-weights", "0.1", "--out", out, "--quiet",
+        "--cae-weights", "0.001", "--hessian-weights", "0.1", "--out", out,
     )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "60 train (48 fit + 12 validation) / 20 test (the file's own x_test" in err
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["num_test"] == 20 and report["data"]["num_train"] == 60
     assert report["data"]["own_test_split"] is True
