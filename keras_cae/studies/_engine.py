@@ -42,7 +42,7 @@ from keras_cae.studies.compare import (
 __all__ = [
     "Split",
     "split",
-    "test_part",
+    "own_split_note",
     "image_shape",
     "check_grids",
     "search_grid",
@@ -113,13 +113,13 @@ def split(dataset: Dataset, test_fraction: float) -> Split:
     return Split(*parts, y_train, y_test, y_fit, y_val, own_test_split=dataset.has_split)
 
 
-def test_part(own_test_split: bool) -> str:
+def own_split_note(own_test_split: bool) -> str:
     """What a report adds after its number of test samples: where they came from.
 
     Example:
 
-    >>> from keras_cae.studies._engine import test_part
-    >>> test_part(True), test_part(False)
+    >>> from keras_cae.studies._engine import own_split_note
+    >>> own_split_note(True), own_split_note(False)
     (" (the file's own x_test; the test fraction is not used)", '')
     """
     return " (the file's own x_test; the test fraction is not used)" if own_test_split else ""

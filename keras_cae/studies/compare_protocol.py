@@ -135,7 +135,7 @@ def compare_models(
     say(
         f"compare: {dataset.name}, {data.num_train} train ({data.num_fit} fit + "
         f"{data.num_validation} validation) / {data.num_test} test"
-        f"{_engine.test_part(data.own_test_split)}, {config.epochs} epochs, "
+        f"{_engine.own_split_note(data.own_test_split)}, {config.epochs} epochs, "
         f"seeds {list(config.seeds)}, {total_runs} training runs"
     )
     search = _search(config, parts, progress_line)

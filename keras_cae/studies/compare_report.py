@@ -201,7 +201,7 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
         f"input shape {tuple(data['input_shape'])}; "
         f"{data['num_train']} train ({data['num_fit']} fit + {data['num_validation']} validation "
         f"for the search) / {data['num_test']} held-out test samples"
-        f"{_engine.test_part(data.get('own_test_split', False))}. Every model: "
+        f"{_engine.own_split_note(data.get('own_test_split', False))}. Every model: "
         f"{config['architecture']}, code {config['hidden_units']}, {config['epochs']} epochs, "
         f"batch {config['batch_size']}, learning rate {config['learning_rate']:g}; seeds "
         f"{config['seeds']}. Numbers are mean ± std (ddof=1) over seeds, on the test split.",

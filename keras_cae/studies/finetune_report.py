@@ -179,7 +179,7 @@ def format_markdown(study: FinetuneStudy, command: str | None = None) -> str:
         f"images for pre-training (no labels), labelled subsets drawn from "
         f"{data['num_labelled_pool']} of them, {data['num_validation']} validation images "
         f"(search and early stopping), {data['num_test']} held-out test images"
-        f"{_engine.test_part(data.get('own_test_split', False))}. One-layer "
+        f"{_engine.own_split_note(data.get('own_test_split', False))}. One-layer "
         f"encoders: {data['input_shape']} → {config.hidden_units} sigmoid; CAE-2 and random "
         f"init 2 layers: → {config.hidden_units} → {config.hidden_units}. Pre-training: "
         f"{config.epochs} epochs, batch {config.batch_size}, Adam {config.learning_rate:g}. "
