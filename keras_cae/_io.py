@@ -33,6 +33,7 @@ from keras_cae import _lock
 __all__ = [
     "atomic_directory",
     "atomic_save_npy",
+    "atomic_save_npz",
     "atomic_write_json",
     "atomic_write_text",
     "check_output_dir",
@@ -324,3 +325,10 @@ def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> None:
     _atomic_write(
         path, ".npy", lambda stream: np.save(_WriteOnly(stream), array, allow_pickle=False)
     )
+
+
+def atomic_save_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
+    """Saves `arrays` with `numpy.savez` to `path` via a temporary file and a rename."""
+    import numpy as np
+
+    _atomic_write(path, ".npz", lambda stream: np.savez(stream, **arrays))

@@ -17,7 +17,7 @@ from keras_cae._choices import CORRUPTIONS
 from keras_cae.cli.errors import CliError
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
-from keras_cae.cli.sizes import load_data
+from keras_cae.cli.sizes import load_data, refuse_for_own_split
 from keras_cae.cli.types import FRACTION, POSITIVE_INT, UNITS, number, number_list
 from keras_cae.studies import compare, compare_protocol, compare_report, plots
 
@@ -26,6 +26,7 @@ __all__ = ["add_parser", "run"]
 GRID = number_list(0, example="0.001,0.01")
 PROTOCOLS = ("models", "finetune")
 _LABELS_PER_CLASS = number(1, integer=True)
+DEFAULT_TEST_FRACTION = 0.2
 
 
 def _label_budgets(text: str) -> list[int | None]:
@@ -52,7 +53,10 @@ def add_parser(subparsers: Any) -> None:
         "report.md, report.json and PNG figures into --out.",
     )
     add = parser.add_argument
-    add("--data", help="a .npy, .npz (x, optional y) or .csv file; default: bundled digits")
+    add("--data", help="'mnist' (Keras's MNIST), a .npz in the Keras layout (x_train, "
+        "y_train, x_test, y_test: x_test is the test set, --test-fraction does not apply), "
+        "or a .npy, .npz (x, optional y) or .csv file, split by --test-fraction; "
+        "default: bundled digits")  # fmt: skip
     add("--out", help="output directory (new or empty unless --overwrite); "
         "default: runs/compare-<timestamp>")  # fmt: skip
     add("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -66,7 +70,9 @@ def add_parser(subparsers: Any) -> None:
     add("--hidden-units", type=UNITS, default=[32], help="code size(s) (default: 32)")
     add("--learning-rate", type=number(0, inclusive=False), default=3e-3,
         help="Adam (default: 0.003)")  # fmt: skip
-    add("--test-fraction", type=FRACTION, default=0.2, help="held out (default: 0.2)")
+    add("--test-fraction", type=FRACTION, default=None,
+        help="held out (default: 0.2; a file with its own x_test holds that out "
+        "instead)")  # fmt: skip
     add("--dae-corruption", choices=CORRUPTIONS, default="gaussian",
         help="the DAE's training noise (default: gaussian)")  # fmt: skip
     add("--selection", choices=compare.SELECTIONS,
@@ -102,9 +108,11 @@ def _command_line(args: argparse.Namespace, out: str) -> str:
         "--seeds", str(args.seeds), "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size),
         "--hidden-units", ",".join(map(str, args.hidden_units)),
-        "--learning-rate", f"{args.learning_rate:g}", "--test-fraction", f"{args.test_fraction:g}",
-        "--dae-corruption", args.dae_corruption,
+        "--learning-rate", f"{args.learning_rate:g}",
     ]  # fmt: skip
+    if args.test_fraction is not None:
+        parts += ["--test-fraction", f"{args.test_fraction:g}"]
+    parts += ["--dae-corruption", args.dae_corruption]
     if args.selection:
         parts += ["--selection", args.selection]
     for _, option in _GRID_OPTIONS:
@@ -130,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--selection applies to --protocol models; finetune selects by probe")
     if finetuning and len(args.hidden_units) != 1:
         raise CliError("--protocol finetune takes one --hidden-units size (CAE-2 stacks two)")
-    if args.test_fraction <= 0:
+    if args.test_fraction is not None and args.test_fraction <= 0:
         raise CliError("--test-fraction must be > 0: the comparison is measured on held-out data")
+    test_fraction = DEFAULT_TEST_FRACTION if args.test_fraction is None else args.test_fraction
     try:
         plots.require_matplotlib()  # Fail before training, not after.
     except ImportError as error:
@@ -139,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_data(
         args.data,
         [
-            ("--test-fraction", args.test_fraction, "ceil"),
+            ("--test-fraction", test_fraction, "ceil"),
             ("the validation search", compare.VALIDATION_FRACTION, "ceil"),
         ],
+        skip_for_own_split=["--test-fraction"],
     )
+    refuse_for_own_split(dataset, args.data, "--test-fraction", args.test_fraction is not None)
+    if not dataset.has_split:
+        args.test_fraction = test_fraction  # Recorded in the report's command line.
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -159,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         hidden_units=args.hidden_units,
         learning_rate=args.learning_rate,
-        test_fraction=args.test_fraction,
+        test_fraction=test_fraction,
         dae_corruption=args.dae_corruption,
         selection=args.selection,
         grids={
@@ -183,7 +196,8 @@ def _run_finetune(args: argparse.Namespace, dataset: Any, out: str, progress: An
             seeds=tuple(range(args.seeds)), label_budgets=tuple(args.label_budgets),
             epochs=args.epochs, finetune_steps=args.finetune_steps, batch_size=args.batch_size,
             hidden_units=args.hidden_units[0], learning_rate=args.learning_rate,
-            test_fraction=args.test_fraction, dae_corruption=args.dae_corruption,
+            test_fraction=args.test_fraction or DEFAULT_TEST_FRACTION,
+            dae_corruption=args.dae_corruption,
             grids={n: tuple(getattr(args, o)) for n, o in _GRID_OPTIONS if getattr(args, o)},
             lambda_grid=finetune.LAMBDA_GRID if args.lambda_grid is None
             else tuple(args.lambda_grid),

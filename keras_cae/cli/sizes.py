@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["held_out_split", "check_rows", "load_data"]
+__all__ = ["held_out_split", "check_rows", "load_data", "refuse_for_own_split"]
 
 
 def held_out_split(num_rows: int, fraction: float, rounding: str = "ceil") -> tuple[int, int]:
@@ -109,3 +109,26 @@ def load_data(
         splits = [split for split in splits if split[0] not in skip_for_own_split]
     check_rows(path, len(dataset.x), splits)
     return dataset
+
+
+def refuse_for_own_split(dataset: Any, source: str | None, flag: str, given: bool) -> None:
+    """Raises `ValueError` if option `flag` was `given` for data with its own test split.
+
+    A file in the Keras layout (`Dataset.has_split`) holds out its own ``x_test``;
+    `keras-cae train` and `keras-cae compare` measure on it, so a ``--test-fraction``
+    would be silently ignored: it is refused instead.
+
+    Args:
+        dataset: the loaded `keras_cae.data.Dataset`.
+        source: the `--data` value, for the message.
+        flag: the option, e.g. ``"--test-fraction"``.
+        given: whether the user set `flag`.
+
+    Raises:
+        ValueError: naming the flag, the data and what to do.
+    """
+    if given and dataset.has_split:
+        raise ValueError(
+            f"{flag} does not apply to --data {source!r}: it has its own test split "
+            f"(x_test), which is held out; leave {flag} out"
+        )

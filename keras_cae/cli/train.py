@@ -18,7 +18,7 @@ from keras_cae.cli.errors import CliError
 from keras_cae.cli.export import HELD_OUT_FILE
 from keras_cae.cli.output import check_out, default_out
 from keras_cae.cli.quiet import import_tensorflow
-from keras_cae.cli.sizes import load_data
+from keras_cae.cli.sizes import load_data, refuse_for_own_split
 from keras_cae.cli.types import FRACTION, NON_NEGATIVE, POSITIVE_INT, UNITS
 from keras_cae.train_config import (
     DIGITS_CONTRACTIVE_WEIGHT,
@@ -151,11 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 ],
                 skip_for_own_split=["--test-fraction"],
             )
-        if dataset.has_split and args.test_fraction is not None:
-            raise CliError(
-                f"--test-fraction does not apply to --data {args.data!r}: it has its own "
-                "test split (x_test), which is held out; leave --test-fraction out"
-            )
+        refuse_for_own_split(dataset, args.data, "--test-fraction", args.test_fraction is not None)
     if args.contractive_weight is None:
         weight, reason = default_contractive_weight(None if streamed else dataset)
     elif args.contractive_weight == 0:

@@ -120,6 +120,7 @@ class DataSplit:
     num_fit: int
     num_validation: int
     num_test: int
+    own_test_split: bool = False
 
 
 @dataclass

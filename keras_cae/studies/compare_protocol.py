@@ -91,7 +91,9 @@ def compare_models(
         batch_size: Defaults to `32`.
         hidden_units: code size, or encoder layer sizes. Defaults to `32`.
         learning_rate: Adam's learning rate. Defaults to `3e-3`.
-        test_fraction: share of the data held out for the final measurements.
+        test_fraction: share of the data held out for the final measurements; not
+            used when `dataset` has its own test split (`Dataset.x_test`, the Keras
+            layout), which is the test set then (as in `keras-cae train`).
             Defaults to `0.2`.
         dae_corruption: the DAE's noise, `"gaussian"` or `"masking"`. Defaults to
             `"gaussian"`.
@@ -125,13 +127,15 @@ def compare_models(
         name=dataset.name, scaling=dataset.scaling, input_shape=tuple(dataset.x.shape[1:]),
         labelled=dataset.y is not None, num_train=len(parts.x_train), num_fit=len(parts.x_fit),
         num_validation=len(parts.x_val), num_test=len(parts.x_test),
+        own_test_split=parts.own_test_split,
     )  # fmt: skip
     grid_sizes = [len(_engine.search_grid(name, config.grids)) for name in MODELS]
     total_runs = sum(size for size in grid_sizes if size > 1) + len(MODELS) * len(config.seeds)
     progress_line = _engine.Progress(say, total_runs, started)
     say(
         f"compare: {dataset.name}, {data.num_train} train ({data.num_fit} fit + "
-        f"{data.num_validation} validation) / {data.num_test} test, {config.epochs} epochs, "
+        f"{data.num_validation} validation) / {data.num_test} test"
+        f"{_engine.own_split_note(data.own_test_split)}, {config.epochs} epochs, "
         f"seeds {list(config.seeds)}, {total_runs} training runs"
     )
     search = _search(config, parts, progress_line)

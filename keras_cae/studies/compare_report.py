@@ -200,7 +200,8 @@ def format_markdown(report: dict[str, Any], command: str | None = None) -> str:
         f"Data: {data['name']} (scaling {data['scaling']}), "
         f"input shape {tuple(data['input_shape'])}; "
         f"{data['num_train']} train ({data['num_fit']} fit + {data['num_validation']} validation "
-        f"for the search) / {data['num_test']} held-out test samples. Every model: "
+        f"for the search) / {data['num_test']} held-out test samples"
+        f"{_engine.own_split_note(data.get('own_test_split', False))}. Every model: "
         f"{config['architecture']}, code {config['hidden_units']}, {config['epochs']} epochs, "
         f"batch {config['batch_size']}, learning rate {config['learning_rate']:g}; seeds "
         f"{config['seeds']}. Numbers are mean ± std (ddof=1) over seeds, on the test split.",

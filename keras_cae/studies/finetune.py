@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_cae.studies._engine import summary
+from keras_cae.studies._engine import paired_test, summary
 
 __all__ = [
     "PRETRAINED",
@@ -74,7 +74,11 @@ TOP_SINGULAR_VALUES = 8
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The settings of one study, recorded as-is in the report."""
+    """The settings of one study, recorded as-is in the report.
+
+    `test_fraction` is not used for a dataset with its own test split
+    (`keras_cae.data.Dataset.x_test`, the Keras layout): its test images are the test set.
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     label_budgets: tuple[int | None, ...] = (10, 30, 100, None)
@@ -233,21 +237,6 @@ def labelled_subset(y: np.ndarray, per_class: int | None, seed: int) -> np.ndarr
         for label in np.unique(y)
     ]
     return np.sort(np.concatenate(picks))
-
-
-def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
-    """p-values of the paired t-test and the exact two-sided Wilcoxon signed-rank test.
-
-    None where a test is undefined: fewer than 2 pairs, or every difference zero.
-    """
-    from scipy import stats
-
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if len(diff) < 2 or not np.any(diff):
-        return None, None
-    t_p = float(stats.ttest_rel(a, b).pvalue) if np.std(diff) > 0 else None
-    w_p = float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
-    return t_p, w_p
 
 
 def finetune_classifier(

@@ -31,7 +31,6 @@ from keras_cae.studies.finetune import (
     PretrainRun,
     finetune_classifier,
     labelled_subset,
-    paired_test,
     shift_images,
 )
 
@@ -104,6 +103,7 @@ class _Data:
     y_train: np.ndarray
     num_classes: int
     image_shape: tuple[int, ...] | None
+    own_test_split: bool = False
 
 
 def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
@@ -121,6 +121,7 @@ def _split(dataset: Dataset, config: FinetuneConfig) -> _Data:
     return _Data(
         p.x_train, p.x_fit, p.y_fit, p.x_val, p.y_val, p.x_test, p.y_test, p.y_train,
         int(labels.max()) + 1, _engine.image_shape(tuple(dataset.x.shape[1:])),
+        p.own_test_split,
     )  # fmt: skip
 
 
@@ -275,7 +276,7 @@ def tests(study: FinetuneStudy) -> list[PairedTest]:
                     study.accuracies(a, budget, metric),
                     study.accuracies(b, budget, metric),
                 )
-                t_p, w_p = paired_test(first, second)
+                t_p, w_p = _engine.paired_test(first, second)
                 difference = float(np.mean(np.subtract(first, second)))
                 tests.append(PairedTest(a, b, budget, metric, difference, t_p, w_p, len(first)))
     return tests
@@ -425,6 +426,7 @@ def _data_summary(dataset: Dataset, data: _Data) -> dict[str, Any]:
         "num_labelled_pool": len(data.x_fit),
         "num_validation": len(data.x_val),
         "num_test": len(data.x_test),
+        "own_test_split": data.own_test_split,
         "num_classes": data.num_classes,
         "pretrained_models": list(PRETRAINED),
         "metric_of": {"shift": "mean accuracy over the 4 one-pixel shifts"},

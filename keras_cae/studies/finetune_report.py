@@ -47,10 +47,14 @@ def _pretrain_values(study: FinetuneStudy, model: str, key: str) -> list[float]:
     return [getattr(r, key) for r in runs]
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str) -> list[str]:
+    """`_engine.markdown_table` as lines."""
+    return _engine.markdown_table(header, rows, align).split("\n")
+
+
 def _finetune_tables(study: FinetuneStudy) -> list[str]:
     budgets = _budgets(study)
-    head = "| model | " + " | ".join(f"{b}/class" for b in budgets) + " |"
-    rule = "|---|" + "---:|" * len(budgets)
+    header = ["model", *(f"{b}/class" for b in budgets)]
     levels = [str(s) for s in study.config.noise_levels]
     lines = []
     for title, key in (
@@ -58,36 +62,37 @@ def _finetune_tables(study: FinetuneStudy) -> list[str]:
         ("Test accuracy under one-pixel shifts (mean of up, down, left, right)", "shift"),
         *[(f"Test accuracy under Gaussian noise σ = {s}", f"noise@{s}") for s in levels[-1:]],
     ):
-        lines += [f"### {title}", "", head, rule]
-        for model in _models(study):
-            cells = [_cell(study.accuracies(model, b, key)) for b in budgets]
-            lines.append(f"| {_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [
+            [_NAMES.get(model, model), *(_cell(study.accuracies(model, b, key)) for b in budgets)]
+            for model in _models(study)
+        ]
+        lines += [f"### {title}", "", *_table(header, rows, "l" + "r" * len(budgets)), ""]
     return lines
 
 
 def _tests_table(study: FinetuneStudy) -> list[str]:
-    lines = [
-        "| budget | metric | comparison | mean difference | paired t-test p | Wilcoxon p |",
-        "|---|---|---|---:|---:|---:|",
+    header = ["budget", "metric", "comparison", "mean difference", "paired t-test p", "Wilcoxon p"]
+    rows = [
+        [
+            f"{test.budget}/class",
+            "clean" if test.metric == "test_accuracy" else "shifted",
+            f"{test.a} − {test.b}",
+            f"{test.mean_difference:+.4f}",
+            _p(test.t_pvalue),
+            _p(test.wilcoxon_pvalue),
+        ]
+        for test in study.tests
     ]
-    for test in study.tests:
-        metric = "clean" if test.metric == "test_accuracy" else "shifted"
-        lines.append(
-            f"| {test.budget}/class | {metric} | {test.a} − {test.b} | "
-            f"{test.mean_difference:+.4f} | {_p(test.t_pvalue)} | {_p(test.wilcoxon_pvalue)} |"
-        )
-    return lines
+    return _table(header, rows, "lllrrr")
 
 
 def _pretrain_table(study: FinetuneStudy) -> list[str]:
     levels = [str(s) for s in study.config.noise_levels]
-    lines = [
-        "| encoder | selected | test MSE | mean ‖J_f‖_F | probe acc. | probe, shifted | "
-        + " | ".join(f"probe, σ={s}" for s in levels)
-        + " | pre-train CPU (s) |",
-        "|---|---|---:|---:|---:|---:|" + "---:|" * len(levels) + "---:|",
-    ]
+    header = [
+        "encoder", "selected", "test MSE", "mean ‖J_f‖_F", "probe acc.", "probe, shifted",
+        *(f"probe, σ={s}" for s in levels), "pre-train CPU (s)",
+    ]  # fmt: skip
+    rows = []
     for model in dict.fromkeys(r.model for r in study.pretrain):
         first = next(r for r in study.pretrain if r.model == model)
         mse = _pretrain_values(study, model, "reconstruction_mse")
@@ -100,7 +105,7 @@ def _pretrain_table(study: FinetuneStudy) -> list[str]:
             _cell(_pretrain_values(study, model, "train_cpu_seconds"), 1),
         ]
         params = ", ".join(f"{k}={v}" for k, v in first.params.items() if v not in (0.0, None))
-        lines.append(f"| {model} | {params or '—'} | " + " | ".join(cells) + " |")
+        rows.append([model, params or "—", *cells])
     raw = study.raw_probe
     cells = [
         "—",
@@ -110,8 +115,8 @@ def _pretrain_table(study: FinetuneStudy) -> list[str]:
         *[_cell([r["noise"][s] for r in raw]) for s in levels],
         "—",
     ]
-    lines.append("| raw pixels | — | " + " | ".join(cells) + " |")
-    return lines
+    rows.append(["raw pixels", "—", *cells])
+    return _table(header, rows, "ll" + "r" * (len(header) - 2))
 
 
 def lambda_table(study: FinetuneStudy) -> list[dict[str, Any]]:
@@ -148,20 +153,22 @@ def _lambda_lines(study: FinetuneStudy) -> list[str]:
         "*ratio*: λ·(mean ‖J_AE‖_F)² / MSE_AE, the penalty-to-reconstruction ratio at the "
         "plain AE (λ = 0).",
         "",
-        "| λ | ratio | test MSE | mean ‖J_f‖_F | probe acc. | fine-tuned acc. | s₁ | s₂ | s₄ | s₈ "
-        "| s₈/s₁ |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    header = [
+        "λ", "ratio", "test MSE", "mean ‖J_f‖_F", "probe acc.", "fine-tuned acc.", "s₁", "s₂",
+        "s₄", "s₈", "s₈/s₁",
+    ]  # fmt: skip
+    cells = []
     for row in rows:
         s = row["top_singular_values"]
         ratio = "—" if row["penalty_ratio"] is None else f"{row['penalty_ratio']:.2g}"
-        lines.append(
-            f"| {row['contractive_weight']:g} | {ratio} | {row['reconstruction_mse']:.4f} | "
-            f"{row['jacobian_frobenius']:.2f} | {row['probe_accuracy']:.3f} | "
-            f"{row['finetune_accuracy']:.3f} | {s[0]:.3f} | {s[1]:.3f} | {s[3]:.3f} | "
-            f"{s[-1]:.3f} | {s[-1] / s[0]:.2f} |"
-        )
-    return lines
+        cells.append([
+            f"{row['contractive_weight']:g}", ratio, f"{row['reconstruction_mse']:.4f}",
+            f"{row['jacobian_frobenius']:.2f}", f"{row['probe_accuracy']:.3f}",
+            f"{row['finetune_accuracy']:.3f}", f"{s[0]:.3f}", f"{s[1]:.3f}", f"{s[3]:.3f}",
+            f"{s[-1]:.3f}", f"{s[-1] / s[0]:.2f}",
+        ])  # fmt: skip
+    return lines + _table(header, cells, "r" * len(header))
 
 
 def format_markdown(study: FinetuneStudy, command: str | None = None) -> str:
@@ -171,7 +178,8 @@ def format_markdown(study: FinetuneStudy, command: str | None = None) -> str:
         f"Data: {data['name']} (scaling {data['scaling']}); {data['num_train']} training "
         f"images for pre-training (no labels), labelled subsets drawn from "
         f"{data['num_labelled_pool']} of them, {data['num_validation']} validation images "
-        f"(search and early stopping), {data['num_test']} held-out test images. One-layer "
+        f"(search and early stopping), {data['num_test']} held-out test images"
+        f"{_engine.own_split_note(data.get('own_test_split', False))}. One-layer "
         f"encoders: {data['input_shape']} → {config.hidden_units} sigmoid; CAE-2 and random "
         f"init 2 layers: → {config.hidden_units} → {config.hidden_units}. Pre-training: "
         f"{config.epochs} epochs, batch {config.batch_size}, Adam {config.learning_rate:g}. "
@@ -204,16 +212,18 @@ def format_markdown(study: FinetuneStudy, command: str | None = None) -> str:
         "",
         "## Validation search",
         "",
-        "| model | candidate | validation probe acc. |",
-        "|---|---|---:|",
     ]
-    for name, entry in study.search.items():
-        for candidate in entry["candidates"]:
-            mark = " (selected)" if candidate["params"] == entry["selected"] else ""
-            lines.append(
-                f"| {name} | {candidate['params']}{mark} | "
-                f"{candidate['validation_probe_accuracy']:.3f} |"
-            )
+    search_rows = [
+        [
+            name,
+            f"{candidate['params']}"
+            + (" (selected)" if candidate["params"] == entry["selected"] else ""),
+            f"{candidate['validation_probe_accuracy']:.3f}",
+        ]
+        for name, entry in study.search.items()
+        for candidate in entry["candidates"]
+    ]
+    lines += _table(["model", "candidate", "validation probe acc."], search_rows, "llr")
     lambda_lines = _lambda_lines(study)
     if lambda_lines:
         lines += ["", "## λ sweep (CAE)", "", *lambda_lines, "", "![λ guide](lambda_guide.png)"]

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_cae import _io
+from keras_cae._checks import positive_int
+from keras_cae.studies import _engine
 from keras_cae.studies._mnist_design import BUDGETS, MARGINS, PRIMARY
 
 __all__ = [
@@ -62,8 +64,6 @@ __all__ = [
     "finetune",
     "pretrain",
     "geometry",
-    "holm",
-    "paired_comparison",
     "build_report",
     "main",
 ]
@@ -127,12 +127,11 @@ class StudyConfig:
     budgets: tuple[str, ...] = BUDGETS
 
     def __post_init__(self) -> None:
-        for name in ("train_size", "val_size", "hidden", "pretrain_epochs", "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("all_epochs", "few_steps", "few_eval_every", "patience", "few_patience"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("geometry_points",):
-            _check_int(name, getattr(self, name), 1)
+        for name in (
+            "train_size", "val_size", "hidden", "pretrain_epochs", "batch_size", "all_epochs",
+            "few_steps", "few_eval_every", "patience", "few_patience", "geometry_points",
+        ):  # fmt: skip
+            object.__setattr__(self, name, positive_int(name, getattr(self, name)))
         if not self.finetune_lrs or not all(0 < v < math.inf for v in self.finetune_lrs):
             raise ValueError(
                 f"`finetune_lrs` should be positive numbers. Received: {self.finetune_lrs!r}"
@@ -142,11 +141,6 @@ class StudyConfig:
                 "`train_size` + `val_size` should be at most the 60,000 official training "
                 f"images. Received: {self.train_size} + {self.val_size}"
             )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` should be an integer >= {minimum}. Received: {value!r}")
 
 
 # --------------------------------------------------------------------------- data
@@ -411,52 +405,41 @@ def plan(config: StudyConfig, models: Sequence[str] = MODELS) -> list[Unit]:
 # -------------------------------------------------------------------------- cache
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], binary: bool = False) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb" if binary else "w") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 class Cache:
-    """Units on disk: ``<root>/<kind>/<key>.json`` (+ ``.npz`` weights for pre-training)."""
+    """Units on disk: ``<root>/<kind>/<key>.json`` (+ ``.npz`` weights for pre-training).
+
+    A `keras_cae.studies._engine.RecordStore` keyed by `unit_key`: the folder is the
+    unit's kind, the file name its key.
+    """
 
     def __init__(self, root: str, config: StudyConfig):
         self.root, self.config = root, config
+        self.store = _engine.RecordStore(root)
 
     def path(self, unit: Unit, suffix: str = ".json") -> str:
-        return os.path.join(self.root, unit.kind, unit_key(self.config, unit) + suffix)
+        return self.store.path(unit.kind, unit_key(self.config, unit), suffix)
 
     def done(self, unit: Unit) -> bool:
-        if not os.path.exists(self.path(unit)):
-            return False
-        return unit.kind != "pretrain" or os.path.exists(self.path(unit, ".npz"))
+        """Whether `unit` is finished: its record, and a pre-training's weights."""
+        return self.store.has(unit.kind, unit_key(self.config, unit), unit.kind == "pretrain")
+
+    def recorded(self, unit: Unit) -> bool:
+        """Whether the record of `unit` is stored (all a report reads; the weights of
+        pre-training units are not committed with their records)."""
+        return self.store.has(unit.kind, unit_key(self.config, unit))
 
     def load(self, unit: Unit) -> dict[str, Any]:
-        with open(self.path(unit)) as stream:
-            return json.load(stream)
+        return self.store.load(unit.kind, unit_key(self.config, unit))
 
     def weights(self, unit: Unit) -> list[np.ndarray]:
-        with np.load(self.path(unit, ".npz")) as archive:
-            return [archive[f"w{i}"] for i in range(len(archive.files))]
+        return self.store.weights(unit.kind, unit_key(self.config, unit))
 
     def save(
         self, unit: Unit, record: dict[str, Any], weights: list[np.ndarray] | None = None
     ) -> None:
-        if weights is not None:
-            # Any: numpy's stub types `**kwds` of `savez` as if they could be `allow_pickle`.
-            arrays: dict[str, Any] = {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
-            _atomic_write(self.path(unit, ".npz"), lambda s: np.savez(s, **arrays), binary=True)
         full = {"unit": asdict(unit), "key": unit_key(self.config, unit), **record}
         full["settings"] = settings(self.config, unit)
-        _atomic_write(self.path(unit), lambda s: json.dump(full, s, indent=1, sort_keys=True))
+        self.store.save(unit.kind, unit_key(self.config, unit), full, weights)
 
 
 # ---------------------------------------------------------------- pre-training
@@ -842,88 +825,22 @@ def run_units(
     units = list(units)
     todo = [u for u in units if not cache.done(u)]
     say(f"{len(units)} units, {len(units) - len(todo)} cached, {len(todo)} to run")
-    seconds: dict[str, list[float]] = {}
-    started = time.perf_counter()
+    progress = _engine.Progress(say, total=len(todo))
+    time_left = _engine.TimeLeft(_GUESS)
     for number, unit in enumerate(todo, 1):
         begin = time.perf_counter()
         record = run_unit(split, config, unit, cache)
-        seconds.setdefault(_kind(unit), []).append(time.perf_counter() - begin)
-        left = sum(
-            float(np.mean(seconds[_kind(u)])) if _kind(u) in seconds else _GUESS[_kind(u)]
-            for u in todo[number:]
-        )
+        time_left.record(_kind(unit), time.perf_counter() - begin)
+        left = time_left.seconds(_kind(u) for u in todo[number:])
         detail = ""
         if unit.kind == "finetune":
             detail = f" val {record['val_error']:.4f} test {record['test_error']:.4f}"
-        elapsed = (time.perf_counter() - started) / 60
-        say(
-            f"[{number}/{len(todo)}] {unit.name()}{detail} in {seconds[_kind(unit)][-1]:.0f} s; "
-            f"elapsed {elapsed:.1f} min, about {left / 60:.0f} min left"
+        progress.step(
+            f"{unit.name()}{detail} in {time_left.last(_kind(unit)):.0f} s", left_seconds=left
         )
         if on_done is not None:
             on_done(unit)
     return len(todo)
-
-
-# ----------------------------------------------------------------------- statistics
-
-
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (None stays None and is not counted).
-
-    Example:
-
-    >>> from keras_cae.studies.mnist import holm
-    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
-    [0.03, 0.06, 0.06]
-    """
-    present = [(p, i) for i, p in enumerate(pvalues) if p is not None]
-    present.sort()
-    m = len(present)
-    adjusted: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(present):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
-def paired_comparison(a: Sequence[float], b: Sequence[float], margin: float) -> dict[str, Any]:
-    """Paired t-test of errors ``a − b`` and the equivalence (TOST) at ±`margin`.
-
-    ``equivalent`` is True when the 90% confidence interval of the mean difference lies
-    inside ±margin (the two one-sided tests at 5%); None with fewer than 2 pairs.
-    """
-    from scipy import stats
-
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    out: dict[str, Any] = {
-        "n": len(diff),
-        "mean_difference": float(diff.mean()) if len(diff) else None,
-    }
-    out.update({"p": None, "ci90": None, "equivalent": None, "margin": margin})
-    if len(diff) < 2:
-        return out
-    sd = float(diff.std(ddof=1))
-    if sd == 0:
-        out["p"] = 1.0 if diff.mean() == 0 else 0.0
-        out["ci90"] = [float(diff.mean())] * 2
-    else:
-        out["p"] = float(stats.ttest_rel(a, b).pvalue)
-        half = float(stats.t.ppf(0.95, len(diff) - 1)) * sd / math.sqrt(len(diff))
-        out["ci90"] = [float(diff.mean()) - half, float(diff.mean()) + half]
-    out["equivalent"] = bool(-margin < out["ci90"][0] and out["ci90"][1] < margin)
-    return out
-
-
-def verdict(test: dict[str, Any], alpha: float = 0.05) -> str:
-    """ "a better" / "a worse" (Holm-adjusted p < alpha), "equivalent", or "inconclusive"."""
-    p = test.get("p_holm")
-    if p is not None and p < alpha:
-        return "a better" if test["mean_difference"] < 0 else "a worse"
-    if test.get("equivalent"):
-        return "equivalent"
-    return "inconclusive"
 
 
 # ------------------------------------------------------------------------- report
@@ -941,7 +858,7 @@ def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[s
     for hp in _grid(config, model):
         for lr in config.finetune_lrs:
             units = [Unit("finetune", model, hp, lr, budget, s) for s in seeds]
-            done = [u for u in units if cache.done(u)]
+            done = [u for u in units if cache.recorded(u)]
             if budget != "all" and len(done) < len(units):
                 continue
             if not done or (budget == "all" and done[0].seed != seeds[0]):
@@ -984,17 +901,18 @@ def build_report(
             seeds = sorted(set(ca["seeds"]) & set(cb["seeds"]))
             ea = [ca["test_errors"][ca["seeds"].index(s)] for s in seeds]
             eb = [cb["test_errors"][cb["seeds"].index(s)] for s in seeds]
-            tests.append({"a": a, "b": b, "budget": budget, **paired_comparison(ea, eb, margin)})
-    for test, p in zip(tests, holm([t["p"] for t in tests])):
+            test = _engine.paired_comparison(ea, eb, margin)
+            tests.append({"a": a, "b": b, "budget": budget, **test})
+    for test, p in zip(tests, _engine.holm([t["p"] for t in tests])):
         test["p_holm"] = p
-        test["verdict"] = verdict(test)
+        test["verdict"] = _engine.verdict(test)
     units = plan(config, models)
-    missing = [u.name() for u in units if not cache.done(u)]
+    missing = [u.name() for u in units if not cache.recorded(u)]
     geometry_records = {}
     for model in models:
         for hp in _grid(config, model):
             unit = Unit("geometry", model, hp)
-            if cache.done(unit):
+            if cache.recorded(unit):
                 record = cache.load(unit)
                 geometry_records[unit.name()] = {
                     k: record[k]
@@ -1004,7 +922,7 @@ def build_report(
                 }  # fmt: skip
     seconds: dict[str, float] = {}
     for unit in units:
-        if cache.done(unit):
+        if cache.recorded(unit):
             kind = _kind(unit)
             seconds[kind] = seconds.get(kind, 0.0) + float(cache.load(unit).get("seconds", 0.0))
     return {
@@ -1020,8 +938,9 @@ def build_report(
 
 def write_report(report: dict[str, Any], folder: str) -> str:
     """Writes ``report.json`` into `folder` (atomically); returns its path."""
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "report.json")
-    _atomic_write(path, lambda s: json.dump(report, s, indent=1, sort_keys=True))
+    _io.atomic_write_text(path, json.dumps(report, indent=1, sort_keys=True))
     return path
 
 
@@ -1100,8 +1019,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.commit_json:
             with open(cache.path(unit)) as stream:
                 text = stream.read()
-            target = os.path.join(args.commit_json, unit.kind, os.path.basename(cache.path(unit)))
-            _atomic_write(target, lambda s: s.write(text))
+            folder = os.path.join(args.commit_json, unit.kind)
+            os.makedirs(folder, exist_ok=True)
+            _io.atomic_write_text(os.path.join(folder, os.path.basename(cache.path(unit))), text)
 
     def say(line: str) -> None:
         print(time.strftime("%H:%M:%S ", time.gmtime()) + line, flush=True)

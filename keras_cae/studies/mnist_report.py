@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from keras_cae._io import atomic_write_text
+from keras_cae.studies import _engine
 from keras_cae.studies._mnist_design import BUDGETS, MARGINS, PRIMARY
 
 __all__ = ["PAPER", "LABELS", "figures", "markdown"]
@@ -42,10 +43,10 @@ PAPER: dict[str, dict[str, float]] = {
 def _percent(values: Sequence[float]) -> str:
     if not values:
         return "—"
-    array = 100 * np.asarray(values, np.float64)
-    if len(array) == 1:
-        return f"{array[0]:.2f} (1 seed)"
-    return f"{array.mean():.2f} ± {array.std(ddof=1):.2f}"
+    stats = _engine.summary(100 * np.asarray(values, np.float64))
+    if len(values) == 1:
+        return f"{stats['mean']:.2f} (1 seed)"
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f}"
 
 
 def figures(report: dict[str, Any], folder: str) -> list[str]:
@@ -104,47 +105,51 @@ def figures(report: dict[str, Any], folder: str) -> list[str]:
     return paths
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table with every column aligned left, as lines."""
+    return _engine.markdown_table(header, rows, align="l" * len(header)).split("\n")
+
+
 def _results_table(report: dict[str, Any]) -> list[str]:
-    header = "| model | " + " | ".join(f"{b} labels" for b in BUDGETS) + " |"
-    lines = [header, "|---" * (len(BUDGETS) + 1) + "|"]
+    rows = []
     for model, per_budget in report["results"].items():
         ours = [_percent(per_budget.get(b, [])) for b in BUDGETS]
-        lines.append(f"| {LABELS.get(model, model)} (ours) | " + " | ".join(ours) + " |")
+        rows.append([f"{LABELS.get(model, model)} (ours)", *ours])
         if model in PAPER:
             paper = [f"{PAPER[model][b]:.2f}" if b in PAPER[model] else "" for b in BUDGETS]
-            lines.append(f"| {LABELS[model]} (paper) | " + " | ".join(paper) + " |")
-    return lines
+            rows.append([f"{LABELS[model]} (paper)", *paper])
+    return _table(["model", *(f"{b} labels" for b in BUDGETS)], rows)
 
 
 def _selected_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| model | budget | hyper-parameters | fine-tuning lr | mean val error | seeds |"]
-    lines.append("|---|---|---|---|---|---|")
+    header = ["model", "budget", "hyper-parameters", "fine-tuning lr", "mean val error", "seeds"]
+    rows = []
     for model, per_budget in report["selected"].items():
         for budget, choice in per_budget.items():
-            lines.append(
-                f"| {LABELS.get(model, model)} | {budget} | {choice['hp'] or '—'} | "
-                f"{choice['lr']:g} | {100 * choice['val_error_mean']:.2f}% | {choice['seeds']} |"
-            )
-    return lines
+            rows.append([
+                LABELS.get(model, model), budget, choice["hp"] or "—", f"{choice['lr']:g}",
+                f"{100 * choice['val_error_mean']:.2f}%", choice["seeds"],
+            ])  # fmt: skip
+    return _table(header, rows)
 
 
 def _tests_table(report: dict[str, Any]) -> list[str]:
-    lines = [
-        "| a vs b | budget | n | mean diff (points) | 90% CI (points) | p (t) | p (Holm) "
-        "| margin | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "a vs b", "budget", "n", "mean diff (points)", "90% CI (points)", "p (t)", "p (Holm)",
+        "margin", "verdict",
+    ]  # fmt: skip
+    rows = []
     for test in report["tests"]:
         ci = test["ci90"]
         ci_text = "—" if ci is None else f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
         p = "—" if test["p"] is None else f"{test['p']:.3g}"
         ph = "—" if test["p_holm"] is None else f"{test['p_holm']:.3g}"
-        lines.append(
-            f"| {LABELS.get(test['a'], test['a'])} vs {LABELS.get(test['b'], test['b'])} | "
-            f"{test['budget']} | {test['n']} | {100 * test['mean_difference']:+.2f} | {ci_text} | "
-            f"{p} | {ph} | ±{100 * test['margin']:g} | {_verdict_text(test)} |"
-        )
-    return lines
+        rows.append([
+            f"{LABELS.get(test['a'], test['a'])} vs {LABELS.get(test['b'], test['b'])}",
+            test["budget"], test["n"], f"{100 * test['mean_difference']:+.2f}", ci_text, p, ph,
+            f"±{100 * test['margin']:g}", _verdict_text(test),
+        ])  # fmt: skip
+    return _table(header, rows)
 
 
 def _verdict_text(test: dict[str, Any]) -> str:
@@ -157,20 +162,20 @@ def _verdict_text(test: dict[str, Any]) -> str:
 
 
 def _geometry_table(report: dict[str, Any]) -> list[str]:
-    lines = [
-        "| encoder | points | singular values > 0.1·s₁ | s₁₀/s₁ | s₅₀/s₁ | s₂₀₀/s₁ | SAT | "
-        "mean ‖J‖_F / s₁ | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "encoder", "points", "singular values > 0.1·s₁", "s₁₀/s₁", "s₅₀/s₁", "s₂₀₀/s₁", "SAT",
+        "mean ‖J‖_F / s₁", "seconds",
+    ]  # fmt: skip
+    rows = []
     for name, record in report["geometry"].items():
         spectrum = record["spectrum_mean"]
-        lines.append(
-            f"| {name.replace('geometry_', '')} | {record['points']} | "
-            f"{record['count_above_0.1']:.1f} | {spectrum[9]:.3f} | {spectrum[49]:.3f} | "
-            f"{spectrum[199]:.4f} | {100 * record['sat']:.1f}% | "
-            f"{record['frobenius_mean']:.2f} | {record['seconds']:.0f} |"
-        )
-    return lines
+        rows.append([
+            name.replace("geometry_", ""), record["points"], f"{record['count_above_0.1']:.1f}",
+            f"{spectrum[9]:.3f}", f"{spectrum[49]:.3f}", f"{spectrum[199]:.4f}",
+            f"{100 * record['sat']:.1f}%", f"{record['frobenius_mean']:.2f}",
+            f"{record['seconds']:.0f}",
+        ])  # fmt: skip
+    return _table(header, rows)
 
 
 def markdown(report: dict[str, Any], preamble: str, command: str) -> str:

@@ -195,3 +195,72 @@ def test_compare_without_labels_selects_on_reconstruction(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "contraction_curves.png", "jacobian_spectra.png", "report.json", "report.md",
     ]  # fmt: skip
+
+
+# ------------------------------------------------- a file with its own split (Keras layout)
+
+
+def _keras_layout(path, n_train=60, n_test=20):
+    """A tiny Keras-layout .npz: uint8 4×4 images, 3 classes, x_test apart from x_train."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 4, 4), dtype=np.uint8),
+        "y_train": np.arange(n_train) % 3,
+        "x_test": rng.integers(0, 256, (n_test, 4, 4), dtype=np.uint8),
+        "y_test": np.arange(n_test) % 3,
+    }
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_a_files_own_test_split_is_the_test_set_of_both_protocols(tmp_path):
+    from keras_cae.data import load_array
+    from keras_cae.studies import finetune, finetune_protocol
+
+    arrays = _keras_layout(tmp_path / "mnist.npz")
+    dataset = load_array(tmp_path / "mnist.npz")
+    parts = _engine.split(dataset, 0.5)  # The fraction is not used: x_test is the test set.
+    assert parts.own_test_split
+    np.testing.assert_array_equal(
+        parts.x_test, arrays["x_test"].reshape(20, 16).astype(np.float32) / 255
+    )
+    np.testing.assert_array_equal(parts.y_test, arrays["y_test"])
+    np.testing.assert_array_equal(
+        parts.x_train, arrays["x_train"].reshape(60, 16).astype(np.float32) / 255
+    )
+    assert len(parts.x_fit) + len(parts.x_val) == 60
+    data = finetune_protocol._split(dataset, finetune.FinetuneConfig())
+    assert data.own_test_split and len(data.x_test) == 20 and len(data.x_train) == 60
+    # Data without its own split is split at random, as before.
+    plain = _engine.split(Dataset(dataset.x, dataset.y, "plain", "x / 255"), 0.25)
+    assert not plain.own_test_split and (len(plain.x_train), len(plain.x_test)) == (45, 15)
+
+
+def test_compare_refuses_a_test_fraction_for_a_file_with_its_own_split(tmp_path, capsys):
+    _keras_layout(tmp_path / "mnist.npz")
+    code = run_cli(
+        "--data", tmp_path / "mnist.npz", "--test-fraction", "0.3", "--out", tmp_path / "o"
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--test-fraction does not apply to --data" in err and "x_test" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow  # A tiny compare, like the end-to-end test above.
+def test_compare_measures_on_the_files_own_test_split(tmp_path, capsys):
+    _keras_layout(tmp_path / "mnist.npz")
+    out = tmp_path / "report"
+    code = run_cli(
+        "--data", tmp_path / "mnist.npz", "--seeds", 1, "--epochs", 1, "--dae-levels", "0.2",
+        "--cae-weights", "0.001", "--hessian-weights", "0.1", "--out", out,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "60 train (48 fit + 12 validation) / 20 test (the file's own x_test" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["num_test"] == 20 and report["data"]["num_train"] == 60
+    assert report["data"]["own_test_split"] is True
+    text = (out / "report.md").read_text()
+    assert "20 held-out test samples (the file's own x_test" in text
+    assert "--test-fraction" not in text  # The command line in the report has none.

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from keras_cae import cli
 from keras_cae.data import load_digits
@@ -39,21 +38,6 @@ def test_labelled_subset_draws_k_per_class_and_depends_only_on_seed_and_k():
     np.testing.assert_array_equal(index, finetune.labelled_subset(y, 5, seed=4))
     assert not np.array_equal(index, finetune.labelled_subset(y, 5, seed=5))
     np.testing.assert_array_equal(finetune.labelled_subset(y, None, 0), np.arange(20))
-
-
-def test_paired_test_against_the_formulas():
-    a = np.array([0.91, 0.93, 0.90, 0.95, 0.92])
-    b = np.array([0.89, 0.90, 0.90, 0.91, 0.93])
-    t_p, w_p = finetune.paired_test(a, b)
-    d = a - b
-    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
-    assert t_p == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1), rel=1e-12)
-    # Wilcoxon drops the zero difference: 4 pairs, ranks of |d| = 1, 2, 3, 4 with
-    # one negative (rank 1); P(W- <= 1) = 2/16 under H0, two-sided: 2 * 2/16.
-    assert w_p == pytest.approx(0.25, rel=1e-12)
-    # Five positive differences: the smallest exact two-sided p-value, 2/32.
-    assert finetune.paired_test([1, 2, 3, 4, 5.5], [0, 0, 0, 0, 0])[1] == pytest.approx(0.0625)
-    assert finetune.paired_test(a, a) == (None, None)
 
 
 def test_finetune_config_is_checked():

@@ -171,12 +171,37 @@ def test_a_finished_unit_is_not_recomputed_and_a_killed_run_resumes(tmp_path, mo
     assert {u: cache.load(u) for u in units[:3]} == first
     assert "min left" in lines[-1]
     assert mnist.run_units(split, config, units, cache, say=lines.append) == 0
-    # No partial files are left behind by the atomic writes.
+    # No partial files are left behind by the atomic writes (`keras_cae._io` staging
+    # names hold ".tmp-").
     for folder, _, files in os.walk(tmp_path / "cache"):
-        assert not [f for f in files if f.startswith(".tmp-")], folder
+        assert not [f for f in files if ".tmp-" in f], folder
 
 
 # --------------------------------------------------------------------------- report
+
+
+UNITS = os.path.join(os.path.dirname(__file__), *[os.pardir] * 3, "docs", "results-mnist", "units")
+
+
+def test_the_committed_units_are_found_under_their_unchanged_keys():
+    # The study's settings (`StudyConfig()`) give the keys of the units committed in
+    # docs/results-mnist/units: a changed key would leave them unreported.
+    config, cache = mnist.StudyConfig(), mnist.Cache(UNITS, mnist.StudyConfig())
+    unit = mnist.Unit("finetune", "cae", (1e-3,), 1e-3, "100", 0)
+    assert mnist.unit_key(config, unit) == "finetune_cae_0.001_lr0.001_b100_s0-72e825486f"
+    assert cache.done(unit) and cache.recorded(unit)
+    record = cache.load(unit)
+    assert record["key"] == mnist.unit_key(config, unit)
+    assert record["settings"] == mnist.settings(config, unit)
+    assert record["unit"] == {
+        "kind": "finetune", "model": "cae", "hp": [1e-3], "lr": 1e-3, "budget": "100", "seed": 0,
+    }  # fmt: skip
+    assert 0 < record["test_error"] < 1
+    # Pre-training weights are not committed: the record is there, the unit is not done.
+    pretrain = mnist.Unit("pretrain", "cae", (1e-3,))
+    assert cache.recorded(pretrain) and not cache.done(pretrain)
+    assert cache.load(pretrain)["key"] == "pretrain_cae_0.001-3c391536a6"
+    assert cache.recorded(mnist.Unit("geometry", "random"))
 
 
 def _fake_finetune(cache, config, model, hp, lr, budget, seed, val, test):
@@ -204,35 +229,7 @@ def test_report_selects_on_validation_error_and_lists_the_missing_units(tmp_path
     json.dumps(report)  # JSON-serialisable as written
 
 
-# ----------------------------------------------------------------------- statistics
-
-
-def test_holm_matches_a_hand_computed_example():
-    # Sorted p: 0.01 (×4 = 0.04), 0.02 (×3 = 0.06), 0.03 (×2 = 0.06), 0.5 (×1 = 0.5).
-    assert mnist.holm([0.03, 0.5, 0.01, None, 0.02]) == pytest.approx([0.06, 0.5, 0.04, None, 0.06])
-    # Monotone: a later adjusted value is never below an earlier one; capped at 1.
-    assert mnist.holm([0.4, 0.3]) == pytest.approx([0.6, 0.6])
-    assert mnist.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
-
-
-def test_paired_comparison_and_equivalence_logic():
-    from scipy import stats
-
-    a, b = [0.10, 0.12, 0.11], [0.13, 0.16, 0.13]
-    test = mnist.paired_comparison(a, b, margin=0.01)
-    assert test["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    diff = np.subtract(a, b)
-    half = stats.t.ppf(0.95, 2) * diff.std(ddof=1) / np.sqrt(3)
-    assert test["ci90"] == pytest.approx([diff.mean() - half, diff.mean() + half])
-    assert test["equivalent"] is False
-    close = mnist.paired_comparison([0.100, 0.101, 0.102], [0.101, 0.101, 0.101], 0.01)
-    assert close["equivalent"] is True
-    assert mnist.verdict({**close, "p_holm": 0.9}) == "equivalent"
-    assert mnist.verdict({**test, "p_holm": 0.01}) == "a better"
-    assert mnist.verdict({**test, "p_holm": 0.2}) == "inconclusive"
-    one = mnist.paired_comparison([0.1], [0.2], 0.003)
-    assert one["p"] is None and one["equivalent"] is None
-    assert mnist.verdict({**one, "p_holm": None}) == "inconclusive"
+# ------------------------------------------------------------------------- geometry
 
 
 def test_singular_values_match_numpy_svd():
