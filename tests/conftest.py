@@ -21,6 +21,26 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(cores or 1, MAX_AUTO_WORKERS))
 
 
+SLOW_SECONDS = 5.0
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Notes every test not marked ``slow`` whose call took over `SLOW_SECONDS` (reports
+    reach the controller under xdist too), for `pytest_terminal_summary`."""
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Names the tests that should be marked ``slow`` (``-m "not slow"`` is the inner
+    loop). A note, not a failure: a loaded machine stretches every test."""
+    if _unmarked_slow:
+        terminalreporter.section(f"tests over {SLOW_SECONDS:.0f} s not marked slow")
+        for nodeid, seconds in sorted(_unmarked_slow, key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

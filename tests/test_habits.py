@@ -141,3 +141,32 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
     """mkdocs.yml: the reference from the docstrings, offline, warnings as errors."""
     _run([*_tool("mkdocs"), "build", "--strict", "--site-dir", str(tmp_path / "site")])
     assert os.path.exists(tmp_path / "site" / "export" / "index.html")
+
+
+MAX_TEST_FILE_LINES = 500
+
+
+def test_test_files_are_short_and_their_folders_mirror_the_packages():
+    """Every test file is at most `MAX_TEST_FILE_LINES` lines, and every folder of tests/
+    (but helpers' ``_*`` folders) is named after a package: tests/keras_cae/studies/ for
+    keras_cae/studies/, tests/export/serving/ for export/serving/, tests/cli/ for
+    keras_cae/cli/."""
+    sources = {"keras_cae": "keras_cae", "export": "export", "cli": "keras_cae/cli"}
+    tests = os.path.join(ROOT, "tests")
+    long, strays = [], []
+    for folder, folders, names in os.walk(tests):
+        folders[:] = [f for f in folders if not f.startswith(("_", "."))]
+        relative = os.path.relpath(folder, tests).replace(os.sep, "/")
+        if relative != ".":
+            top, _, rest = relative.partition("/")
+            package = os.path.join(ROOT, sources.get(top, "?"), rest)
+            if not os.path.exists(os.path.join(package, "__init__.py")):
+                strays.append(relative)
+        for name in names:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as stream:
+                    lines = sum(1 for _ in stream)
+                if lines > MAX_TEST_FILE_LINES:
+                    long.append(f"{relative}/{name}: {lines} lines")
+    assert not long, f"split these by the module or concept they test: {long}"
+    assert not strays, f"test folders that mirror no package: {strays}"
