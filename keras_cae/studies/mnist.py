@@ -846,8 +846,14 @@ def run_units(
 # ------------------------------------------------------------------------- report
 
 
+TIE_TOLERANCE = 1e-9  # Far below one error in the validation set (1 / 10,000).
+
+
 def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[str, Any] | None:
     """The configuration (hp, lr) of `model` at `budget` with the lowest mean validation error.
+
+    Configurations are tried in grid order (hp, then fine-tuning lr); of equal errors the
+    first wins, whatever the rounding of their means.
 
     Only configurations with every seed of the budget finished compete; with all labels,
     those with the first seed, compared on its validation error (the other seeds'
@@ -874,7 +880,10 @@ def select(config: StudyConfig, cache: Cache, model: str, budget: str) -> dict[s
                 "test_errors": [r["test_error"] for r in records],
                 "val_errors": [r["val_error"] for r in records],
             }  # fmt: skip
-            if best is None or val < best["val_error_mean"]:
+            # Of equal errors the first (the weakest regularisation, as `_engine.search`):
+            # means of the same error counts may differ in the last bit, so "lower" is
+            # lower by more than `TIE_TOLERANCE`.
+            if best is None or val < best["val_error_mean"] - TIE_TOLERANCE:
                 best = candidate
     return best
 

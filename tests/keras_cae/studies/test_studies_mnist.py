@@ -229,6 +229,25 @@ def test_report_selects_on_validation_error_and_lists_the_missing_units(tmp_path
     json.dumps(report)  # JSON-serialisable as written
 
 
+def test_of_equal_validation_errors_the_first_configuration_wins(tmp_path):
+    # The committed study's tie at 100 labels: the same 67 errors in 300 validation
+    # images, whose float means differ in the last bit (the later one is smaller).
+    first, second = [0.19, 0.26, 0.22], [0.19, 0.24, 0.24]
+    assert np.mean(second) < np.mean(first)
+    assert round(sum(first) * 100) == round(sum(second) * 100) == 67
+    config = _config(cae_lambdas=(0.01, 0.1), seeds=(0, 1, 2))
+    cache = mnist.Cache(str(tmp_path), config)
+    for seed in range(3):
+        _fake_finetune(cache, config, "cae", (0.01,), 1e-3, "10", seed, first[seed], 0.3)
+        _fake_finetune(cache, config, "cae", (0.1,), 1e-3, "10", seed, second[seed], 0.2)
+    chosen = mnist.select(config, cache, "cae", "10")
+    assert chosen is not None and chosen["hp"] == [0.01] and chosen["val_errors"] == first
+    # One error fewer in 10,000 still wins.
+    _fake_finetune(cache, config, "cae", (0.1,), 1e-3, "10", 0, 0.19 - 1e-4, 0.2)
+    chosen = mnist.select(config, cache, "cae", "10")
+    assert chosen is not None and chosen["hp"] == [0.1]
+
+
 # ------------------------------------------------------------------------- geometry
 
 
