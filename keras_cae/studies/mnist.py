@@ -702,8 +702,8 @@ def geometry(
 
     * the full spectrum of ``J(x)`` (all singular values), each normalised by its
       largest, averaged over points; the mean count of singular values above 0.1·s₁;
-    * SAT: the fraction of hidden activations within 0.05 of 0 or 1 (ICML 2011,
-      section 5.3), averaged over units and points;
+    * SAT: the fraction of hidden activations below 0.05 or above 0.95 (ICML 2011,
+      Table 1 and its footnote 6), averaged over units and points;
     * the contraction curve: mean ``‖h(x + r·u) − h(x)‖ / r`` over points and 8 random
       unit directions ``u`` (`keras_cae.analysis.contraction_curve`'s definition).
 

@@ -30,8 +30,10 @@ LABELS = {
 }
 
 # Test error in percent. ICML 2011 Table 1 (all labels, one 1,000-unit layer, fine-tuned
-# MLP); NIPS 2011 Table (MNIST with 100 / 600 / 1,000 / 3,000 labels). "NN" there is a
-# plain network from random weights, "CAE" a CAE-initialised network.
+# MLP), checked against the paper's PDF. NIPS 2011 (MNIST with 100 / 600 / 1,000 / 3,000
+# labels), its "NN" and "CAE" entries, not checked against that paper's text but equal to
+# Kingma et al. 2014's Table 1, which quotes them and calls NN nearest neighbours; whether
+# NIPS's "CAE" is one layer or a stack is unverified. Sources: docs/results-mnist/preamble.md.
 PAPER: dict[str, dict[str, float]] = {
     "random": {"100": 25.81, "600": 11.44, "1000": 10.7, "3000": 6.04},
     "ae": {"all": 1.78},
