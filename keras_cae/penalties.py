@@ -188,7 +188,7 @@ def contractive_penalty(
 
     ``‖J_f(x)‖²_F = Σ_k Σ_j (∂h_k/∂x_j)²``, summed over every non-batch axis of the
     code and of the input, so image-shaped inputs and conv encoders work (Rifai et
-    al., ICML 2011, eq. 2). The result is float32 whatever the compute dtype.
+    al., ICML 2011, eq. 1). The result is float32 whatever the compute dtype.
 
     Args:
         encoder: a Keras layer or model mapping ``x`` to the code ``h``. Samples must

@@ -1,7 +1,8 @@
 """Analysis of a trained encoder: Jacobian spectrum, contraction curve, tangent directions.
 
-These are the measurements Rifai et al. (ICML 2011, sections 5.2-5.3) use to show what
-the contractive penalty does:
+The first two are the measurements Rifai et al. (ICML 2011, defined in section 5.2,
+discussed in section 5.3) use to show what the contractive penalty does; the third
+follows their section 5.3 argument and is what Rifai et al. (NIPS 2011) use as tangents:
 
 - the singular values of the encoder Jacobian ``J_f(x)`` at held-out points: a CAE has
   a few large ones (directions along the data manifold) and the rest near zero;
@@ -158,10 +159,10 @@ def jacobian_norm(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -
 def jacobian_spectrum(encoder: Any, x: Any, batch_size: int = _DEFAULT_BATCH_SIZE) -> np.ndarray:
     """Returns the singular values of ``J_f(x)`` at every sample, largest first.
 
-    Rifai et al. (ICML 2011, Fig. 2) show that a CAE's spectrum drops sharply after a
-    few large values (the local dimension of the data manifold) where an ordinary
-    auto-encoder's decays slowly. The Jacobian is computed in float32 by autodiff and
-    decomposed in float64.
+    Rifai et al. (ICML 2011, section 5.3, Fig. 2: CIFAR-bw) show that a CAE's spectrum
+    drops sharply after a few large values (the local dimension of the data manifold)
+    where an ordinary auto-encoder's decays slowly. The Jacobian is computed in float32
+    by autodiff and decomposed in float64.
 
     Args:
         encoder: a Keras layer or model mapping ``(batch, *input_shape)`` to codes.
@@ -241,7 +242,8 @@ def contraction_curve(
 ) -> np.ndarray:
     """Returns the mean contraction ratio ``‖f(x + r·u) − f(x)‖ / r`` for every radius r.
 
-    This is the "contraction ratio" of Rifai et al. (ICML 2011, section 5.3, Fig. 3):
+    This is the "contraction ratio" of Rifai et al. (ICML 2011, defined in section 5.2,
+    plotted in Figs. 1 and 3, discussed in section 5.3):
     the ratio of the distance between the codes of a point and of a point at input
     distance ``r`` from it, averaged over the samples of `x` and over
     `num_directions` isotropic unit directions ``u`` per sample (see
@@ -306,8 +308,9 @@ def tangent_directions(
 
     With ``J_f(x) = U S Vᵀ``, the columns of ``V`` with the largest singular values are
     the input directions that move the code most: for a CAE, the estimated tangent
-    plane of the data manifold at ``x`` (Rifai et al., ICML 2011, section 5.3 and
-    Fig. 6; Rifai et al., NIPS 2011). For image inputs each direction is an image.
+    plane of the data manifold at ``x`` (Rifai et al., ICML 2011, section 5.3, argue
+    this from the singular values and show no singular vectors; Rifai et al., NIPS
+    2011). For image inputs each direction is an image.
 
     Singular vectors are defined up to sign; each is returned with its largest-magnitude
     component positive, so results are deterministic.

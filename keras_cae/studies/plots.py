@@ -161,8 +161,8 @@ def plot_spectra(
     """Plots Jacobian singular-value spectra, one curve per model.
 
     Each curve is the mean over samples of the k-th largest singular value, with a band
-    from the 10th to the 90th percentile, on a log scale (as Rifai et al., ICML 2011,
-    Fig. 2).
+    from the 10th to the 90th percentile, on a log scale. Rifai et al. (ICML 2011,
+    Fig. 2) plot the average spectrum on linear axes.
 
     Args:
         spectra: model name → array ``(samples, rank)`` from
@@ -217,8 +217,9 @@ def plot_contraction_curves(
 ) -> str:
     """Plots contraction ratio against input distance, one curve per model.
 
-    As Rifai et al. (ICML 2011, Fig. 3). A curve may hold several runs (e.g. seeds),
-    drawn as their mean with a ±1 standard deviation band.
+    As Rifai et al. (ICML 2011, Fig. 1: one curve per model; Fig. 3: per depth), but
+    with a log distance axis where theirs is linear. A curve may hold several runs
+    (e.g. seeds), drawn as their mean with a ±1 standard deviation band.
 
     Args:
         radii: the distances r, as given to `keras_cae.studies.analysis.contraction_curve`.

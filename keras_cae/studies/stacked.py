@@ -1,6 +1,9 @@
 """Stacked contractive auto-encoders: greedy layer-wise pre-training (the paper's CAE-2).
 
-Rifai et al. (ICML 2011, section 5) pre-train a two-layer encoder greedily: a one-layer
+Rifai et al. (ICML 2011) pre-train a two-layer encoder greedily: section 5 repeats the
+one-layer procedure "to stack additional feature-extraction layers on top of the first
+one", section 5.1's Table 2 compares CAE-1 with CAE-2 (on the benchmark of Larochelle et
+al., 2007, not on full MNIST) and Fig. 3 shows the contraction by depth. Here a one-layer
 CAE is trained on the inputs, then a second one-layer CAE on the codes of the first,
 each with its own contractive penalty ``λ_k ‖∂h_k/∂h_{k-1}‖²_F``, computed in closed
 form. The encoders are then stacked, and usually fine-tuned with labels

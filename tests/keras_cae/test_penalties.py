@@ -23,7 +23,8 @@ from tests._jacobians import (
 
 
 def test_single_sigmoid_layer_matches_paper_closed_form(rng):
-    # Rifai et al. (2011), eq. 4: ‖J‖² = Σ_k (h_k(1−h_k))² Σ_j W_jk², computed in NumPy.
+    # Rifai et al. (ICML 2011), section 4 (unnumbered):
+    # ‖J‖² = Σ_k (h_k(1−h_k))² Σ_j W_jk², computed in NumPy.
     encoder = dense_encoder([12, 5])
     x = rng.random((7, 12)).astype("float32")
     kernel, bias = (np.asarray(w, np.float64) for w in encoder.layers[-1].get_weights())
