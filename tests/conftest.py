@@ -16,9 +16,10 @@ MAX_AUTO_WORKERS = 4
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject's addopts): one worker per core, at most `MAX_AUTO_WORKERS`,
     since each worker imports TensorFlow (about 0.5 GB) and the slow tests start
-    processes of their own."""
+    processes of their own; none on one core (a lone worker only adds its start-up)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, MAX_AUTO_WORKERS))
+    cores = cores or 1
+    return 0 if cores == 1 else min(cores, MAX_AUTO_WORKERS)
 
 
 SLOW_SECONDS = 5.0
