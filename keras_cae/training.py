@@ -227,7 +227,8 @@ def _validation_rows(num_rows: int, validation_split: float | None, own_split: b
     """Rows held out for validation from the end of the training part (Keras's rule).
 
     `None` means the data's default: the last sixth of a file's own training part
-    (MNIST's 10,000 of 60,000, the split of Rifai et al.), else 0.1 of it.
+    (MNIST's 10,000 of 60,000, the usual 50,000 / 10,000 split of its training
+    images), else 0.1 of it.
     """
     if validation_split is None:
         if own_split:
