@@ -10,6 +10,7 @@ folder's conftest.py; the encoder served is the suite's `model_path`
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ __all__ = [
     "exact",
     "free_port",
     "parse_prometheus",
+    "read_all",
+    "refuses_connections",
     "start_serving",
     "stop_server",
     "v2_body",
@@ -134,6 +137,23 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> 
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
     return value
+
+
+def refuses_connections(port: int) -> bool:
+    """Whether nothing accepts TCP connections on 127.0.0.1:`port` any more."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def read_all(connection: socket.socket) -> bytes:
+    """Everything the server sends on `connection` until it closes it."""
+    reply = b""
+    while chunk := connection.recv(65536):
+        reply += chunk
+    return reply
 
 
 def parse_prometheus(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

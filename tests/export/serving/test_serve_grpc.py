@@ -33,6 +33,8 @@ from tests.export.serving._serving import (
     batch,
     free_port,
     parse_prometheus,
+    read_all,
+    refuses_connections,
     start_serving,
     stop_server,
     wait_for,
@@ -317,14 +319,6 @@ def test_metrics_count_grpc_calls(server: Server, triton: Any, stub: Any) -> Non
     assert delta("keras_cae_requests_in_flight") == 0
 
 
-def _refuses(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return True
-    return False
-
-
 def test_sigterm_stops_both_listeners_and_finishes_in_flight_requests(
     model_path: str, tmp_path: Any
 ) -> None:
@@ -362,13 +356,11 @@ def test_sigterm_stops_both_listeners_and_finishes_in_flight_requests(
                 "keras_cae_requests_in_flight"][()] == 2, "the request to be in flight",
         )  # fmt: skip
         server.process.send_signal(signal.SIGTERM)
-        wait_for(lambda: _refuses(server.port), "HTTP to stop accepting connections")
-        wait_for(lambda: _refuses(grpc_port), "gRPC to stop accepting connections")
+        wait_for(lambda: refuses_connections(server.port), "HTTP to stop accepting connections")
+        wait_for(lambda: refuses_connections(grpc_port), "gRPC to stop accepting connections")
         assert server.process.poll() is None, "the server quit with a request in flight"
         connection.sendall(data[len(data) // 2 :])
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
+        reply = read_all(connection)
         connection.close()
         assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:300]
         codes = json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"]

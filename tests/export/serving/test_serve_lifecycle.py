@@ -24,6 +24,8 @@ from tests.export.serving._serving import (
     batch,
     exact,
     parse_prometheus,
+    read_all,
+    refuses_connections,
     start_serving,
     stop_server,
     v2_body,
@@ -53,20 +55,12 @@ def test_sigterm_finishes_in_flight_requests(model_path: str, tmp_path: Any) -> 
 
         wait_for(lambda: in_flight() == 1, "the server to start our request")
         server.process.send_signal(signal.SIGTERM)
-
-        def refuses_connections() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
-            except OSError:
-                return True
-            return False
-
-        wait_for(refuses_connections, "the server to stop accepting connections")
+        wait_for(
+            lambda: refuses_connections(server.port), "the server to stop accepting connections"
+        )
         assert server.process.poll() is None, "the server quit with a request in flight"
         connection.sendall(body[len(body) // 2 :])
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
+        reply = read_all(connection)
         connection.close()
         status_line, _, rest = reply.partition(b"\r\n")
         assert status_line == b"HTTP/1.1 200 OK", reply[:300]

@@ -34,6 +34,7 @@ from tests.export.serving._serving import (
     NAME,
     Server,
     free_port,
+    read_all,
     start_serving,
     stop_server,
     v2_body,
@@ -45,14 +46,6 @@ _LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
 
 def _connect(server: Server) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def _read_all(connection: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    reply = b""
-    while chunk := connection.recv(65536):
-        reply += chunk
-    return reply
 
 
 def _closed_at(connection: socket.socket, timeout: float) -> float:
@@ -113,7 +106,7 @@ def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
             assert _closed_at(c, timeout=10) - opened < 10
         time.sleep(max(0.0, head_sent + 1.5 * HEADER_TIMEOUT - time.monotonic()))
         uploading.sendall(body[10:])
-        assert _read_all(uploading).startswith(b"HTTP/1.1 200 OK")
+        assert read_all(uploading).startswith(b"HTTP/1.1 200 OK")
     finally:
         stop.set()
         for c in [*idle, slow_fresh, slow_after_response, uploading]:
@@ -140,7 +133,7 @@ def test_oversized_request_head_is_431_and_the_rest_is_not_read(limited: Server)
         head = _LIVE + b"X-Pad: " + pad + b"\r\nConnection: close\r\n\r\n"
         with _connect(limited) as connection:
             connection.sendall(head)
-            assert _read_all(connection).startswith(b"HTTP/1.1 " + status), size
+            assert read_all(connection).startswith(b"HTTP/1.1 " + status), size
 
 
 def test_limit_concurrency_answers_503_beyond_it(limited: Server) -> None:
